@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Launch one ``virnucpro`` stage from a Nextflow task: ``virnucpro_stage.py STAGE [OPTIONS] ...``.
+
+Nextflow puts ``bin/`` on the PATH of every task, so the modules call this script instead of
+the ``virnucpro`` entry point. It runs the same CLI (same options, same exit codes 0/2/1):
+
+- from a plain clone, without installing anything but the dependencies, the package next to
+  this script (``../virnucpro``) is imported, so the pipeline always runs its own version;
+- inside the containers (or wherever ``bin/`` was copied alone), the installed package is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _use_repository_package() -> None:
+    """Put the clone holding this script first on sys.path when it contains the package."""
+    if (REPO_ROOT / "virnucpro" / "__init__.py").is_file() and str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+_use_repository_package()
+
+from virnucpro.cli import cli, commands, main  # noqa: E402,F401  (after the path set-up; registers every stage)
+
+__all__ = ["cli", "main"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+/*
+ * EMBED_DNA: DNABERT-S embeddings of one nucleotide shard (one GPU when -profile gpu).
+ *
+ * A shard the stage could not embed is recorded by the stage in failed_files.txt. Before the
+ * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: more memory,
+ * a smaller batch); on the last attempt the failure is kept as data
+ * (embeddings/<shard>.failed_files.txt) and the run goes on. Any other error is not data and
+ * fails the task.
+ */
+process EMBED_DNA {
+    tag "${meta.id}:${meta.shard}"
+    label 'process_gpu'
+
+    conda "${moduleDir}/../../../containers/environment.yml"
+    container "${ task.ext.use_gpu ? 'ghcr.io/virnucpro/virnucpro:0.1.0-gpu' : 'ghcr.io/virnucpro/virnucpro:0.1.0-cpu' }"
+
+    input:
+    tuple val(meta), path(fasta)
+    tuple val(model_name), path(model_files, stageAs: 'model/*')
+
+    output:
+    tuple val(meta), path('embeddings/*'), emit: results
+    path 'versions.yml', emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    def shard = fasta.baseName
+    def last_attempt = task.attempt > (task.maxRetries ?: 0)
+    """
+    status=0
+    virnucpro_stage.py embed-dna ${fasta} --outdir embeddings --dna-model ${model_name} ${args} || status=\$?
+    rm -f embeddings/summary.json
+    if [ -s embeddings/failed_files.txt ]; then
+        if [ "${last_attempt}" != "true" ]; then
+            echo "virnucpro: shard ${shard} failed (exit \$status), asking for another attempt" >&2
+            exit 75
+        fi
+        mv embeddings/failed_files.txt embeddings/${shard}.failed_files.txt
+        echo "virnucpro: shard ${shard} failed on the last attempt; recorded, the run goes on" >&2
+    elif [ "\$status" -ne 0 ]; then
+        exit "\$status"
+    fi
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: \$(virnucpro_stage.py --version | sed 's/^.* //')
+        python: \$(python3 --version | sed 's/^Python //')
+        torch: \$(python3 -c 'from importlib.metadata import version; print(version("torch"))')
+        transformers: \$(python3 -c 'from importlib.metadata import version; print(version("transformers"))')
+    END_VERSIONS
+    """
+
+    stub:
+    def shard = fasta.baseName
+    """
+    mkdir -p embeddings
+    touch embeddings/${shard}.npz
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: stub
+    END_VERSIONS
+    """
+}

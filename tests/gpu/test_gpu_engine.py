@@ -1,0 +1,194 @@
+"""The worker engine on real GPUs (device machine only): ``pytest -m gpu tests/gpu``.
+
+Same properties as the CPU tests, with CUDA in the workers, plus precision parity:
+bf16 and fp16 embeddings against fp32 (cosine >= 0.9999 per embedding) with the t6 test
+models (the shape of esm2_t6_8M). Skipped where no CUDA GPU is visible. Every model run goes
+through spawned workers, so this pytest process never initialises CUDA before spawning.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_doubles import FakeSpec, WrappedSpec, protein, write_fasta
+
+from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.store import load_embeddings
+from virnucpro.engine import devices, run_embedding
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(devices.visible_gpu_count() == 0, reason="needs a CUDA GPU"),
+]
+
+ESM_BUDGET = 4096
+DNA_BUDGET = 16384
+PARITY_COSINE = 0.9999
+KILLER = protein(4242, 120)
+
+
+def _dna(seed: int, length: int) -> str:
+    return "".join(np.random.default_rng(seed).choice(list("ACGT"), size=length))
+
+
+@pytest.fixture(scope="module")
+def t6(tmp_path_factory: pytest.TempPathFactory):
+    from virnucpro.testmodels import make_test_models
+
+    return make_test_models(tmp_path_factory.mktemp("t6"), size="t6")
+
+
+@pytest.fixture(scope="module")
+def proteins(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Eight protein files (30-600 residues, some repeated); the sixth holds KILLER."""
+    directory = tmp_path_factory.mktemp("proteins")
+    files = []
+    for f in range(8):
+        records = [(f"p{f}_{r}", protein(1000 * f + r, 30 + (37 * r + 11 * f) % 570)) for r in range(40 + 10 * f)]
+        records.append((f"p{f}_dup", records[3][1]))
+        if f == 5:
+            records.insert(7, ("killer", KILLER))
+        files.append(str(write_fasta(directory / f"prot{f}.faa", records)))
+    return files
+
+
+@pytest.fixture(scope="module")
+def nucleotides(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    directory = tmp_path_factory.mktemp("nucleotides")
+    return [
+        str(write_fasta(directory / f"nuc{f}.fa", [(f"n{f}_{r}", _dna(100 * f + r, 150 + (61 * r) % 351)) for r in range(60)]))
+        for f in range(4)
+    ]
+
+
+def _run(files: list[str], spec, outdir: Path, budget: int = ESM_BUDGET, **options):
+    return run_embedding(files, spec, outdir, budget, progress="log", **options)
+
+
+def _bytes(outdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(outdir.glob("*.npz"))}
+
+
+def _matrices(outdir: Path) -> dict[str, np.ndarray]:
+    return {p.name: load_embeddings(p).matrix for p in sorted(outdir.glob("*.npz"))}
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cosine = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+    return float(cosine.min())
+
+
+def test_the_parent_never_initialises_cuda() -> None:
+    devices.plan_workers(None, None)
+    devices.plan_workers("0", None)
+    assert not torch.cuda.is_initialized()
+
+
+def test_workers_see_only_their_gpu(tmp_path: Path, proteins: list[str]) -> None:
+    count = devices.visible_gpu_count()
+    report = tmp_path / "report"
+    report.mkdir()
+    result = _run(proteins[:count], FakeSpec(report_dir=str(report), report_barrier=count), tmp_path / "out")
+    assert result.exit_code == EXIT_OK
+    seen = sorted(json.loads(p.read_text())["cuda_visible_devices"] for p in report.iterdir())
+    assert seen == sorted(devices.select_gpus(None)) and len(seen) == count
+
+
+@pytest.mark.parametrize("kind", ["esm", "dna"])
+def test_one_or_two_workers_per_gpu_give_byte_identical_outputs(
+    tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str
+) -> None:
+    if kind == "esm":
+        spec, files, budget = EmbedderSpec("esm", str(t6.esm), precision="fp32"), proteins, ESM_BUDGET
+    else:
+        spec, files, budget = EmbedderSpec("dna", str(t6.dna), precision="fp32"), nucleotides, DNA_BUDGET
+    one = _run(files, spec, tmp_path / "one", budget, gpus="0", workers=1)
+    two = _run(files, spec, tmp_path / "two", budget, gpus="0", workers=2)
+    assert one.exit_code == two.exit_code == EXIT_OK
+    assert _bytes(tmp_path / "one") == _bytes(tmp_path / "two")
+    every = _run(files, spec, tmp_path / "every", budget)  # one worker per visible GPU
+    assert _bytes(tmp_path / "every") == _bytes(tmp_path / "one")
+    print(f"{kind}: {json.dumps(every.stats['devices'])}")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["esm", "dna"])
+def test_half_precision_matches_fp32(
+    tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str, precision: str
+) -> None:
+    model, files, budget = (str(t6.esm), proteins, ESM_BUDGET) if kind == "esm" else (str(t6.dna), nucleotides, DNA_BUDGET)
+    reference = _run(files, EmbedderSpec(kind, model, precision="fp32"), tmp_path / "fp32", budget)
+    half = _run(files, EmbedderSpec(kind, model, precision=precision), tmp_path / precision, budget)
+    assert reference.exit_code == half.exit_code == EXIT_OK
+    ref, low = _matrices(tmp_path / "fp32"), _matrices(tmp_path / precision)
+    worst = min(_min_cosine(ref[name], low[name]) for name in ref)
+    print(f"{kind} {precision}: minimum cosine to fp32 {worst:.6f} over {sum(len(m) for m in ref.values())} embeddings")
+    assert worst >= PARITY_COSINE
+    stored = load_embeddings(next((tmp_path / precision).glob("*.npz")))
+    assert json.loads(stored.meta["embedder"])["precision"] == precision
+
+
+def test_a_killed_gpu_worker_has_its_file_redone(tmp_path: Path, t6, proteins: list[str]) -> None:
+    spec = EmbedderSpec("esm", str(t6.esm), precision="fp32")
+    clean = _run(proteins, spec, tmp_path / "clean", gpus="0", workers=2)
+    marker = tmp_path / "killed-once"
+    killed = _run(proteins, WrappedSpec(spec, die_on=KILLER, marker=str(marker)), tmp_path / "out", gpus="0", workers=2)
+    assert marker.exists()
+    assert (killed.exit_code, killed.failures, killed.stats["requeued"]) == (EXIT_OK, [], 1)
+    assert clean.exit_code == EXIT_OK and _bytes(tmp_path / "out") == _bytes(tmp_path / "clean")
+
+
+def test_all_gpu_workers_dying_is_a_systemic_failure(tmp_path: Path, t6, proteins: list[str]) -> None:
+    spec = WrappedSpec(EmbedderSpec("esm", str(t6.esm), precision="fp32"), die_on=KILLER)
+    result = _run(proteins, spec, tmp_path / "out", gpus="0", workers=2)
+    assert result.exit_code == EXIT_FAILED and result.message.startswith("systemic failure: 2 of 2 workers failed")
+
+
+def test_a_real_cuda_out_of_memory_halves_batches_and_records_what_never_fits(
+    tmp_path: Path, t6, proteins: list[str]
+) -> None:
+    spec = EmbedderSpec("esm", str(t6.esm), precision="fp32")
+    limit = 300  # batches of more padded tokens allocate 64 TiB on the GPU: sequences over 298 residues never fit
+    result = _run(proteins[:2], WrappedSpec(spec, oom_above=limit), tmp_path / "oom", gpus="0", workers=1)
+    reference = _run(proteins[:2], spec, tmp_path / "reference", gpus="0", workers=1)
+    assert reference.exit_code == EXIT_OK
+    assert result.exit_code == EXIT_PARTIAL and result.stats["oom_retries"] > 0
+    expected_failures = [
+        f"{path}|ESM-2|sequence {rid}: out of memory with one sequence per batch ({len(seq) + 2} tokens)"
+        for path in proteins[:2]
+        for rid, seq in _records(path)
+        if len(seq) + 2 > limit
+    ]
+    assert expected_failures and [f.line() for f in read_failures(tmp_path / "oom" / FAILED_FILES)] == expected_failures
+    for path in proteins[:2]:
+        name = f"{Path(path).stem}.npz"
+        stored, expected = load_embeddings(tmp_path / "oom" / name), load_embeddings(tmp_path / "reference" / name)
+        assert stored.ids == [rid for rid, seq in _records(path) if len(seq) + 2 <= limit]
+        rows = [expected.ids.index(i) for i in stored.ids]
+        np.testing.assert_allclose(stored.matrix, expected.matrix[rows], rtol=1e-4, atol=1e-5)  # smaller batches
+
+
+def test_resume_skips_complete_gpu_outputs(tmp_path: Path, t6, proteins: list[str]) -> None:
+    spec = EmbedderSpec("esm", str(t6.esm), precision="auto")
+    first = _run(proteins, spec, tmp_path / "out")
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npz")}
+    time.sleep(0.01)
+    again = _run(proteins, spec, tmp_path / "out", resume=True)
+    assert first.exit_code == again.exit_code == EXIT_OK
+    assert again.stats["files_skipped"] == len(proteins)
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npz")}
+    other = _run(proteins, EmbedderSpec("esm", str(t6.esm), precision="fp32"), tmp_path / "out", resume=True)
+    assert other.stats["files_written"] == len(proteins)  # another precision is another model
+
+
+def _records(path: str) -> list[tuple[str, str]]:
+    lines = Path(path).read_text().splitlines()
+    return [(lines[i][1:], lines[i + 1]) for i in range(0, len(lines), 2)]

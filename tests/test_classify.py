@@ -1,0 +1,141 @@
+"""Chunk consensus, sequence calls and the prediction file formats (no models needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from virnucpro import contracts as c
+from virnucpro.classify import (
+    CallRule,
+    ClassifyResult,
+    FrameScore,
+    PredictionWriter,
+    frame_label,
+    group_by_record,
+)
+from virnucpro.errors import InputError
+from virnucpro.prepare import ManifestRow
+
+
+def row(rid: str, length: int, chunks: int, kept: int) -> ManifestRow:
+    return ManifestRow(id=rid, original_id=rid, source="in.fa", length=length, chunks=chunks, kept_frames=kept)
+
+
+def rows_for(records, frames, rule=CallRule()):
+    return [(r, r.call(rule)) for r in group_by_record(iter(records), iter(frames))]
+
+
+def test_chunk_consensus_takes_max_of_each_score_and_ties_go_to_virus():
+    frames = [
+        FrameScore("a_chunk_1F1", (0.2, 0.8)),
+        FrameScore("a_chunk_1R2", (0.9, 0.1)),
+        FrameScore("b_chunk_1F2", (0.5, 0.5)),
+    ]
+    (a, (call_a, _)), (b, (call_b, _)) = rows_for([row("a", 300, 1, 2), row("b", 300, 1, 1)], frames)
+    assert (a.chunk_calls[0].max_score_0, a.chunk_calls[0].max_score_1) == (0.9, 0.8)
+    assert call_a == c.CALL_OTHERS  # max P(virus) 0.8 < max P(others) 0.9
+    assert b.chunk_calls[0].is_virus and call_b == c.CALL_VIRUS  # tie -> virus (reference)
+    assert frame_label((0.5, 0.5)) == c.CALL_OTHERS  # frame-level tie -> others (torch.max)
+
+
+def test_sequence_call_rule_uses_fraction_of_chunks_with_a_frame():
+    frames = [
+        FrameScore("s_chunk_1F1", (0.1, 0.9)),
+        FrameScore("s_chunk_2F1", (0.9, 0.1)),
+        FrameScore("s_chunk_3R1", (0.8, 0.2)),
+    ]
+    record = row("s", 900, 4, 3)  # chunk 4 has no kept frame
+    [(seq, (call, reason))] = rows_for([record], frames)
+    assert seq.chunks_with_frame == 3 and seq.virus_chunks == 1
+    assert call == c.CALL_OTHERS and reason == "1/3 chunks virus"
+    [(_, (call_low, _))] = rows_for([record], frames, CallRule(virus_fraction=0.3))
+    assert call_low == c.CALL_VIRUS
+    fields = dict(zip(c.SEQUENCE_PREDICTIONS_HEADER, seq.fields(CallRule())))
+    assert fields["max_p_virus"] == repr(0.9)
+    assert float(fields["mean_p_virus"]) == pytest.approx((0.9 + 0.1 + 0.2) / 3)
+    assert fields["chunks"] == "4" and fields["chunks_with_frame"] == "3"
+
+
+def test_one_chunk_read_gets_its_chunk_call_for_any_fraction():
+    frames = [FrameScore("r_chunk_1F3", (0.3, 0.7))]
+    for fraction in (0.01, 0.5, 1.0):
+        [(_, (call, _))] = rows_for([row("r", 250, 1, 1)], frames, CallRule(fraction))
+        assert call == c.CALL_VIRUS
+
+
+def test_no_frame_and_empty_records_are_reported_not_dropped():
+    results = rows_for([row("empty", 0, 1, 0), row("stops", 300, 1, 0)], [])
+    assert [r[1] for r in results] == [
+        (c.CALL_NO_FRAME, "empty sequence"),
+        (c.CALL_NO_FRAME, "no frame without a stop codon in any chunk"),
+    ]
+    fields = results[1][0].fields(CallRule())
+    assert fields[6:8] == ["NA", "NA"]
+
+
+def test_a_frame_without_embedding_makes_the_sequence_failed_with_reason():
+    frames = [
+        FrameScore("x_chunk_1F1", (0.1, 0.9)),
+        FrameScore("x_chunk_2F1", None, "no ESM-2 embeddings for shard shard_00001", "shard_00001"),
+    ]
+    [(seq, (call, reason))] = rows_for([row("x", 600, 2, 2)], frames)
+    assert call == c.CALL_FAILED and "shard_00001" in reason
+    assert len(seq.chunk_calls) == 1  # the scored chunk keeps its reference consensus row
+    assert seq.fields(CallRule())[5:8] == ["0", "NA", "NA"]
+
+
+def test_inconsistent_prepared_data_is_an_input_error():
+    with pytest.raises(InputError, match="expected a frame of a"):
+        rows_for([row("a", 300, 1, 1)], [FrameScore("b_chunk_1F1", (0.5, 0.5))])
+    with pytest.raises(InputError, match="end of frames"):
+        rows_for([row("a", 300, 1, 2)], [FrameScore("a_chunk_1F1", (0.5, 0.5))])
+
+
+def test_writer_produces_reference_formats(tmp_path: Path):
+    frames = [FrameScore("a_chunk_1F1", (0.25, 0.75)), FrameScore("a_chunk_1R1", (0.5, 0.5))]
+    with PredictionWriter(tmp_path, CallRule()) as writer:
+        for seq in group_by_record(iter([row("a", 300, 1, 2)]), iter(frames)):
+            writer.write(seq)
+    assert (tmp_path / c.PREDICTION_RESULTS).read_text() == (
+        "Sequence_ID\tPrediction\tscore1\tscore2\n"
+        "a_chunk_1F1\tvirus\t0.25\t0.75\n"
+        "a_chunk_1R1\tothers\t0.5\t0.5\n"
+    )
+    assert (tmp_path / c.PREDICTION_HIGHEST).read_text() == (
+        "Modified_ID\tIs_Virus\tmax_score_0\tmax_score_1\na_chunk_1\tTrue\t0.5\t0.75\n"
+    )
+    lines = (tmp_path / c.SEQUENCE_PREDICTIONS).read_text().splitlines()
+    assert lines[0].split("\t") == list(c.SEQUENCE_PREDICTIONS_HEADER)
+    assert lines[1].split("\t") == ["a", "a", "300", "1", "1", "1", "0.75", "0.75", "virus", "1/1 chunks virus"]
+
+
+def test_writer_leaves_no_file_when_interrupted(tmp_path: Path):
+    with pytest.raises(RuntimeError):
+        with PredictionWriter(tmp_path, CallRule()):
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("failed", "calls", "expected"),
+    [
+        (0, {c.CALL_VIRUS: 2}, c.EXIT_OK),
+        (1, {c.CALL_VIRUS: 2, c.CALL_FAILED: 1}, c.EXIT_PARTIAL),
+        (1, {c.CALL_FAILED: 3}, c.EXIT_FAILED),
+        (1, {c.CALL_NO_FRAME: 2, c.CALL_FAILED: 1}, c.EXIT_FAILED),  # nothing could be classified
+        (0, {c.CALL_NO_FRAME: 2}, c.EXIT_OK),
+    ],
+)
+def test_exit_status(failed: int, calls: dict, expected: int):
+    result = ClassifyResult(failures=[c.Failure("f", "ESM-2", "x")] * failed)
+    result.calls.update(calls)
+    result.records = sum(calls.values())
+    assert result.exit_status == expected
+
+
+def test_failure_line_round_trip():
+    failure = c.Failure("shards/protein/shard_00001.fa", c.STAGE_ESM, "out of\nmemory | at 1 sequence")
+    assert failure.line() == "shards/protein/shard_00001.fa|ESM-2|out of memory / at 1 sequence"
+    assert c.Failure.parse(failure.line()) == c.Failure(failure.file_path, "ESM-2", "out of memory / at 1 sequence")

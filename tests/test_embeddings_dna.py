@@ -1,0 +1,210 @@
+"""DNA embeddings: masked mean with [CLS]/[SEP], batched equal to one-at-a-time, DNABERT-S-style remote code."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from virnucpro.contracts import STAGE_DNA
+from virnucpro.embeddings.dna import DnaEmbedder, load_dna_embedder
+from virnucpro.errors import InputError, ModelError
+
+
+def _dna(seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices("ACGT", k=n)) for n in (1, 5, 40, 40, 120, 301, 500, 777)]
+
+
+@pytest.fixture(scope="module")
+def embedder(test_models) -> DnaEmbedder:
+    return load_dna_embedder(str(test_models.dna))
+
+
+def _single(embedder: DnaEmbedder, sequences: list[str]) -> np.ndarray:
+    return np.stack([embedder.embed_batch([s])[0] for s in sequences])
+
+
+def _batched(embedder: DnaEmbedder, sequences: list[str], budget: int) -> np.ndarray:
+    batches = embedder.make_batches(sequences, budget)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(sequences)))
+    out = np.zeros((len(sequences), embedder.dim), dtype=np.float32)
+    for batch in batches:
+        out[batch] = embedder.embed_batch([sequences[i] for i in batch])
+    return out
+
+
+def _upstream_way(embedder: DnaEmbedder, sequence: str) -> np.ndarray:
+    """The reference: one sequence, ``model(input_ids)[0]``, mean over every token."""
+    input_ids = embedder.tokenizer(sequence, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        hidden = embedder.model(input_ids)[0]
+    return hidden[0].mean(dim=0).numpy()
+
+
+def test_identity(embedder: DnaEmbedder, test_models) -> None:
+    assert embedder.stage == STAGE_DNA and embedder.dim == 32
+    identity = embedder.identity()
+    assert identity["model"] == str(Path(test_models.dna).resolve()) and identity["precision"] == "fp32"
+
+
+def test_pooling_includes_cls_and_sep(embedder: DnaEmbedder) -> None:
+    sequence = _dna()[4]
+    encoded = embedder.tokenizer(sequence)["input_ids"]
+    assert encoded[0] == embedder.tokenizer.cls_token_id and encoded[-1] == embedder.tokenizer.sep_token_id
+    got = embedder.embed_batch([sequence])[0]
+    np.testing.assert_allclose(got, _upstream_way(embedder, sequence), atol=1e-6)
+    with torch.inference_mode():  # and it differs from the mean without the special tokens
+        hidden = embedder.model(torch.tensor([encoded]))[0][0]
+    assert not np.allclose(got, hidden[1:-1].mean(0).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("budget", [1, 64, 300, 10_000])
+def test_batched_equals_single(embedder: DnaEmbedder, budget: int) -> None:
+    sequences = _dna()
+    np.testing.assert_allclose(_batched(embedder, sequences, budget), _single(embedder, sequences), atol=1e-5, rtol=0)
+
+
+def test_batches_respect_the_token_budget(embedder: DnaEmbedder) -> None:
+    sequences = _dna()
+    for budget in (64, 300, 1000):
+        for batch in embedder.make_batches(sequences, budget):
+            padded = max(embedder.token_count(sequences[i]) for i in batch) * len(batch)
+            assert padded <= budget or len(batch) == 1
+    assert embedder.token_count("ACGT") == len(embedder.tokenizer("ACGT")["input_ids"])
+
+
+def test_empty_sequence_is_an_input_error(embedder: DnaEmbedder) -> None:
+    with pytest.raises(InputError):
+        embedder.embed_batch(["ACGT", ""])
+
+
+def test_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        load_dna_embedder(str(tmp_path / "no_such_model"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelError, match="directory"):
+        load_dna_embedder(str(tmp_path / "file"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError) as caught:
+        load_dna_embedder(str(tmp_path / "empty"))
+    assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- DNABERT-S-style remote code
+
+# Written for this test (not DNABERT-S's code): the three patterns the loader must cope with -
+# a module-level ``flash_attn_qkvpacked_func`` that is set when Triton imports and fails when
+# called, an ALiBi table built in __init__ from a plain CPU tensor, and a tuple output.
+REMOTE_CODE = textwrap.dedent(
+    '''
+    import math
+
+    import torch
+    from torch import nn
+    from transformers import BertConfig, PreTrainedModel
+
+
+    def _triton_kernel(*args, **kwargs):
+        raise RuntimeError("dot() got an unexpected keyword argument 'trans_b'")
+
+
+    flash_attn_qkvpacked_func = _triton_kernel
+
+
+    class AlibiTable(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.heads = config.num_attention_heads
+            self.rebuild_alibi_tensor(size=8)
+
+        def rebuild_alibi_tensor(self, size, device=None):
+            slopes = torch.Tensor([0.5 ** (i + 1) for i in range(self.heads)]).to(device)
+            positions = torch.arange(size, device=device)
+            self.alibi = -slopes[:, None, None] * (positions[None, :] - positions[:, None]).abs()[None]
+            self._current_alibi_size = size
+
+
+    class StandInModel(PreTrainedModel):
+        config_class = BertConfig
+        base_model_prefix = "stand_in"
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+            self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+            self.encoder = AlibiTable(config)
+            self.post_init()
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs):
+            if flash_attn_qkvpacked_func is not None:
+                flash_attn_qkvpacked_func()
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            x = self.embed(input_ids)
+            n = x.shape[1]
+            if self.encoder._current_alibi_size < n:
+                self.encoder.rebuild_alibi_tensor(size=n, device=x.device)
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]) + self.encoder.alibi[0, :n, :n].to(x.device)
+            scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
+            hidden = torch.tanh(scores.softmax(-1) @ v + x) * mask[:, :, None]
+            return hidden, None
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def remote_code_model(test_models, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A local model directory whose config points AutoModel at REMOTE_CODE (trust_remote_code)."""
+    import importlib.util
+
+    directory = tmp_path_factory.mktemp("remote") / "stand_in_dnabert"
+    directory.mkdir()
+    (directory / "stand_in_layers.py").write_text(REMOTE_CODE)
+    spec = importlib.util.spec_from_file_location("stand_in_layers_for_saving", directory / "stand_in_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(test_models.dna))
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_attention_heads=2, num_hidden_layers=1, intermediate_size=32
+    )
+    config.auto_map = {"AutoModel": "stand_in_layers.StandInModel"}
+    torch.manual_seed(1)
+    model = module.StandInModel(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory, model
+
+
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5, reason="meta-device init is transformers 5")
+def test_remote_code_fails_on_meta_device_without_the_loader(remote_code_model) -> None:
+    directory, _ = remote_code_model
+    with pytest.raises(Exception, match="meta"):
+        transformers.AutoModel.from_pretrained(str(directory), trust_remote_code=True)
+
+
+def test_remote_code_model_loads_and_uses_pytorch_attention(remote_code_model) -> None:
+    directory, saved = remote_code_model
+    embedder = load_dna_embedder(str(directory))
+    assert type(embedder.model).__name__ == "StandInModel"
+    assert torch.equal(embedder.model.embed.weight, saved.embed.weight)  # weights loaded, not re-initialised
+    assert embedder.model.encoder.alibi.device.type == "cpu"
+    sequences = _dna(seed=3)  # would raise the Triton error if the kernel were still selected
+    single = _single(embedder, sequences)
+    np.testing.assert_allclose(_batched(embedder, sequences, 200), single, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(single[5], _upstream_way(embedder, sequences[5]), atol=1e-6)
+
+
+def test_local_directory_copy_loads_offline(test_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    copy = tmp_path / "DNABERT-S"
+    shutil.copytree(test_models.dna, copy)
+    embedder = load_dna_embedder(str(copy))
+    original = load_dna_embedder(str(test_models.dna))
+    np.testing.assert_array_equal(embedder.embed_batch(_dna()[:3]), original.embed_batch(_dna()[:3]))

@@ -1,0 +1,88 @@
+"""``virnucpro embed-esm`` / ``embed-dna`` with the tiny real models (spawned CPU workers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_doubles import protein, write_fasta
+
+from virnucpro.cli import main
+from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, SUMMARY_JSON
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.store import load_embeddings
+from virnucpro.engine import embed_file
+
+
+def _dna(seed: int, length: int) -> str:
+    return "".join(np.random.default_rng(seed).choice(list("ACGT"), size=length))
+
+
+@pytest.fixture()
+def proteins(tmp_path: Path) -> list[str]:
+    files = []
+    for f in range(3):
+        records = [(f"p{f}_{r}", protein(10 * f + r, 20 + 13 * r)) for r in range(4 + f)]
+        records.append((f"p{f}_dup", records[0][1]))  # an identical sequence, embedded once
+        files.append(str(write_fasta(tmp_path / f"prot{f}.faa", records)))
+    return files
+
+
+def _outputs(outdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(outdir.glob("*.npz"))}
+
+
+def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
+    tmp_path: Path, proteins: list[str], test_models
+) -> None:
+    common = ["--esm-model", str(test_models.esm), "--esm-batch-size", "200", "--quiet"]
+    assert main(["embed-esm", *proteins, "--outdir", str(tmp_path / "one"), "--workers", "1", *common]) == EXIT_OK
+    assert main(["embed-esm", *proteins, "--outdir", str(tmp_path / "two"), "--workers", "2", *common]) == EXIT_OK
+    one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert sorted(one) == ["prot0.npz", "prot1.npz", "prot2.npz"] and one == two
+
+    embedder = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    embed_file(proteins[1], embedder, tmp_path / "direct.npz", 200)
+    assert (tmp_path / "direct.npz").read_bytes() == one["prot1.npz"]  # the engine adds nothing of its own
+    stored = load_embeddings(tmp_path / "one" / "prot1.npz")
+    assert stored.ids[-1] == "p1_dup" and stored.matrix.shape == (6, embedder.dim)
+    np.testing.assert_array_equal(stored.matrix[-1], stored.matrix[0])
+
+    summary = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())
+    assert summary["command"] == "embed-esm" and summary["exit_status"] == 0
+    assert summary["engine"]["embedded"] == 18 and summary["engine"]["devices"]["cpu"]["workers"] == 2
+    assert not (tmp_path / "one" / FAILED_FILES).exists()
+
+    assert main(["embed-esm", *proteins, "--outdir", str(tmp_path / "one"), "--resume", *common]) == EXIT_OK
+    resumed = json.loads((tmp_path / "one" / SUMMARY_JSON).read_text())["engine"]
+    assert (resumed["files_skipped"], resumed["files_written"]) == (3, 0)
+    assert _outputs(tmp_path / "one") == one
+
+
+def test_embed_dna_records_a_bad_file_and_keeps_the_rest(tmp_path: Path, test_models) -> None:
+    good = [str(write_fasta(tmp_path / f"nuc{f}.fa", [(f"n{f}_{r}", _dna(f * 10 + r, 60 + 30 * r)) for r in range(3)])) for f in range(2)]
+    bad = str(write_fasta(tmp_path / "bad.fa", [("n0", "ACGT"), ("n1", "ACGTQQ")]))
+    outdir = tmp_path / "dna"
+    code = main(["embed-dna", good[0], bad, good[1], "--outdir", str(outdir), "--dna-model", str(test_models.dna), "--quiet"])
+    assert code == EXIT_PARTIAL
+    assert (outdir / FAILED_FILES).read_text() == f"{bad}|DNABERT-S|record 2 (n1): invalid letters 'Q'\n"
+    assert sorted(_outputs(outdir)) == ["nuc0.npz", "nuc1.npz"]
+    assert load_embeddings(outdir / "nuc1.npz").ids == ["n1_0", "n1_1", "n1_2"]
+
+
+def test_a_missing_model_is_one_error_line_and_exit_1(tmp_path: Path, proteins: list[str]) -> None:
+    missing = tmp_path / "no_such_model.pt"
+    process = subprocess.run(
+        [sys.executable, "-m", "virnucpro", "embed-esm", proteins[0], "--outdir", str(tmp_path / "out"),
+         "--esm-model", str(missing), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == EXIT_FAILED
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
+    assert "systemic failure: 1 of 1 workers failed" in lines[0] and "could not load the model" in lines[0]
+    assert str(missing) in lines[0] or missing.name in lines[0]

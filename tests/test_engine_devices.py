@@ -1,0 +1,92 @@
+"""Device selection and work planning, decided in the parent (no process is spawned here)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from engine_doubles import write_fasta
+
+from virnucpro.engine import devices
+from virnucpro.engine.plan import output_stem, plan_items
+from virnucpro.errors import InputError
+
+
+@pytest.fixture()
+def four_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend torch has CUDA and the machine has four GPUs (all visible unless the env says otherwise)."""
+    monkeypatch.setattr(devices, "cuda_built", lambda: True)
+    monkeypatch.setattr(devices, "physical_gpu_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_no_gpu_means_one_cpu_worker_and_one_log_line(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(devices, "visible_gpu_count", lambda: 0)
+    with caplog.at_level(logging.INFO, logger="virnucpro"):
+        slots = devices.plan_workers(None, None)
+    assert [(s.device, s.env) for s in slots] == [("cpu", {})]
+    assert [r.getMessage() for r in caplog.records] == ["no CUDA GPU visible: running on the CPU"]
+
+
+def test_cpu_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "visible_gpu_count", lambda: 0)
+    monkeypatch.setattr(devices, "_cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    slots = devices.plan_workers(None, 2)
+    assert [(s.device, s.threads, s.env) for s in slots] == [("cpu", 4, {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})] * 2
+
+
+def test_default_is_one_worker_per_visible_gpu(four_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "visible_gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    slots = devices.plan_workers(None, None)
+    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"], s.label) for s in slots] == [("cuda:0", "3", "gpu 3"), ("cuda:0", "1", "gpu 1")]
+
+
+def test_gpus_overrides_cuda_visible_devices_and_workers_cycle_over_them(four_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in devices.plan_workers("0,2", None)] == ["0", "2"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in devices.plan_workers("0, 2", 3)] == ["0", "2", "0"]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "message"),
+    [
+        ("0,x", "--gpus '0,x': expected comma-separated GPU indices such as 0,2"),
+        ("", "--gpus '': expected comma-separated GPU indices such as 0,2"),
+        ("1,1", "--gpus '1,1': a GPU is listed twice"),
+        ("2,7", "--gpus 2,7: no GPU 7 on this machine (4 found)"),
+    ],
+)
+def test_bad_gpus_is_a_one_line_error(four_gpus: None, gpus: str, message: str) -> None:
+    with pytest.raises(InputError) as error:
+        devices.plan_workers(gpus, None)
+    assert str(error.value) == message
+
+
+def test_gpus_without_cuda_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cuda_built", lambda: False)
+    assert [s.device for s in devices.plan_workers("0,1", None)] == ["cpu"]
+
+
+def test_output_stem() -> None:
+    assert output_stem("a/b/shard_00001.faa") == "shard_00001"
+    assert output_stem("x.fa.gz") == "x"
+    assert output_stem("noext") == "noext"
+
+
+def test_items_are_largest_first_and_clashing_stems_are_refused(tmp_path: Path) -> None:
+    small = write_fasta(tmp_path / "small.faa", [("a", "M" * 10)])
+    big = write_fasta(tmp_path / "big.faa", [("a", "M" * 50), ("b", "M" * 50)])
+    middle = write_fasta(tmp_path / "middle.faa", [("a", "M" * 30)])
+    items = plan_items([str(small), str(big), str(middle), str(tmp_path / "missing.faa")], tmp_path / "out")
+    assert [(Path(i.path).name, i.cost, i.index) for i in items] == [
+        ("big.faa", 104, 1), ("middle.faa", 32, 2), ("small.faa", 12, 0), ("missing.faa", 0, 3)
+    ]
+    assert items[0].out_path == tmp_path / "out" / "big.npz"
+    (tmp_path / "sub").mkdir()
+    clash = write_fasta(tmp_path / "sub" / "small.fa", [("a", "M")])
+    with pytest.raises(InputError, match="same output name small.npz"):
+        plan_items([str(small), str(clash)], tmp_path / "out")

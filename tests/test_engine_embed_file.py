@@ -1,0 +1,161 @@
+"""embed_file: deduplication, out-of-memory halving, failures as data, resume checks (in-process)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_doubles import FakeEmbedder, fake_vector, protein, write_fasta
+
+from virnucpro.contracts import STAGE_DNA, STAGE_ESM
+from virnucpro.embeddings.store import load_embeddings
+from virnucpro.engine import embed_file
+from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, is_out_of_memory, output_is_current
+
+BUDGET = 64
+
+
+@pytest.fixture()
+def fasta(tmp_path: Path) -> Path:
+    """Eight sequences of 10 residues (12 tokens each), the third repeated as the fifth."""
+    seqs = [protein(i, 10) for i in range(8)]
+    seqs[4] = seqs[2]
+    return write_fasta(tmp_path / "in.faa", [(f"s{i}", s) for i, s in enumerate(seqs)])
+
+
+def test_embeds_every_record_in_file_order_and_identical_sequences_once(tmp_path: Path, fasta: Path) -> None:
+    embedder = FakeEmbedder()
+    result = embed_file(str(fasta), embedder, tmp_path / "out.npz", BUDGET)
+    stored = load_embeddings(tmp_path / "out.npz")
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    assert stored.ids == [f"s{i}" for i in range(8)]
+    np.testing.assert_array_equal(stored.matrix, np.stack([fake_vector(s) for s in seqs]))
+    assert (result.records, result.unique, result.embedded, result.failures) == (8, 7, 8, [])
+    assert sum(embedder.calls) <= 7 * 12  # the duplicate went through the model once
+    assert stored.meta[META_FAILED] == "0"
+
+
+def test_caller_meta_is_kept(tmp_path: Path, fasta: Path) -> None:
+    embed_file(str(fasta), FakeEmbedder(), tmp_path / "out.npz", BUDGET, meta={"sample": "S1"})
+    meta = load_embeddings(tmp_path / "out.npz").meta
+    assert meta["sample"] == "S1"
+    assert meta["embedder"] == '{"dim": "8", "model": "fake", "precision": "fp32"}'
+    assert meta["records"] == "8" and meta["embedded"] == "8" and len(meta[META_INPUT_SHA256]) == 64
+
+
+@pytest.mark.parametrize("kind", ["torch", "runtime"])
+def test_out_of_memory_halves_the_budget_down_to_one_sequence_and_records_what_never_fits(
+    tmp_path: Path, fasta: Path, kind: str
+) -> None:
+    reference = embed_file(str(fasta), FakeEmbedder(), tmp_path / "reference.npz", BUDGET)
+    assert reference.oom_retries == 0
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    # Batches above 12 padded tokens (more than one sequence) run out of memory; s6 does even alone.
+    embedder = FakeEmbedder(oom_above=12, oom_always=frozenset({seqs[6]}), oom_error=kind)
+    result = embed_file(str(fasta), embedder, tmp_path / "out.npz", BUDGET)
+
+    distinct = list(dict.fromkeys(embedder.budgets))
+    assert distinct == [64, 32, 16]  # 60 -> 24 -> 12 padded tokens: halved until one sequence per batch
+    assert embedder.calls[:3] == [60, 24, 12]
+    assert [line.line() for line in result.failures] == [
+        f"{fasta}|ESM-2|sequence s6: out of memory with one sequence per batch (12 tokens)"
+    ]
+    stored = load_embeddings(tmp_path / "out.npz")
+    expected = load_embeddings(tmp_path / "reference.npz")
+    assert stored.ids == [f"s{i}" for i in range(8) if i != 6]
+    np.testing.assert_array_equal(stored.matrix, np.delete(expected.matrix, 6, axis=0))
+    assert stored.meta[META_FAILED] == "1" and stored.meta["embedded"] == "7"
+    assert result.oom_retries > 0 and result.embedded == 7
+
+
+def test_a_budget_that_fits_after_one_halving_stops_halving(tmp_path: Path, fasta: Path) -> None:
+    embedder = FakeEmbedder(oom_above=36)  # three sequences of 12 tokens fit
+    result = embed_file(str(fasta), embedder, tmp_path / "out.npz", BUDGET)
+    assert list(dict.fromkeys(embedder.budgets)) == [64, 32]
+    assert result.failures == [] and result.embedded == 8
+
+
+def test_out_of_memory_is_recognised_by_type_or_message() -> None:
+    from engine_doubles import out_of_memory
+
+    assert is_out_of_memory(out_of_memory())
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"", "no FASTA records (empty file or not FASTA)"),
+        (b"just some text\nwithout a header\n", "no FASTA records (empty file or not FASTA)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe junk", "binary content, not a FASTA text file"),
+        (b">a\nMKV\n>b\nMK1V\n", "record 2 (b): invalid letters '1'"),
+        (b">a\nMKV\n>b\n\n>c\nMK\n", "record 2 (b): empty sequence"),
+    ],
+)
+def test_a_bad_file_is_one_failure_and_leaves_no_output(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "bad.faa"
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "bad.npz"
+    out.write_bytes(b"stale output of an earlier run")
+    result = embed_file(str(path), FakeEmbedder(), out, BUDGET)
+    assert [f.line() for f in result.failures] == [f"{path}|ESM-2|{message}"]
+    assert result.output is None and not out.exists()
+
+
+def test_letters_are_checked_against_the_model_alphabet(tmp_path: Path) -> None:
+    path = write_fasta(tmp_path / "x.fa", [("a", "ACGTN"), ("b", "acgtu")])
+    assert embed_file(str(path), FakeEmbedder(stage=STAGE_DNA), tmp_path / "x.npz", BUDGET).failures == []
+    protein_file = write_fasta(tmp_path / "p.faa", [("a", "QELP")])
+    result = embed_file(str(protein_file), FakeEmbedder(stage=STAGE_DNA), tmp_path / "p.npz", BUDGET)
+    assert [f.line() for f in result.failures] == [f"{protein_file}|DNABERT-S|record 1 (a): invalid letters 'E' 'L' 'P' 'Q'"]
+
+
+def test_a_model_error_that_is_not_memory_fails_the_file(tmp_path: Path, fasta: Path) -> None:
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    result = embed_file(str(fasta), FakeEmbedder(fail_on=seqs[0]), tmp_path / "out.npz", BUDGET)
+    assert [f.line() for f in result.failures] == [f"{fasta}|{STAGE_ESM}|model exploded"]
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_resume_keeps_a_current_output_and_redoes_changed_input_model_or_incomplete_output(
+    tmp_path: Path, fasta: Path
+) -> None:
+    out = tmp_path / "out.npz"
+    embed_file(str(fasta), FakeEmbedder(), out, BUDGET)
+    first = out.stat().st_mtime_ns
+    kept = embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True)
+    assert kept.skipped and kept.output == out and out.stat().st_mtime_ns == first and kept.embedded == 8
+
+    assert not embed_file(str(fasta), FakeEmbedder(model="other"), out, BUDGET, skip_if_current=True).skipped
+    assert not embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True).skipped  # model changed back
+    with fasta.open("a") as handle:
+        handle.write(">s8\nMKV\n")
+    redone = embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True)
+    assert not redone.skipped and redone.embedded == 9
+
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    embed_file(str(fasta), FakeEmbedder(oom_always=frozenset({seqs[0]})), out, BUDGET)
+    assert not embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True).skipped  # was incomplete
+
+
+def test_output_is_current_refuses_missing_and_corrupt_outputs(tmp_path: Path) -> None:
+    assert not output_is_current(tmp_path / "missing.npz", "0" * 64, "{}")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert not output_is_current(tmp_path / "bad.npz", "0" * 64, "{}")
+
+
+def test_gzip_input_is_a_clear_failure_or_read(tmp_path: Path) -> None:
+    path = tmp_path / "in.faa.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(">a\nMKV\n")
+    result = embed_file(str(path), FakeEmbedder(), tmp_path / "in.npz", BUDGET)
+    if result.failures:  # seqio.read_fasta reads plain text only
+        assert [f.line() for f in result.failures] == [f"{path}|ESM-2|binary content, not a FASTA text file"]
+    else:
+        assert load_embeddings(tmp_path / "in.npz").ids == ["a"]

@@ -1,0 +1,173 @@
+"""End-to-end `virnucpro predict` and `classify` on the bundled data with tiny test models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from virnucpro import contracts as c
+from virnucpro.classifier.checkpoints import load_native
+from virnucpro.cli import main
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.frames import chunk_sequence, kept_frames
+from virnucpro.seqio import read_records
+
+PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
+
+
+def model_args(models) -> list[str]:
+    return [
+        "--classifier", str(models.classifier),
+        "--esm-model", str(models.esm),
+        "--dna-model", str(models.dna),
+        "--quiet",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(repo_root: Path) -> list[str]:
+    return [str(repo_root / "assets" / "test_reads.fa"), str(repo_root / "assets" / "test_reads.fq.gz")]
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory, test_models, inputs) -> Path:
+    outdir = tmp_path_factory.mktemp("predict") / "out"
+    assert main(["predict", *inputs, "--outdir", str(outdir), *model_args(test_models)]) == c.EXIT_OK
+    return outdir
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
+    return [dict(zip(header, row)) for row in rows]
+
+
+def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, inputs):
+    records = list(read_records(inputs))
+    rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
+    assert [r["id"] for r in rows] == [rec.id for rec in records]
+    assert {r["call"] for r in rows} <= set(c.CALLS)
+    summary = json.loads((predicted / c.SUMMARY_JSON).read_text())
+    assert summary["exit_status"] == 0 and summary["records"] == len(records)
+    assert sum(summary["calls"].values()) == len(records)
+    assert set(summary["timings_s"]) >= {"prepare", "embed_dna", "embed_esm", "classify"}
+    assert summary["versions"]["virnucpro"] and summary["versions"]["torch"] == torch.__version__
+    assert not (predicted / c.FAILED_FILES).exists()
+
+
+def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Path, inputs, test_models):
+    """Reference strategy: every frame embedded alone, features concatenated, MLP in eval mode."""
+    frames = [
+        frame
+        for record in read_records(inputs)
+        for chunk_id, chunk in chunk_sequence(record.id, record.seq, 300)
+        for frame in kept_frames(chunk_id, chunk)
+    ]
+    dna = EmbedderSpec("dna", str(test_models.dna)).load("cpu")
+    esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    model, _ = load_native(test_models.classifier)
+    rows = read_tsv(predicted / c.PREDICTION_RESULTS)
+    assert [r["Sequence_ID"] for r in rows] == [f.id for f in frames]
+    for frame, row in zip(frames, rows):
+        features = np.concatenate([dna.embed_batch([frame.nucleotide])[0], esm.embed_batch([frame.protein])[0]])
+        with torch.no_grad():
+            p_others, p_virus = torch.softmax(model(torch.from_numpy(features)[None]), dim=1)[0].tolist()
+        assert float(row["score1"]) == pytest.approx(p_others, abs=1e-5)
+        assert float(row["score2"]) == pytest.approx(p_virus, abs=1e-5)
+        assert row["Prediction"] == ("virus" if p_virus > p_others else "others")
+
+
+def test_chunk_calls_follow_the_reference_consensus(predicted: Path):
+    frames = read_tsv(predicted / c.PREDICTION_RESULTS)
+    by_chunk: dict[str, list[tuple[float, float]]] = {}
+    for row in frames:
+        by_chunk.setdefault(row["Sequence_ID"][:-2], []).append((float(row["score1"]), float(row["score2"])))
+    chunks = read_tsv(predicted / c.PREDICTION_HIGHEST)
+    assert [r["Modified_ID"] for r in chunks] == list(by_chunk)
+    for row in chunks:
+        scores = by_chunk[row["Modified_ID"]]
+        best0, best1 = max(s[0] for s in scores), max(s[1] for s in scores)
+        assert (float(row["max_score_0"]), float(row["max_score_1"])) == (best0, best1)
+        assert row["Is_Virus"] == str(best1 >= best0)
+
+
+def test_same_input_and_models_give_byte_identical_prediction_files(predicted: Path, tmp_path, test_models, inputs):
+    again = tmp_path / "again"
+    assert main(["predict", *inputs, "--outdir", str(again), *model_args(test_models)]) == c.EXIT_OK
+    for name in PREDICTION_FILES:
+        assert (again / name).read_bytes() == (predicted / name).read_bytes(), name
+
+
+def test_resume_skips_completed_stages_and_keeps_results(predicted: Path, tmp_path, test_models, inputs):
+    copy = tmp_path / "copy"
+    shutil.copytree(predicted, copy)
+    embeddings = sorted((copy / "work" / "embeddings").rglob("*.npz"))
+    stamps = {path: path.stat().st_mtime_ns for path in embeddings}
+    args = ["predict", *inputs, "--outdir", str(copy), "--resume", *model_args(test_models)]
+    assert main(args) == c.EXIT_OK
+    assert {path: path.stat().st_mtime_ns for path in embeddings} == stamps  # not re-embedded
+    for name in PREDICTION_FILES:
+        assert (copy / name).read_bytes() == (predicted / name).read_bytes()
+
+
+def classify_args(prepared: Path, work: Path, outdir: Path, models, *extra: str) -> list[str]:
+    return [
+        "classify", "--prepared", str(prepared),
+        "--dna-embeddings", str(work / "dna"), "--esm-embeddings", str(work / "esm"),
+        "--outdir", str(outdir), "--classifier", str(models.classifier), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
+    prepared = tmp_path / "prepared"
+    assert main(["prepare", *inputs, "--outdir", str(prepared), "--shard-size", "1500", "--quiet"]) == 0
+    stems = sorted(p.stem for p in (prepared / c.SHARD_PROTEIN_DIR).glob("*.fa"))
+    assert len(stems) >= 3
+    work = tmp_path / "emb"
+    for kind, sub in (("embed-dna", c.SHARD_NUCLEOTIDE_DIR), ("embed-esm", c.SHARD_PROTEIN_DIR)):
+        files = [str(prepared / sub / f"{stem}.fa") for stem in stems]
+        model = ["--dna-model", str(test_models.dna)] if kind == "embed-dna" else ["--esm-model", str(test_models.esm)]
+        assert main([kind, *files, "--outdir", str(work / kind[6:]), *model, "--quiet"]) == 0
+    (work / "esm" / f"{stems[1]}.npz").unlink()  # a lost ESM task
+
+    out = tmp_path / "out"
+    assert main(classify_args(prepared, work, out, test_models)) == c.EXIT_PARTIAL
+    rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+    assert len(rows) == sum(1 for _ in read_records(inputs))
+    failed = [r for r in rows if r["call"] == c.CALL_FAILED]
+    assert failed and all(stems[1] in r["reason"] for r in failed)
+    failures = c.read_failures(out / c.FAILED_FILES)
+    assert [(f.stage, stems[1] in f.message) for f in failures] == [(c.STAGE_CLASSIFY, True)]
+    assert json.loads((out / c.SUMMARY_JSON).read_text())["exit_status"] == c.EXIT_PARTIAL
+
+    for stem in stems:  # every shard lost: total failure
+        (work / "esm" / f"{stem}.npz").unlink(missing_ok=True)
+    assert main(classify_args(prepared, work, tmp_path / "none", test_models)) == c.EXIT_FAILED
+
+
+def test_classifier_for_other_embedding_sizes_is_refused(tmp_path, test_models, inputs):
+    from virnucpro.classifier.checkpoints import save_native
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+
+    wrong = tmp_path / "wrong.pt"
+    save_native(wrong, MLPClassifier(768 + 2560), ClassifierMeta(dna_dim=768, esm_dim=2560, chunk_length=300))
+    args = ["predict", inputs[0], "--outdir", str(tmp_path / "o"), *model_args(test_models), "--classifier", str(wrong)]
+    assert main(args) == c.EXIT_FAILED
+
+
+def test_bad_input_is_one_line_exit_1(tmp_path, test_models, capsys):
+    bad = tmp_path / "protein.fa"
+    bad.write_text(">p1\nMEEPQSDPSVEPPLSQETFSDLWKLL\n")
+    assert main(["predict", str(bad), "--outdir", str(tmp_path / "o"), *model_args(test_models)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "protein.fa" in err[0] and "p1" in err[0] and "Traceback" not in err[0]
+
+
+def test_usage_errors_exit_1_not_2(capsys):
+    assert main(["predict"]) == 1
+    assert main(["predict", "x.fa", "--outdir", "o", "--chunk-length", "400"]) == 1
+    assert main(["no-such-command"]) == 1

@@ -1,0 +1,181 @@
+"""Input reading: formats by content, equivalent spellings, unique ids, one-line errors."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from virnucpro.cli import main
+from virnucpro.errors import InputError
+from virnucpro.seqio import Record, file_sha256, read_fasta, read_records, write_fasta_record
+
+CLEAN = ">r1 first read\nACGTACGTAAGGCCTT\n>r2\nTTGGCCAANRYK\n>r3 x\nGGGAAACCCTTT\n"
+CLEAN_PAIRS = [("r1", "ACGTACGTAAGGCCTT"), ("r2", "TTGGCCAANRYK"), ("r3", "GGGAAACCCTTT")]
+
+
+def _write(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _pairs(*paths: Path) -> list[tuple[str, str]]:
+    return [(record.id, record.seq) for record in read_records(paths)]
+
+
+def test_fasta_records(tmp_path: Path) -> None:
+    path = _write(tmp_path / "in.fa", CLEAN)
+    records = list(read_records([str(path)]))
+    assert [(r.id, r.seq) for r in records] == CLEAN_PAIRS
+    assert records[0] == Record("r1", "r1", "ACGTACGTAAGGCCTT", str(path), 0)
+    assert [r.index for r in records] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        CLEAN.lower(),
+        CLEAN.replace("\n", "\r\n"),
+        ">r1 first read\nACGTACGT\nAAGGCCTT\n>r2\nTTGG\nCCAA\nNRYK\n\n>r3 x\nGGG\nAAA\nCCC\nTTT",  # wrapped, no final newline
+        "\n\n" + CLEAN.replace("ACGTACGT", "ACGT ACGT\t"),  # leading blank lines, spaces in sequence lines
+        "\ufeff" + CLEAN,  # UTF-8 byte order mark
+    ],
+    ids=["lowercase", "crlf", "wrapped", "whitespace", "bom"],
+)
+def test_equivalent_spellings(tmp_path: Path, variant: str) -> None:
+    clean = _pairs(_write(tmp_path / "clean.fa", CLEAN))
+    assert _pairs(_write(tmp_path / "variant.fa", variant)) == clean == CLEAN_PAIRS
+
+
+def _fastq(pairs: list[tuple[str, str]]) -> str:
+    return "".join(f"@{name} extra\n{seq}\n+\n{'I' * len(seq)}\n" for name, seq in pairs)
+
+
+def test_fastq_plain_wrapped_crlf_and_gzip_by_content(tmp_path: Path) -> None:
+    text = _fastq(CLEAN_PAIRS)
+    wrapped = "@r1\nACGTACGT\nAAGGCCTT\n+r1\nIIIIIIII\n@IIIIIII\n@r2\nTTGGCCAANRYK\n+\n@@@@@@@@@@@@\n@r3\nGGGAAACCCTTT\n+\nIIIIIIIIIIII\n"
+    files = [
+        _write(tmp_path / "reads.fq", text),
+        _write(tmp_path / "wrapped.fastq", wrapped),
+        _write(tmp_path / "crlf.fq", text.replace("\n", "\r\n")),
+        _write(tmp_path / "reads.fq.gz", gzip.compress(text.encode())),
+        _write(tmp_path / "misleading.fa", gzip.compress(text.encode())),  # gzip FASTQ named .fa
+        _write(tmp_path / "plain_named.fa.gz", CLEAN),  # plain FASTA named .gz
+    ]
+    for path in files:
+        assert _pairs(path) == CLEAN_PAIRS, path.name
+
+
+def test_several_files_in_order_with_unique_ids(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.fa", ">x\nAAA\n>x\nCCC\n>x_dup2\nGGG\n>y\nTTT\n")
+    b = _write(tmp_path / "b.fq", "@x\nACG\n+\nIII\n@y desc\nTGA\n+\nIII\n")
+    records = list(read_records([a, b]))
+    assert [r.id for r in records] == ["x", "x_dup2", "x_dup2_dup2", "y", "x_dup3", "y_dup2"]
+    assert [r.original_id for r in records] == ["x", "x", "x_dup2", "y", "x", "y"]
+    assert [r.source for r in records] == [str(a)] * 4 + [str(b)] * 2
+    assert [r.index for r in records] == list(range(6))
+    assert len({r.id for r in records}) == len(records)
+    assert [r.id for r in read_records([a, b])] == [r.id for r in records]  # deterministic
+
+
+def test_empty_records_among_good_ones_are_kept(tmp_path: Path) -> None:
+    path = _write(tmp_path / "e.fa", ">empty1\n>good\nACGT\n>empty2\n\n>good2\nTT\n")
+    assert _pairs(path) == [("empty1", ""), ("good", "ACGT"), ("empty2", ""), ("good2", "TT")]
+    fastq = _write(tmp_path / "e.fq", "@empty\n\n+\n\n@good\nACG\n+\nIII\n")
+    assert _pairs(fastq) == [("empty", ""), ("good", "ACG")]
+
+
+def test_iupac_letters_and_gaps_are_kept(tmp_path: Path) -> None:
+    path = _write(tmp_path / "iupac.fa", ">a\nacgtunrykmswbdhv-.\n")
+    assert _pairs(path) == [("a", "ACGTUNRYKMSWBDHV-.")]
+
+
+def test_read_records_is_lazy(tmp_path: Path) -> None:
+    path = _write(tmp_path / "late_error.fa", ">ok\nACGT\n>bad\nMKLVEFQ\n")
+    records = read_records([path])
+    assert next(records).id == "ok"  # the bad record further on is not read yet
+    with pytest.raises(InputError, match="bad"):
+        next(records)
+
+
+def test_digests_are_file_sha256(tmp_path: Path) -> None:
+    plain = _write(tmp_path / "a.fa", CLEAN)
+    packed = _write(tmp_path / "b.fa.gz", gzip.compress(CLEAN.encode() * 50))
+    digests: dict[str, str] = {}
+    assert len(list(read_records([plain, packed], digests))) == 3 + 150
+    assert digests == {str(plain): file_sha256(plain), str(packed): file_sha256(packed)}
+    assert digests[str(plain)] == hashlib.sha256(CLEAN.encode()).hexdigest()
+
+
+def test_read_fasta_and_write_fasta_record_round_trip(tmp_path: Path) -> None:
+    buffer = io.StringIO()
+    for name, seq in CLEAN_PAIRS + [("empty", "")]:
+        write_fasta_record(buffer, name, seq)
+    assert buffer.getvalue().count("\n") == 8
+    path = _write(tmp_path / "own.fa", buffer.getvalue())
+    assert list(read_fasta(path)) == CLEAN_PAIRS + [("empty", "")]
+
+
+def _gzip_truncated() -> bytes:
+    data = gzip.compress(("".join(f">r{i}\n{'ACGT' * 50}\n" for i in range(2000))).encode())
+    return data[: len(data) // 2]
+
+
+# name -> (file content or None for "do not create", words the error must contain)
+BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
+    "missing.fa": (None, ["no such file"]),
+    "empty.fa": (b"", ["empty"]),
+    "blank.fa": (b"\n  \n\n", ["empty"]),
+    "empty.fa.gz": (gzip.compress(b""), ["empty"]),
+    "junk.bin": (bytes(range(256)) * 8, ["binary"]),
+    "junk_gz.fa": (gzip.compress(bytes(range(256)) * 8), ["binary"]),
+    "noheader.fa": (b"ACGTACGT\nACGT\n", ["'>' or '@'"]),
+    "truncated.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGTAC\n+\nII", ["r2", "quality"]),
+    "no_plus.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", ["r2", "'+'"]),
+    "only_empty.fa": (b">a\n>b desc\n\n>c\n", ["empty"]),
+    "protein.fa": (b">dna\nACGT\n>prot1 some protein\nMKLVEFQPACGT\n", ["record 2", "prot1", "E", "F", "L", "protein"]),
+    "no_id.fa": (b">\nACGT\n", ["record 1", "id"]),
+    "reads.fa.bz2": (bz2.compress(b">a\nACGT\n"), ["bzip2"]),
+    "truncated.fa.gz": (_gzip_truncated(), ["cannot read"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_one_line_error(tmp_path: Path, name: str) -> None:
+    content, words = BAD_INPUTS[name]
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        list(read_records([path]))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    content, _ = BAD_INPUTS[name]
+    good = _write(tmp_path / "good.fa", CLEAN)
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    code = main(["prepare", str(good), str(path), "--outdir", str(tmp_path / "out"), "--chunk-length", "300"])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert str(path) in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "manifest.tsv").exists()
+
+
+def test_directory_input_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="directory"):
+        list(read_records([tmp_path]))

@@ -1,0 +1,5 @@
+"""``python -m virnucpro`` runs the CLI."""
+
+from virnucpro.cli import main
+
+main()

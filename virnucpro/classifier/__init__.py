@@ -1,0 +1,1 @@
+"""The VirNucPro MLP classifier and its checkpoint formats."""

@@ -1,0 +1,452 @@
+"""Classifier checkpoint formats: native (state dict + metadata) and the reference pickles.
+
+Native format: ``torch.save`` of a plain dict
+``{"format": "virnucpro-classifier", "version": 1, "state_dict": {...}, "meta": {...}}``,
+readable with ``torch.load(weights_only=True)``.
+
+Reference format: upstream's ``300_model.pth`` / ``500_model.pth``, a whole ``nn.Module``
+pickled as ``__main__.MLPClassifier``. It is read without unrestricted unpickling (see
+:func:`load_reference_pickle`): every import the pickle asks for is listed by a static
+scan of its opcodes and checked against an allow-list before anything is unpickled, and
+the unpickling itself then runs in torch's ``weights_only`` unpickler.
+"""
+
+from __future__ import annotations
+
+import pickletools
+import re
+import warnings
+import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from virnucpro.atomic import atomic_path
+from virnucpro.classifier.model import MLPClassifier, ClassifierMeta
+from virnucpro.errors import ModelError
+from virnucpro.contracts import (
+    REFERENCE_DNA_DIM,
+    REFERENCE_DNA_MODEL,
+    REFERENCE_ESM_DIM,
+    REFERENCE_ESM_LAYER,
+    REFERENCE_ESM_MODEL,
+)
+from virnucpro.log import get_logger
+
+log = get_logger("classifier")
+
+NATIVE_FORMAT = "virnucpro-classifier"
+NATIVE_VERSION = 1
+
+_MODEL_SUFFIXES = (".pt", ".pth")
+
+
+# --------------------------------------------------------------------------- native
+
+
+def save_native(path: Path, model: MLPClassifier, meta: ClassifierMeta) -> None:
+    """Write a native checkpoint atomically (loadable with ``torch.load(weights_only=True)``)."""
+    if model.hidden_layer.in_features != meta.input_dim:
+        raise ModelError(
+            f"{path}: classifier input is {model.hidden_layer.in_features}-d but the metadata says "
+            f"{meta.dna_dim} + {meta.esm_dim} = {meta.input_dim}"
+        )
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "state_dict": state, "meta": meta.to_dict()}
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def _is_native_payload(payload: Any) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == NATIVE_FORMAT
+
+
+def load_native(path: Path) -> tuple[MLPClassifier, ClassifierMeta]:
+    """Load a native checkpoint (weights only, no code) into an eval-mode classifier."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (any unreadable file is a user error)
+        raise ModelError(f"{path}: not a native virnucpro classifier checkpoint ({_first_line(error)})") from None
+    if not _is_native_payload(payload):
+        raise ModelError(f"{path}: not a native virnucpro classifier checkpoint (no '{NATIVE_FORMAT}' header)")
+    return _model_from_payload(path, payload)
+
+
+def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, ClassifierMeta]:
+    version = payload.get("version")
+    if version != NATIVE_VERSION:
+        raise ModelError(f"{path}: native checkpoint version {version!r} is not supported (expected {NATIVE_VERSION})")
+    try:
+        meta = ClassifierMeta.from_dict(dict(payload["meta"]))
+        state = payload["state_dict"]
+        model = MLPClassifier(meta.input_dim, hidden_dim=meta.hidden_dim, num_class=_num_classes(state))
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelError(f"{path}: damaged native classifier checkpoint ({_first_line(error)})") from None
+    return model.eval(), meta
+
+
+def _num_classes(state: dict) -> int:
+    return int(state["output_layer.weight"].shape[0])
+
+# --------------------------------------------------------------------------- static pickle scan
+
+_STRING_RESULTS = {"str", "bytes_or_str"}  # pushes that may name a STACK_GLOBAL's module or attribute
+_EXTENSION_OPS = {"EXT1", "EXT2", "EXT4"}
+
+
+def _import_name(module: str, name: str) -> str:
+    """``module.name`` after pickle's Python 2 name mapping (as the unpicklers apply it)."""
+    if (module, name) in NAME_MAPPING:
+        module, name = NAME_MAPPING[(module, name)]
+    elif module in IMPORT_MAPPING:
+        module = IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
+def pickle_imports(data: bytes, source: Path | str = "pickle") -> set[str]:
+    """Every ``module.name`` a pickle would import, found without unpickling anything.
+
+    Walks the opcodes with a symbolic stack so that protocol-4 ``STACK_GLOBAL`` (whose
+    names come from earlier string pushes or the memo) is resolved too. Anything that
+    cannot be resolved statically (extension codes, computed names, malformed streams)
+    is refused with a ModelError.
+    """
+    imports: set[str] = set()
+    stack: list[Any] = []
+    marks: list[list[Any]] = []
+    memo: dict[int, Any] = {}
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            name = opcode.name
+            if name in _EXTENSION_OPS:
+                raise ModelError(f"{source}: refused: it imports through pickle extension codes ({name})")
+            if name in ("GLOBAL", "INST"):
+                module, attr = arg.split(" ", 1)
+                imports.add(_import_name(module, attr))
+            if name == "STACK_GLOBAL":
+                attr, module = stack.pop(), stack.pop()
+                if not (isinstance(module, str) and isinstance(attr, str)):
+                    raise ModelError(f"{source}: refused: it computes the name of an import (STACK_GLOBAL)")
+                imports.add(_import_name(module, attr))
+                stack.append(None)
+                continue
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = stack[-1]
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[int(arg)])
+                continue
+            before = opcode.stack_before
+            if pickletools.markobject in before:
+                stack = marks.pop()
+                before = before[: before.index(pickletools.markobject)]
+            if before:
+                if len(stack) < len(before):
+                    raise IndexError("stack underflow")
+                del stack[len(stack) - len(before) :]
+            if name == "MARK":
+                marks.append(stack)
+                stack = []
+                continue
+            after = opcode.stack_after
+            if len(after) == 1 and after[0].name in _STRING_RESULTS and isinstance(arg, (str, bytes)):
+                stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+            else:
+                stack.extend([None] * len(after))
+    except ModelError:
+        raise
+    except (ValueError, IndexError, KeyError) as error:
+        raise ModelError(f"{source}: refused: malformed pickle data ({_first_line(error)})") from None
+    return imports
+
+
+# --------------------------------------------------------------------------- reference
+
+
+class _ReferenceMLP(nn.Module):
+    """Stand-in for upstream's ``__main__.MLPClassifier``: an empty module to receive the pickled state.
+
+    It is created with ``__new__`` and filled by ``nn.Module.__setstate__``; none of its
+    methods are ever called on untrusted data (the tensors are read from ``__dict__``).
+    """
+
+
+# Every import a pickled reference module may make: containers, tensor rebuilding, the storage
+# types (named in persistent ids) ...
+_PLAIN_GLOBALS = frozenset(
+    {
+        "collections.OrderedDict",
+        "builtins.set",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state",
+    }
+    | {
+        f"torch.{kind}Storage"
+        for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+    }
+)
+# ... and the module classes. Upstream's ``__main__.MLPClassifier`` (and ours, should someone
+# pickle a whole virnucpro model) map to the empty stand-in; torch.nn classes map to themselves.
+_REFERENCE_CLASSES: dict[str, type] = {
+    "__main__.MLPClassifier": _ReferenceMLP,
+    "virnucpro.classifier.model.MLPClassifier": _ReferenceMLP,
+    "torch.nn.modules.linear.Linear": nn.Linear,
+    "torch.nn.modules.batchnorm.BatchNorm1d": nn.BatchNorm1d,
+    "torch.nn.modules.dropout.Dropout": nn.Dropout,
+    "torch.nn.modules.activation.ReLU": nn.ReLU,
+}
+# Submodules of the reference MLP: name -> (class, parameter names, buffer names).
+_LAYERS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
+    "hidden_layer": (nn.Linear, ("weight", "bias"), ()),
+    "bn1": (nn.BatchNorm1d, ("weight", "bias"), ("running_mean", "running_var", "num_batches_tracked")),
+    "output_layer": (nn.Linear, ("weight", "bias"), ()),
+}
+_PARAMETER_FREE = (nn.Dropout, nn.ReLU)
+
+
+def _safe_globals() -> list[tuple[type, str]]:
+    return [(cls, name) for name, cls in _REFERENCE_CLASSES.items()]
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a ``torch.save`` zip file (``<archive>/data.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if len(names) != 1:
+                raise ModelError(f"{path}: not a torch.save checkpoint (no single data.pkl in the archive)")
+            return archive.read(names[0])
+    except zipfile.BadZipFile:
+        raise ModelError(
+            f"{path}: not a torch.save zip checkpoint (legacy or unknown format; re-save it with torch >= 1.6)"
+        ) from None
+
+
+def check_pickle_imports(path: Path, allowed: set[str]) -> None:
+    """Refuse a checkpoint whose pickle would import anything outside ``allowed``; nothing is unpickled."""
+    imports = pickle_imports(_pickle_bytes(path), source=path)
+    refused = sorted(name for name in imports if name not in allowed)
+    if refused:
+        raise ModelError(
+            f"{path}: refused: it would import {', '.join(refused)} (not a plain classifier; "
+            "loading it could run code)"
+        )
+
+
+def _module_state(obj: Any) -> dict[str, Any]:
+    state = getattr(obj, "__dict__", None)
+    if not isinstance(state, dict):
+        raise TypeError("not a module")
+    return state
+
+
+def _layer_tensors(path: Path, modules: dict, name: str) -> dict[str, torch.Tensor]:
+    cls, params, buffers = _LAYERS[name]
+    layer = modules.get(name)
+    if type(layer) is not cls:
+        raise ModelError(f"{path}: reference classifier has no {cls.__name__} '{name}' layer")
+    state = _module_state(layer)
+    found: dict[str, torch.Tensor] = {}
+    for group, names in (("_parameters", params), ("_buffers", buffers)):
+        values = state.get(group) or {}
+        for key in names:
+            value = values.get(key)
+            if value is None and key == "num_batches_tracked":
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ModelError(f"{path}: reference classifier layer '{name}' has no tensor '{key}'")
+            found[f"{name}.{key}"] = value.detach().clone()
+    if cls is nn.BatchNorm1d:
+        eps = state.get("eps", 1e-5)
+        if not isinstance(eps, float) or abs(eps - 1e-5) > 1e-12:
+            raise ModelError(f"{path}: reference classifier BatchNorm eps {eps!r} is not the supported 1e-05")
+    return found
+
+
+def _reference_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    """Read the weights out of the unpickled stand-in without calling any of its methods."""
+    if type(obj) is not _ReferenceMLP:
+        raise ModelError(f"{path}: not a reference MLPClassifier (found {type(obj).__name__})")
+    modules = _module_state(obj).get("_modules")
+    if not isinstance(modules, dict):
+        raise ModelError(f"{path}: reference classifier has no layers")
+    unknown = sorted(
+        k for k, v in modules.items() if k not in _LAYERS and not isinstance(v, _PARAMETER_FREE)
+    )
+    if unknown:
+        raise ModelError(f"{path}: reference classifier has unexpected layers: {', '.join(unknown)}")
+    state: dict[str, torch.Tensor] = {}
+    for name in _LAYERS:
+        state.update(_layer_tensors(path, modules, name))
+    return state
+
+
+def reference_meta(
+    input_dim: int, chunk_length: int | None, dna_dim: int = REFERENCE_DNA_DIM, source: str = ""
+) -> ClassifierMeta:
+    """Metadata for a reference classifier: DNABERT-S first, the rest ESM-2; names only for 768 + 2560."""
+    if input_dim <= dna_dim:
+        raise ModelError(
+            f"{source or 'classifier'}: input is {input_dim}-d, not more than the {dna_dim}-d DNA embedding"
+        )
+    esm_dim = input_dim - dna_dim
+    known = dna_dim == REFERENCE_DNA_DIM and esm_dim == REFERENCE_ESM_DIM
+    return ClassifierMeta(
+        dna_dim=dna_dim,
+        esm_dim=esm_dim,
+        chunk_length=chunk_length,
+        dna_model=REFERENCE_DNA_MODEL if known else None,
+        esm_model=REFERENCE_ESM_MODEL if known else None,
+        esm_layer=REFERENCE_ESM_LAYER if known else None,
+        source=source,
+    )
+
+
+def load_reference_pickle(
+    path: Path, chunk_length: int | None = None, *, dna_dim: int = REFERENCE_DNA_DIM
+) -> tuple[MLPClassifier, ClassifierMeta]:
+    """Load upstream's pickled ``__main__.MLPClassifier`` without running code from the file.
+
+    The pickle's imports are checked statically first (anything outside the allow-list is
+    refused before unpickling starts), then the file is read by torch's weights-only
+    unpickler with the stand-in class mapped to ``__main__.MLPClassifier``.
+    """
+    path = Path(path)
+    _require_file(path)
+    check_pickle_imports(path, _PLAIN_GLOBALS | set(_REFERENCE_CLASSES))
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (the weights-only unpickler refused or the file is damaged)
+        raise ModelError(f"{path}: refused: not a plain reference classifier ({_first_line(error)})") from None
+    state = _reference_state_dict(path, obj)
+    weight = state["hidden_layer.weight"]
+    output = state["output_layer.weight"]
+    hidden_dim, input_dim = weight.shape
+    meta = reference_meta(int(input_dim), chunk_length, dna_dim, source=f"reference:{path.name}")
+    meta.hidden_dim = int(hidden_dim)
+    model = MLPClassifier(int(input_dim), hidden_dim=int(hidden_dim), num_class=int(output.shape[0]))
+    state.setdefault("bn1.num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ModelError(f"{path}: reference classifier has inconsistent layer shapes ({_first_line(error)})") from None
+    log.debug("loaded reference classifier %s (%d -> %d -> %d)", path, input_dim, hidden_dim, output.shape[0])
+    return model.eval(), meta
+
+
+# --------------------------------------------------------------------------- either
+
+
+def load_classifier_file(path: Path, chunk_length: int | None = None) -> tuple[MLPClassifier, ClassifierMeta]:
+    """Load a native checkpoint or a reference pickle, whichever ``path`` is.
+
+    ``chunk_length`` fills in the reference format's missing chunk length; for a native
+    checkpoint that names one, a different value is refused.
+    """
+    path = Path(path)
+    _require_file(path)
+    payload = _try_native_payload(path)
+    if payload is None:
+        return load_reference_pickle(path, chunk_length)
+    model, meta = _model_from_payload(path, payload)
+    if chunk_length is not None:
+        check_compatible(meta, dna_dim=meta.dna_dim, esm_dim=meta.esm_dim, chunk_length=chunk_length, source=path)
+    return model, meta
+
+
+def _try_native_payload(path: Path) -> dict | None:
+    """The native payload, or None when the file is something else (e.g. a reference pickle)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on non-default pickle protocols
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (not loadable as plain weights: maybe a reference pickle)
+        return None
+    return payload if _is_native_payload(payload) else None
+
+
+def convert_reference(src: Path, dst: Path, chunk_length: int, *, dna_dim: int = REFERENCE_DNA_DIM) -> ClassifierMeta:
+    """Turn a reference pickle into a native checkpoint (same weights, plus metadata)."""
+    model, meta = load_reference_pickle(src, chunk_length, dna_dim=dna_dim)
+    save_native(Path(dst), model, meta)
+    log.info("converted %s -> %s (%d-d input, chunk length %d)", src, dst, meta.input_dim, chunk_length)
+    return meta
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def model_name_key(name: str) -> str:
+    """How model names are compared: the last path component, without .pt/.pth, case-insensitive.
+
+    ``zhihan1996/DNABERT-S``, ``/models/DNABERT-S`` and a Hugging Face cache snapshot
+    ``.../models--zhihan1996--DNABERT-S/snapshots/<rev>`` all give ``dnabert-s``;
+    ``esm2_t36_3B_UR50D`` and ``/data/esm2_t36_3B_UR50D.pt`` both give ``esm2_t36_3b_ur50d``.
+    """
+    text = name.strip().replace("\\", "/").rstrip("/")
+    hub_cache = re.search(r"models--[^/]*--([^/]+)/snapshots/[^/]+$", text)
+    if hub_cache:
+        text = hub_cache.group(1)
+    base = text.rsplit("/", 1)[-1]
+    for suffix in _MODEL_SUFFIXES:
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+    return base.lower()
+
+
+def check_compatible(
+    meta: ClassifierMeta,
+    *,
+    dna_dim: int,
+    esm_dim: int,
+    chunk_length: int | None = None,
+    dna_model: str | None = None,
+    esm_model: str | None = None,
+    esm_layer: int | None = None,
+    source: Path | str | None = None,
+) -> None:
+    """Refuse features the classifier was not trained on (one-line ModelError).
+
+    Dimensions are always compared; chunk length, model names (see :func:`model_name_key`)
+    and ESM layer only when both the checkpoint and the caller name them. Callers should
+    pass the resolved ESM layer (not None for "final") so the check can apply.
+    """
+    where = f"{source or meta.source or 'classifier'}: "
+    if (dna_dim, esm_dim) != (meta.dna_dim, meta.esm_dim):
+        raise ModelError(
+            f"{where}classifier expects DNA {meta.dna_dim}-d + protein {meta.esm_dim}-d features, "
+            f"but the embedding models give {dna_dim}-d + {esm_dim}-d"
+        )
+    if chunk_length is not None and meta.chunk_length is not None and chunk_length != meta.chunk_length:
+        raise ModelError(
+            f"{where}classifier was trained on {meta.chunk_length} bp chunks, not --chunk-length {chunk_length}"
+        )
+    for label, ours, theirs in (("DNA", dna_model, meta.dna_model), ("ESM", esm_model, meta.esm_model)):
+        if ours and theirs and model_name_key(ours) != model_name_key(theirs):
+            raise ModelError(f"{where}classifier was trained on {label} model '{theirs}', not '{ours}'")
+    if esm_layer is not None and meta.esm_layer is not None and esm_layer != meta.esm_layer:
+        raise ModelError(f"{where}classifier was trained on ESM layer {meta.esm_layer}, not layer {esm_layer}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: classifier file not found")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,350 @@
+"""Score frames with the classifier, then call chunks (reference consensus) and sequences.
+
+Streams shard by shard in manifest order, so memory is bounded by one shard's
+embeddings whatever the number of reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from virnucpro import contracts as c
+from virnucpro.atomic import atomic_open
+from virnucpro.classifier.checkpoints import check_compatible
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.contracts import Failure
+from virnucpro.embeddings.store import EmbeddingFile, load_embeddings
+from virnucpro.errors import InputError
+from virnucpro.log import get_logger
+from virnucpro.prepare import ManifestRow, list_shards, read_manifest, shard_paths
+from virnucpro.seqio import read_fasta
+
+log = get_logger("classify")
+
+FRAME_TAG_LENGTH = 2  # "F1".."R3"
+
+
+@dataclass(frozen=True)
+class CallRule:
+    """How chunk calls become a sequence call.
+
+    A sequence is ``virus`` when ``virus_chunks / chunks_with_frame >= virus_fraction``
+    (so a one-chunk read gets its chunk's call for any fraction in (0, 1]).
+    """
+
+    virus_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.virus_fraction <= 1.0:
+            raise ValueError("virus_fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """One kept frame: P(others), P(virus), or the reason it has no score."""
+
+    frame_id: str
+    scores: tuple[float, float] | None
+    reason: str = ""
+    shard: str = ""
+
+    @property
+    def chunk_id(self) -> str:
+        return self.frame_id[:-FRAME_TAG_LENGTH]
+
+
+@dataclass
+class ChunkCall:
+    """Reference consensus for one chunk (``prediction_results_highestscore.csv``)."""
+
+    chunk_id: str
+    max_score_0: float
+    max_score_1: float
+
+    @property
+    def is_virus(self) -> bool:
+        return self.max_score_1 >= self.max_score_0  # ties -> virus, as the reference
+
+
+@dataclass
+class ClassifyResult:
+    """Counts, failures and exit status of one classify run."""
+
+    calls: dict[str, int] = field(default_factory=lambda: {call: 0 for call in c.CALLS})
+    records: int = 0
+    chunks: int = 0
+    frames_scored: int = 0
+    frames_failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    embedding_meta: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def exit_status(self) -> int:
+        """0 nothing failed; 2 some sequences classified despite failures; 1 none could be."""
+        if not self.failures and self.calls[c.CALL_FAILED] == 0:
+            return c.EXIT_OK
+        classified = self.calls[c.CALL_VIRUS] + self.calls[c.CALL_OTHERS]
+        return c.EXIT_PARTIAL if classified > 0 else c.EXIT_FAILED
+
+
+def predict_proba(model: MLPClassifier, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Softmax probabilities ``[n, 2]`` (others, virus) in eval mode, float32."""
+    model.eval()
+    out = np.empty((len(features), 2), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size]))
+            out[start : start + batch_size] = torch.softmax(model(batch), dim=1).numpy()
+    return out
+
+
+def _load_shard_embeddings(directory: Path, stem: str, stage: str) -> tuple[EmbeddingFile | None, str]:
+    path = directory / f"{stem}{c.EMBEDDING_SUFFIX}"
+    if not path.exists():
+        return None, f"no {stage} embeddings for shard {stem}"
+    try:
+        return load_embeddings(path), ""
+    except InputError as error:
+        return None, f"unreadable {stage} embeddings for shard {stem}: {error}"
+
+
+class FrameScorer:
+    """Turns shards of frames plus their two embedding files into FrameScores."""
+
+    def __init__(
+        self,
+        model: MLPClassifier,
+        meta: ClassifierMeta,
+        dna_dir: Path,
+        esm_dir: Path,
+        chunk_length: int | None,
+        batch_size: int,
+        result: ClassifyResult,
+    ) -> None:
+        self.model, self.meta = model, meta
+        self.dna_dir, self.esm_dir = dna_dir, esm_dir
+        self.chunk_length, self.batch_size = chunk_length, batch_size
+        self.result = result
+        self._checked = False
+
+    def _check(self, dna: EmbeddingFile, esm: EmbeddingFile) -> None:
+        if self._checked:
+            return
+        check_compatible(
+            self.meta,
+            dna_dim=dna.matrix.shape[1],
+            esm_dim=esm.matrix.shape[1],
+            chunk_length=self.chunk_length,
+            dna_model=dna.meta.get("model"),
+            esm_model=esm.meta.get("model"),
+            esm_layer=int(esm.meta["layer"]) if esm.meta.get("layer") else None,
+        )
+        self.result.embedding_meta = {c.STAGE_DNA: dna.meta, c.STAGE_ESM: esm.meta}
+        self._checked = True
+
+    def score_shard(self, frame_ids: list[str], stem: str) -> Iterator[FrameScore]:
+        """Scores for one shard's frames, in shard order; missing embeddings give a reason."""
+        dna, dna_reason = _load_shard_embeddings(self.dna_dir, stem, c.STAGE_DNA)
+        esm, esm_reason = _load_shard_embeddings(self.esm_dir, stem, c.STAGE_ESM)
+        if dna is None or esm is None:
+            reason = dna_reason or esm_reason
+            yield from (FrameScore(frame_id, None, reason, stem) for frame_id in frame_ids)
+            return
+        self._check(dna, esm)
+        dna_rows = {frame_id: row for row, frame_id in enumerate(dna.ids)}
+        esm_rows = {frame_id: row for row, frame_id in enumerate(esm.ids)}
+        usable = [f for f in frame_ids if f in dna_rows and f in esm_rows]
+        features = np.concatenate(
+            [dna.matrix[[dna_rows[f] for f in usable]], esm.matrix[[esm_rows[f] for f in usable]]], axis=1
+        )
+        probabilities = predict_proba(self.model, features, self.batch_size) if usable else features
+        scores = {f: (float(p[0]), float(p[1])) for f, p in zip(usable, probabilities)}
+        for frame_id in frame_ids:
+            if frame_id in scores:
+                yield FrameScore(frame_id, scores[frame_id], shard=stem)
+            else:
+                missing = c.STAGE_DNA if frame_id not in dna_rows else c.STAGE_ESM
+                yield FrameScore(frame_id, None, f"no {missing} embedding for frame {frame_id}", stem)
+
+    def score_all(self, prepared: Path) -> Iterator[FrameScore]:
+        """Every kept frame of the prepared sample, in manifest order."""
+        for stem in list_shards(prepared):
+            _, protein_path = shard_paths(prepared, stem)
+            frame_ids = [frame_id for frame_id, _ in read_fasta(protein_path)]
+            yield from self.score_shard(frame_ids, stem)
+
+
+@dataclass
+class SequenceRow:
+    """One input record with its chunk calls: a row of sequence_predictions.tsv."""
+
+    record: ManifestRow
+    frames: list[FrameScore]
+    chunk_calls: list[ChunkCall]
+    chunks_with_frame: int
+    failed_reason: str = ""
+
+    def call(self, rule: CallRule) -> tuple[str, str]:
+        """The sequence call and its reason."""
+        if self.failed_reason:
+            return c.CALL_FAILED, self.failed_reason
+        if not self.chunk_calls:
+            if self.record.length == 0:
+                return c.CALL_NO_FRAME, "empty sequence"
+            return c.CALL_NO_FRAME, "no frame without a stop codon in any chunk"
+        virus = self.virus_chunks
+        call = c.CALL_VIRUS if virus / len(self.chunk_calls) >= rule.virus_fraction else c.CALL_OTHERS
+        return call, f"{virus}/{len(self.chunk_calls)} chunks virus"
+
+    @property
+    def virus_chunks(self) -> int:
+        return sum(chunk.is_virus for chunk in self.chunk_calls)
+
+    def fields(self, rule: CallRule) -> list[str]:
+        """Columns of contracts.SEQUENCE_PREDICTIONS_HEADER."""
+        call, reason = self.call(rule)
+        p_virus = [chunk.max_score_1 for chunk in self.chunk_calls] if call != c.CALL_FAILED else []
+        return [
+            self.record.id,
+            self.record.original_id,
+            str(self.record.length),
+            str(self.record.chunks),
+            str(self.chunks_with_frame),
+            str(self.virus_chunks) if p_virus else "0",
+            _fmt(max(p_virus)) if p_virus else "NA",
+            _fmt(sum(p_virus) / len(p_virus)) if p_virus else "NA",
+            call,
+            reason,
+        ]
+
+
+def _fmt(value: float) -> str:
+    """Scores as Python prints a float taken from a float32 tensor (the reference's ``.item()``)."""
+    return repr(float(value))
+
+
+def frame_label(scores: tuple[float, float]) -> str:
+    """Frame-level label: argmax, ties -> others (torch.max picks the first)."""
+    return c.CALL_VIRUS if scores[1] > scores[0] else c.CALL_OTHERS
+
+
+def group_by_record(records: Iterator[ManifestRow], frames: Iterator[FrameScore]) -> Iterator[SequenceRow]:
+    """Pair each manifest record with its kept frames (both streams are in input order)."""
+    for record in records:
+        chunk_frames: dict[str, list[FrameScore]] = {}
+        for _ in range(record.kept_frames):
+            frame = next(frames, None)
+            if frame is None or not frame.frame_id.startswith(f"{record.id}_chunk_"):
+                found = "end of frames" if frame is None else frame.frame_id
+                raise InputError(f"prepared data is inconsistent: expected a frame of {record.id}, found {found}")
+            chunk_frames.setdefault(frame.chunk_id, []).append(frame)
+        failed = [f.reason for fs in chunk_frames.values() for f in fs if f.scores is None]
+        calls = [
+            ChunkCall(chunk_id, max(f.scores[0] for f in fs), max(f.scores[1] for f in fs))  # type: ignore[index]
+            for chunk_id, fs in chunk_frames.items()
+            if all(f.scores is not None for f in fs)
+        ]
+        frames_of_record = [f for fs in chunk_frames.values() for f in fs]
+        yield SequenceRow(record, frames_of_record, calls, len(chunk_frames), failed[0] if failed else "")
+
+
+class PredictionWriter:
+    """Writes the three prediction files atomically, row by row."""
+
+    def __init__(self, outdir: Path, rule: CallRule) -> None:
+        self.outdir, self.rule = outdir, rule
+        self._stack: list = []
+
+    def __enter__(self) -> "PredictionWriter":
+        opened = []
+        for name, header in (
+            (c.PREDICTION_RESULTS, c.PREDICTION_RESULTS_HEADER),
+            (c.PREDICTION_HIGHEST, c.PREDICTION_HIGHEST_HEADER),
+            (c.SEQUENCE_PREDICTIONS, c.SEQUENCE_PREDICTIONS_HEADER),
+        ):
+            manager = atomic_open(self.outdir / name)
+            handle = manager.__enter__()
+            handle.write("\t".join(header) + "\n")
+            self._stack.append(manager)
+            opened.append(handle)
+        self.frames, self.chunks, self.sequences = opened
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for manager in reversed(self._stack):
+            manager.__exit__(*exc_info)
+
+    def write(self, row: SequenceRow) -> None:
+        """Append one record's frames, chunk calls and sequence call."""
+        for frame in row.frames:
+            if frame.scores is not None:
+                s1, s2 = frame.scores
+                self.frames.write(f"{frame.frame_id}\t{frame_label(frame.scores)}\t{_fmt(s1)}\t{_fmt(s2)}\n")
+        for chunk in row.chunk_calls:
+            self.chunks.write(
+                f"{chunk.chunk_id}\t{chunk.is_virus}\t{_fmt(chunk.max_score_0)}\t{_fmt(chunk.max_score_1)}\n"
+            )
+        self.sequences.write("\t".join(row.fields(self.rule)) + "\n")
+
+
+def classify_prepared(
+    prepared: Path,
+    dna_dir: Path,
+    esm_dir: Path,
+    outdir: Path,
+    classifier: tuple[MLPClassifier, ClassifierMeta],
+    chunk_length: int | None = None,
+    batch_size: int = 1024,
+    rule: CallRule = CallRule(),
+    upstream_failures: Sequence[Failure] = (),
+) -> ClassifyResult:
+    """Score every kept frame of a prepared sample and write the prediction files to ``outdir``.
+
+    ``upstream_failures`` (from the embedding stages) are carried into failed_files.txt;
+    frames without embeddings make their sequence ``failed`` with the reason.
+    """
+    model, meta = classifier
+    result = ClassifyResult(failures=list(upstream_failures))
+    scorer = FrameScorer(model, meta, dna_dir, esm_dir, chunk_length, batch_size, result)
+    outdir.mkdir(parents=True, exist_ok=True)
+    reported = {Path(f.file_path).name.split(".")[0] for f in upstream_failures}
+    with PredictionWriter(outdir, rule) as writer:
+        for row in group_by_record(read_manifest(prepared), scorer.score_all(prepared)):
+            writer.write(row)
+            call, reason = row.call(rule)
+            result.calls[call] += 1
+            result.records += 1
+            result.chunks += row.record.chunks
+            result.frames_scored += sum(f.scores is not None for f in row.frames)
+            result.frames_failed += sum(f.scores is None for f in row.frames)
+            for frame in row.frames:  # failures nobody upstream reported (e.g. a lost task)
+                if frame.scores is None and frame.shard not in reported:
+                    reported.add(frame.shard)
+                    result.failures.append(Failure(str(prepared), c.STAGE_CLASSIFY, frame.reason))
+    c.write_failures(outdir / c.FAILED_FILES, result.failures)
+    log.info(
+        "classified %d sequences: %s",
+        result.records,
+        ", ".join(f"{n} {call}" for call, n in result.calls.items() if n),
+    )
+    return result
+
+
+def classify_summary(result: ClassifyResult, meta: ClassifierMeta, rule: CallRule) -> dict:
+    """The classify part of summary.json."""
+    return {
+        "exit_status": result.exit_status,
+        "records": result.records,
+        "chunks": result.chunks,
+        "frames_scored": result.frames_scored,
+        "frames_failed": result.frames_failed,
+        "calls": result.calls,
+        "failures": len(result.failures),
+        "call_rule": {"virus_fraction": rule.virus_fraction},
+        "models": {"classifier": meta.to_dict(), **result.embedding_meta},
+    }

@@ -1,0 +1,56 @@
+"""The ``virnucpro`` command: a thin layer of options over the library's stage functions.
+
+Each subcommand lives in its own module of this package and only parses options and
+calls one library function. Errors a user can fix print one line and exit 1; exit 2
+means "partial result" and is never used for usage errors.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from virnucpro import __version__
+from virnucpro.contracts import EXIT_FAILED
+from virnucpro.errors import VirnucproError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="virnucpro")
+def cli() -> None:
+    """Identify viral sequences in reads and contigs (VirNucPro, fast on many GPUs)."""
+
+
+def _register_commands() -> None:
+    from virnucpro.cli import commands  # noqa: F401  (registers every subcommand on `cli`)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map every outcome to the documented exit code."""
+    _register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("virnucpro: aborted", err=True)
+        code = EXIT_FAILED
+    except click.ClickException as error:  # usage errors: one line, exit 1 (2 means partial)
+        click.echo(f"virnucpro: error: {error.format_message()}", err=True)
+        code = EXIT_FAILED
+    except VirnucproError as error:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"virnucpro: error: {error}", err=True)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        click.echo("virnucpro: interrupted", err=True)
+        code = EXIT_FAILED
+    if code is None:
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return int(code)

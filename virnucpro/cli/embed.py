@@ -1,0 +1,82 @@
+"""``virnucpro embed-esm`` / ``embed-dna``: one embedding file per input FASTA (the worker engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virnucpro.cli import cli
+from virnucpro.cli.options import device_options, dna_model_options, esm_model_options, init_logging, verbosity_options
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.engine import run_embedding
+from virnucpro.summary import write_summary
+
+_fasta_argument = click.argument("fasta", nargs=-1, required=True, type=click.Path(dir_okay=False))
+_outdir_option = click.option(
+    "--outdir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for <stem>.npz per input, failed_files.txt and summary.json.",
+)
+
+
+def _run(
+    fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int,
+    gpus: str | None, workers: int | None, resume: bool, quiet: bool,
+) -> int:
+    """Run the engine, write OUTDIR/summary.json, return the exit code."""
+    progress = "quiet" if quiet else "auto"
+    result = run_embedding(list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress)
+    summary = {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code, "engine": result.stats}
+    write_summary(outdir, summary)
+    return result.exit_code
+
+
+@cli.command("embed-esm")
+@_fasta_argument
+@_outdir_option
+@esm_model_options
+@device_options
+@verbosity_options
+def embed_esm(
+    fasta: tuple[str, ...],
+    outdir: Path,
+    esm_model: str,
+    esm_layer: int | None,
+    esm_batch_size: int,
+    gpus: str | None,
+    workers: int | None,
+    precision: str,
+    resume: bool,
+    verbose: bool,
+    quiet: bool,
+) -> int:
+    """Embed protein FASTA files with ESM-2: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
+    init_logging(verbose, quiet)
+    spec = EmbedderSpec("esm", esm_model, layer=esm_layer, precision=precision)
+    return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet)
+
+
+@cli.command("embed-dna")
+@_fasta_argument
+@_outdir_option
+@dna_model_options
+@device_options
+@verbosity_options
+def embed_dna(
+    fasta: tuple[str, ...],
+    outdir: Path,
+    dna_model: str,
+    dna_batch_size: int,
+    gpus: str | None,
+    workers: int | None,
+    precision: str,
+    resume: bool,
+    verbose: bool,
+    quiet: bool,
+) -> int:
+    """Embed nucleotide FASTA files with DNABERT-S: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
+    init_logging(verbose, quiet)
+    spec = EmbedderSpec("dna", dna_model, precision=precision)
+    return _run(fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet)

@@ -1,0 +1,126 @@
+"""Options shared by several subcommands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from virnucpro.contracts import CHUNK_LENGTHS, REFERENCE_DNA_MODEL, REFERENCE_ESM_MODEL
+from virnucpro.log import setup_logging
+
+DEFAULT_ESM_BATCH_TOKENS = 2048
+DEFAULT_DNA_BATCH_TOKENS = 8192
+
+F = Callable[..., Any]
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+
+
+verbosity_options = _stack(
+    click.option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on errors."),
+    click.option("--quiet", "-q", is_flag=True, help="Print errors only."),
+)
+
+chunk_length_option = click.option(
+    "--chunk-length",
+    type=click.Choice([str(n) for n in CHUNK_LENGTHS]),
+    default="300",
+    show_default=True,
+    callback=lambda _c, _p, value: int(value),
+    help="Chunk length in bp; must match the classifier (300 or 500).",
+)
+
+esm_model_options = _stack(
+    click.option(
+        "--esm-model",
+        default=REFERENCE_ESM_MODEL,
+        show_default=True,
+        help="fair-esm model name (downloaded once to the torch hub cache) or a local esm2*.pt file.",
+    ),
+    click.option("--esm-layer", type=int, default=None, help="Representation layer [default: the final layer]."),
+    click.option(
+        "--esm-batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_ESM_BATCH_TOKENS,
+        show_default=True,
+        help="Tokens per ESM-2 batch (padded), halved automatically on out-of-memory.",
+    ),
+)
+
+dna_model_options = _stack(
+    click.option(
+        "--dna-model",
+        default=REFERENCE_DNA_MODEL,
+        show_default=True,
+        help="DNABERT-S hub id or a local transformers directory (save_pretrained layout).",
+    ),
+    click.option(
+        "--dna-batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_DNA_BATCH_TOKENS,
+        show_default=True,
+        help="Tokens per DNABERT-S batch (padded), halved automatically on out-of-memory.",
+    ),
+)
+
+device_options = _stack(
+    click.option(
+        "--gpus",
+        default=None,
+        help="Comma-separated GPU indices to use (overrides CUDA_VISIBLE_DEVICES); default all visible, CPU if none.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Worker processes [default: one per selected GPU, 1 on CPU].",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="GPU precision; auto = bf16 on Ampere or newer, else fp16; CPU always fp32.",
+    ),
+    click.option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),
+)
+
+
+def init_logging(verbose: bool, quiet: bool) -> None:
+    """Called first by every command."""
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+classifier_options = _stack(
+    click.option(
+        "--classifier",
+        default=None,
+        help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
+        "(native or reference format) [default: the reference model for --chunk-length].",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=1024,
+        show_default=True,
+        help="Frames per classifier batch.",
+    ),
+    click.option(
+        "--virus-fraction",
+        type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+        default=0.5,
+        show_default=True,
+        help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
+    ),
+)

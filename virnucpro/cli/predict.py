@@ -1,0 +1,78 @@
+"""``virnucpro predict``: every stage on one machine, all its GPUs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virnucpro.classify import CallRule
+from virnucpro.cli import cli
+from virnucpro.cli.options import (
+    chunk_length_option,
+    classifier_options,
+    device_options,
+    dna_model_options,
+    esm_model_options,
+    init_logging,
+    verbosity_options,
+)
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.pipeline import PredictOptions, run_predict
+from virnucpro.prepare import DEFAULT_SHARD_RESIDUES
+
+
+@cli.command("predict")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@chunk_length_option
+@classifier_options
+@esm_model_options
+@dna_model_options
+@device_options
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_RESIDUES,
+    show_default=True,
+    help="Protein residues per work shard.",
+)
+@verbosity_options
+def predict_command(
+    inputs: tuple[str, ...],
+    outdir: Path,
+    chunk_length: int,
+    classifier: str | None,
+    batch_size: int,
+    virus_fraction: float,
+    esm_model: str,
+    esm_layer: int | None,
+    esm_batch_size: int,
+    dna_model: str,
+    dna_batch_size: int,
+    gpus: str | None,
+    workers: int | None,
+    precision: str,
+    resume: bool,
+    shard_size: int,
+    verbose: bool,
+    quiet: bool,
+) -> int:
+    """Predict viral sequences in FASTA/FASTQ INPUTS (plain or gzip); exit 0 ok, 2 partial, 1 failed."""
+    init_logging(verbose, quiet)
+    options = PredictOptions(
+        chunk_length=chunk_length,
+        classifier=classifier,
+        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
+        dna=EmbedderSpec("dna", dna_model, None, precision),
+        esm_batch_tokens=esm_batch_size,
+        dna_batch_tokens=dna_batch_size,
+        batch_size=batch_size,
+        gpus=gpus,
+        workers=workers,
+        resume=resume,
+        shard_size=shard_size,
+        rule=CallRule(virus_fraction),
+        progress="quiet" if quiet else "auto",
+    )
+    return run_predict(list(inputs), outdir, options)

@@ -1,0 +1,39 @@
+"""``virnucpro prepare``: chunk, translate and filter the input; write frames and shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virnucpro.cli import cli
+from virnucpro.cli.options import chunk_length_option, init_logging, verbosity_options
+from virnucpro.contracts import EXIT_OK
+from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, prepare
+
+
+@cli.command("prepare")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option(
+    "--outdir",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for chunks.fa, frames.*, manifest.tsv and shards/.",
+)
+@chunk_length_option
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_RESIDUES,
+    show_default=True,
+    help="Protein residues per frame shard (a chunk's frames are never split).",
+)
+@verbosity_options
+def prepare_command(
+    inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool
+) -> int:
+    """Split INPUT... (FASTA/FASTQ, plain or gzip) into chunks and keep their stop-free frames."""
+    init_logging(verbose, quiet)
+    prepare(inputs, outdir, chunk_length, shard_size)
+    return EXIT_OK

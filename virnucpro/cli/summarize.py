@@ -1,0 +1,40 @@
+"""``virnucpro summarize``: one status for a run of many samples (the pipeline's last step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virnucpro import contracts as c
+from virnucpro.cli import cli
+from virnucpro.cli.options import init_logging, verbosity_options
+from virnucpro.summarize import summarize_run
+
+
+def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
+    """0 unless the run failed, or was partial and ``fail_on_partial`` is set (then 1)."""
+    if run_status == c.EXIT_FAILED or (run_status == c.EXIT_PARTIAL and fail_on_partial):
+        return c.EXIT_FAILED
+    return c.EXIT_OK
+
+
+@cli.command("summarize")
+@click.argument("sample_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--outdir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write run_status.txt, run_summary.json and failed_files.txt.",
+)
+@click.option("--fail-on-partial", is_flag=True, help="Exit 1 when the run status is 2 (partial), not only when it is 1.")
+@verbosity_options
+def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_partial: bool, verbose: bool, quiet: bool) -> int:
+    """Combine the results of SAMPLE_DIR... (each with summary.json) into the run's status 0/2/1.
+
+    The status is written to OUTDIR/run_status.txt; the command exits 0 once it is written,
+    unless the run failed (status 1) or --fail-on-partial is set and the status is 2.
+    """
+    init_logging(verbose, quiet)
+    run = summarize_run(list(sample_dirs), outdir)
+    return summarize_exit_code(run.exit_status, fail_on_partial)

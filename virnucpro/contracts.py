@@ -1,0 +1,110 @@
+"""File contracts shared by every stage, the CLI and the Nextflow modules.
+
+One place for names, columns, exit codes and the failure-line format; docs/output.md
+describes the same contracts for users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Exit codes (reference doc section 6). Usage errors are EXIT_FAILED too: 2 means "partial".
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_PARTIAL = 2
+
+# Stage names used in failure lines.
+STAGE_ESM = "ESM-2"
+STAGE_DNA = "DNABERT-S"
+STAGE_INPUT = "input"
+STAGE_CLASSIFY = "classify"
+
+# Chunk lengths the reference models were trained for.
+CHUNK_LENGTHS = (300, 500)
+
+# The models the reference classifier was trained on (defaults for every entry point).
+REFERENCE_DNA_MODEL = "zhihan1996/DNABERT-S"
+REFERENCE_ESM_MODEL = "esm2_t36_3B_UR50D"
+REFERENCE_ESM_LAYER = 36
+REFERENCE_DNA_DIM = 768
+REFERENCE_ESM_DIM = 2560
+
+# `virnucpro prepare` outputs (relative to its --outdir).
+PREPARE_INFO = "prepare.json"  # settings, input digests, counts; written last (marks completion)
+CHUNKS_FASTA = "chunks.fa"
+FRAMES_NUCLEOTIDE = "frames.nucleotide.fa"
+FRAMES_PROTEIN = "frames.protein.faa"
+MANIFEST = "manifest.tsv"
+SHARDS_DIR = "shards"
+SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
+SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
+SHARD_PATTERN = "shard_{index:05d}.fa"
+MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames")
+
+# Embedding files: one per input FASTA, named <stem>.npz (see virnucpro.embeddings.store).
+EMBEDDING_SUFFIX = ".npz"
+
+# `virnucpro predict` / `classify` outputs.
+PREDICTION_RESULTS = "prediction_results.txt"
+PREDICTION_HIGHEST = "prediction_results_highestscore.csv"
+SEQUENCE_PREDICTIONS = "sequence_predictions.tsv"
+SUMMARY_JSON = "summary.json"
+FAILED_FILES = "failed_files.txt"
+
+PREDICTION_RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
+PREDICTION_HIGHEST_HEADER = ("Modified_ID", "Is_Virus", "max_score_0", "max_score_1")
+SEQUENCE_PREDICTIONS_HEADER = (
+    "id",
+    "original_id",
+    "length",
+    "chunks",
+    "chunks_with_frame",
+    "virus_chunks",
+    "max_p_virus",
+    "mean_p_virus",
+    "call",
+    "reason",
+)
+
+# Calls in sequence_predictions.tsv.
+CALL_VIRUS = "virus"
+CALL_OTHERS = "others"
+CALL_NO_FRAME = "no_coding_frame"
+CALL_FAILED = "failed"
+CALLS = (CALL_VIRUS, CALL_OTHERS, CALL_NO_FRAME, CALL_FAILED)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One line of failed_files.txt: ``{file_path}|{stage}|{error_message}``."""
+
+    file_path: str
+    stage: str
+    message: str
+
+    def line(self) -> str:
+        """The failure as one line (newlines and pipes in the message are flattened)."""
+        message = " ".join(self.message.replace("|", "/").split())
+        return f"{self.file_path}|{self.stage}|{message}"
+
+    @classmethod
+    def parse(cls, line: str) -> "Failure":
+        """Parse one failed_files.txt line (the message may not contain '|')."""
+        file_path, stage, message = line.rstrip("\n").rsplit("|", 2)
+        return cls(file_path, stage, message)
+
+
+def write_failures(path: Path, failures: list[Failure]) -> None:
+    """Write failed_files.txt atomically; nothing is written when there is no failure."""
+    from virnucpro.atomic import atomic_write_text
+
+    if failures:
+        atomic_write_text(path, "".join(f.line() + "\n" for f in failures))
+
+
+def read_failures(path: Path) -> list[Failure]:
+    """Read a failed_files.txt; a missing file means no failure."""
+    if not path.exists():
+        return []
+    return [Failure.parse(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,1 @@
+"""Embedding models (DNABERT-S, ESM-2), their batching, and the embedding file format."""

@@ -1,0 +1,65 @@
+"""The interface every embedding model offers to the worker engine and the pipeline."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    """A loaded embedding model (one per process, loaded once).
+
+    The engine owns files, deduplication, out-of-memory retries and failure
+    accounting; an embedder only turns sequences into pooled float32 vectors.
+    """
+
+    stage: str
+    """Stage name for failure lines: contracts.STAGE_ESM or contracts.STAGE_DNA."""
+
+    dim: int
+    """Width of one embedding vector."""
+
+    def identity(self) -> dict[str, str]:
+        """What determines the numbers (model, layer, precision): stored with outputs for --resume."""
+
+    def token_count(self, sequence: str) -> int:
+        """Tokens one sequence costs in a batch (special tokens included)."""
+
+    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
+        """Group sequence indices into length-sorted batches of at most ``token_budget`` padded tokens.
+
+        Every index appears exactly once; a sequence longer than the budget gets a batch alone.
+        """
+
+    def embed_batch(self, sequences: list[str]) -> np.ndarray:
+        """Pooled embeddings, float32 ``[len(sequences), dim]``, in the given order.
+
+        Raises torch.OutOfMemoryError (or a RuntimeError mentioning "out of memory") when
+        the batch does not fit; the caller retries with smaller batches.
+        """
+
+
+class EmbedderSpec:
+    """What to load, as plain picklable data, so spawned workers can load the model themselves."""
+
+    def __init__(self, kind: str, model: str, layer: int | None = None, precision: str = "auto") -> None:
+        if kind not in ("esm", "dna"):
+            raise ValueError(f"unknown embedder kind {kind!r}")
+        self.kind = kind
+        self.model = model
+        self.layer = layer
+        self.precision = precision
+
+    def __repr__(self) -> str:
+        return f"EmbedderSpec({self.kind!r}, {self.model!r}, layer={self.layer!r}, precision={self.precision!r})"
+
+    def load(self, device: str = "cpu") -> Embedder:
+        """Load the model on ``device`` ("cpu" or "cuda:N"); call once per process."""
+        if self.kind == "esm":
+            from virnucpro.embeddings.esm import load_esm_embedder
+
+            return load_esm_embedder(self.model, layer=self.layer, device=device, precision=self.precision)
+        from virnucpro.embeddings.dna import load_dna_embedder
+
+        return load_dna_embedder(self.model, device=device, precision=self.precision)

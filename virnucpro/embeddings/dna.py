@@ -1,0 +1,272 @@
+"""DNABERT-S nucleotide embeddings through transformers: loading, padded batching, mean pooling.
+
+- **Model**: a Hugging Face hub id (default ``zhihan1996/DNABERT-S``, loaded with
+  ``trust_remote_code=True``; downloaded once into the Hugging Face cache) or a local
+  ``save_pretrained`` directory, through ``AutoTokenizer`` / ``AutoModel``.
+- **Pooling**: as upstream, the mean of the last hidden state over ALL real tokens, [CLS] and
+  [SEP] included; in a padded batch the padding is masked in attention and left out of the
+  mean, so batched results equal one-at-a-time ones (fp32, within 1e-5). Computed in fp32.
+- **Batching**: length-sorted batches of at most ``token_budget`` padded tokens (special tokens
+  counted), the same rule as for ESM-2 (:func:`virnucpro.embeddings.esm.token_budget_batches`).
+- **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
+  ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
+  to the scores, which breaks a model cast wholesale to half precision; autocast does not.)
+
+DNABERT-S remote code (DNABERT-2 architecture, MosaicBERT ``bert_layers.py``) and what the
+loader does about it, without uninstalling anything:
+
+1. Its attention switches to a Triton flash-attention kernel whenever ``triton`` imports; that
+   kernel fails with current Triton ("dot() got an unexpected keyword argument 'trans_b'").
+   After loading, every module-level ``flash_attn_qkvpacked_func`` of the model's Python modules
+   is set to None, which selects the code's own PyTorch attention path (:func:`use_pytorch_attention`).
+2. Its ALiBi bias table is a plain tensor attribute built in ``__init__``. transformers 5 builds
+   models on the meta device, where that construction fails ("Tensor on device meta is not on
+   the expected device cpu"); the loader then builds the model class on the CPU instead
+   (:func:`_eager_init`). After loading, ALiBi tables are rebuilt on the target device.
+3. With transformers 4.x releases after 4.29 and DNABERT-S revisions from before its July 2024
+   fix, ``AutoModel`` refuses the model ("config_class ... not consistent"); the loader retries
+   with transformers' own ``BertConfig``, the workaround the DNABERT-2 authors give. (transformers
+   5 compares config classes by name and does not raise this.)
+
+Checked with transformers 5.24 (installed here): the remote-code loading path of ``AutoModel``
+read against DNABERT-S's ``bert_layers.py`` as published in the MAGICS-LAB/DNABERT_S repository
+(read, not copied), and run end to end on a local stand-in module with the same three patterns
+(tests/test_embeddings_dna.py: the meta-device failure, the kernel switch, the tuple output).
+Not checkable offline: the current hub revision of DNABERT-S and its real weights (so no
+numeric comparison with upstream), transformers 4.x, and Triton on a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from virnucpro.contracts import STAGE_DNA
+from virnucpro.embeddings.esm import token_budget_batches
+from virnucpro.embeddings.precision import dtype_name, is_cuda, resolve_dtype
+from virnucpro.errors import InputError, ModelError
+from virnucpro.log import get_logger
+
+log = get_logger("dna")
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+class DnaEmbedder:
+    """A loaded transformers model and tokenizer that turn DNA sequences into pooled float32 vectors."""
+
+    stage = STAGE_DNA
+
+    def __init__(
+        self, model: nn.Module, tokenizer, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.dim = int(model.config.hidden_size)
+
+    def identity(self) -> dict[str, str]:
+        """Model, precision and pooling: what determines the numbers."""
+        return {
+            "kind": "dna",
+            "model": self.name,
+            "precision": dtype_name(self.dtype),
+            "dim": str(self.dim),
+            "pooling": "mean over all tokens ([CLS] and [SEP] included)",
+        }
+
+    def _token_lengths(self, sequences: list[str]) -> list[int]:
+        encoded = self.tokenizer([s.upper() for s in sequences], add_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def token_count(self, sequence: str) -> int:
+        """Tokens of this sequence, [CLS] and [SEP] included."""
+        return self._token_lengths([sequence])[0]
+
+    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
+        """Length-sorted batches of at most ``token_budget`` padded tokens."""
+        lengths = self._token_lengths(sequences) if sequences else []
+        return token_budget_batches([(1, n) for n in lengths], lengths, token_budget)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if is_cuda(self.device) and self.dtype != torch.float32:
+            return torch.autocast(device_type="cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def embed_batch(self, sequences: list[str]) -> np.ndarray:
+        """Mean-pooled embeddings, float32 ``[len(sequences), dim]``, in the given order."""
+        if not sequences:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if any(not s for s in sequences):
+            raise InputError("empty DNA sequence")
+        encoded = self.tokenizer([s.upper() for s in sequences], padding=True, return_tensors="pt")
+        inputs = {key: value.to(self.device) for key, value in encoded.items()}
+        with torch.inference_mode():
+            with self._autocast():
+                output = self.model(**inputs)
+            hidden = last_hidden_state(output).float()
+            real = inputs["attention_mask"].bool()
+            sums = hidden.masked_fill(~real[:, :, None], 0.0).sum(dim=1)
+            pooled = sums / real.sum(dim=1, keepdim=True).float()
+        return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+
+def last_hidden_state(output) -> torch.Tensor:
+    """The last hidden state ``[batch, tokens, hidden]`` from a ModelOutput or a tuple (DNABERT-S)."""
+    hidden = getattr(output, "last_hidden_state", None)
+    if hidden is None:
+        hidden = output[0]
+    return hidden
+
+
+# --------------------------------------------------------------------------- remote-code fixes
+
+
+def use_pytorch_attention(model: nn.Module) -> set[str]:
+    """Switch DNABERT-2/-S attention from its Triton kernel to its PyTorch path; returns the modules changed.
+
+    The remote code picks the kernel through a module-level ``flash_attn_qkvpacked_func``
+    (None when Triton did not import); setting it to None selects the PyTorch attention.
+    """
+    changed: set[str] = set()
+    for module in model.modules():
+        source = sys.modules.get(type(module).__module__)
+        if source is not None and getattr(source, "flash_attn_qkvpacked_func", None) is not None:
+            source.flash_attn_qkvpacked_func = None
+            changed.add(source.__name__)
+    return changed
+
+
+def rebuild_alibi(model: nn.Module, device: str | torch.device) -> int:
+    """Rebuild ALiBi bias tables (plain tensors that loading may leave on the meta device) on ``device``."""
+    rebuilt = 0
+    for module in model.modules():
+        rebuild = getattr(module, "rebuild_alibi_tensor", None)
+        size = getattr(module, "_current_alibi_size", None)
+        if callable(rebuild) and isinstance(size, int):
+            rebuild(size=size, device=torch.device(device))
+            rebuilt += 1
+    return rebuilt
+
+
+def _eager_init(model_class: type) -> type:
+    """``model_class`` built on the CPU rather than on transformers 5's meta device."""
+
+    class EagerInit(model_class):  # type: ignore[misc, valid-type]
+        @classmethod
+        def get_init_context(cls, *args, **kwargs):
+            contexts = super().get_init_context(*args, **kwargs)
+            return [c for c in contexts if not (isinstance(c, torch.device) and c.type == "meta")]
+
+    EagerInit.__name__ = EagerInit.__qualname__ = model_class.__name__
+    EagerInit.__module__ = model_class.__module__
+    return EagerInit
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars while loading (they would clutter worker logs)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(source: str, config=None) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    extra = {} if config is None else {"config": config}
+    try:
+        return AutoModel.from_pretrained(source, trust_remote_code=True, **extra)
+    except (RuntimeError, NotImplementedError) as error:
+        if "meta" not in str(error):
+            raise
+        first_error = error
+    config = config if config is not None else AutoConfig.from_pretrained(source, trust_remote_code=True)
+    class_ref = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+    if class_ref is None:
+        raise first_error
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    log.debug("%s cannot be built on the meta device; building it on the CPU", source)
+    model_class = get_class_from_dynamic_module(class_ref, source)
+    return _eager_init(model_class).from_pretrained(source, config=config)
+
+
+def _load_network(source: str) -> nn.Module:
+    try:
+        return _from_pretrained(source)
+    except ValueError as error:
+        if "config_class" not in str(error):
+            raise
+    from transformers import BertConfig
+
+    return _from_pretrained(source, BertConfig.from_pretrained(source))
+
+
+def _resolve_source(model: str) -> str:
+    """A local directory (resolved) or a hub id; a path that does not exist is a ModelError."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"{model}: a DNA model is a directory (transformers save_pretrained layout) or a hub id")
+        return str(path.resolve())
+    if not _HUB_ID.fullmatch(model):
+        raise ModelError(f"{model}: DNA model directory not found")
+    return model
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _load_error(model: str, source: str, error: BaseException) -> ModelError:
+    if Path(source).is_dir():
+        return ModelError(f"{model}: cannot load this DNA model directory ({_first_line(error)})")
+    return ModelError(
+        f"cannot load DNA model {model!r} ({_first_line(error)}); it is downloaded once into the Hugging Face "
+        f"cache: on an offline machine, fetch it first where there is network with `hf download {model}` "
+        f"(same HF_HOME; then set HF_HUB_OFFLINE=1), or pass a local save_pretrained directory"
+    )
+
+
+def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") -> DnaEmbedder:
+    """Load a DNA model once (hub id or local directory) on ``device``; errors are one-line ModelErrors."""
+    dtype = resolve_dtype(precision, device)
+    source = _resolve_source(model)
+    try:
+        from transformers import AutoTokenizer
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+            network = _load_network(source)
+    except Exception as error:  # noqa: BLE001  (network, missing files, incompatible code: all model errors)
+        raise _load_error(model, source, error) from None
+    if tokenizer.pad_token is None:
+        raise ModelError(f"{model}: the DNA tokenizer has no padding token")
+    changed = use_pytorch_attention(network)
+    if changed:
+        log.debug("Triton flash attention disabled in %s: PyTorch attention", ", ".join(sorted(changed)))
+    network = network.to(device).eval()
+    rebuild_alibi(network, device)
+    log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
+    return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)

@@ -1,0 +1,260 @@
+"""Embed one FASTA file with a loaded model: the unit of work of every worker.
+
+Identical sequences are embedded once. Batches come from ``embedder.make_batches``; a batch
+that runs out of memory is re-batched with half the token budget, down to one sequence per
+batch; a sequence that still does not fit is recorded as a failure and the rest of the file
+is kept. A file that cannot be read, is empty or holds invalid letters is one failure. Every
+problem becomes a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from virnucpro.contracts import STAGE_DNA, STAGE_ESM, Failure
+from virnucpro.embeddings.base import Embedder
+from virnucpro.embeddings.store import load_embeddings, save_embeddings
+from virnucpro.errors import VirnucproError
+from virnucpro.log import get_logger
+from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
+
+log = get_logger("engine.embed_file")
+
+# Letters each model accepts (ESM-2: fair-esm's protein alphabet; DNABERT-S: IUPAC nucleotides).
+PROTEIN_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO.-"
+_INVALID = {
+    STAGE_ESM: re.compile(f"[^{re.escape(PROTEIN_LETTERS)}]"),
+    STAGE_DNA: re.compile(f"[^{re.escape(NUCLEOTIDE_LETTERS)}]"),
+}
+
+# Metadata keys the engine writes into every embedding file (see docs/engine.md, "Resume").
+META_INPUT_SHA256 = "input_sha256"
+META_EMBEDDER = "embedder"
+META_STAGE = "stage"
+META_RECORDS = "records"
+META_EMBEDDED = "embedded"
+META_FAILED = "failed_sequences"
+META_UNIQUE = "unique_sequences"
+
+ProgressCallback = Callable[[int, int], None]  # (sequences, tokens) embedded by one batch
+
+
+@dataclass
+class FileResult:
+    """What happened to one file (picklable: it travels from a worker to the manager)."""
+
+    path: str
+    output: Path | None = None  # written or kept (resume); None when the file failed
+    skipped: bool = False  # --resume found a complete, matching output
+    records: int = 0
+    embedded: int = 0  # records with an embedding in the output
+    unique: int = 0  # distinct sequences (each embedded once)
+    tokens: int = 0  # tokens of the sequences embedded by this call
+    oom_retries: int = 0  # batches re-run with half the budget
+    seconds: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+
+
+class _OutOfMemory(Exception):
+    """One sequence alone still ran out of memory."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.OutOfMemoryError, or a RuntimeError whose message says "out of memory"."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedder_fingerprint(embedder: Embedder) -> str:
+    """The embedder's identity as one canonical JSON string (stored in outputs, compared on resume)."""
+    return json.dumps(embedder.identity(), sort_keys=True)
+
+
+def output_is_current(out_path: Path, input_sha256: str, fingerprint: str) -> bool:
+    """True when ``out_path`` is a complete embedding of the same input bytes by the same model."""
+    if not out_path.is_file():
+        return False
+    try:
+        stored = load_embeddings(out_path)
+    except VirnucproError:
+        return False
+    meta = stored.meta
+    return (
+        meta.get(META_INPUT_SHA256) == input_sha256
+        and meta.get(META_EMBEDDER) == fingerprint
+        and meta.get(META_FAILED) == "0"
+        and meta.get(META_RECORDS) == str(len(stored.ids))
+    )
+
+
+def embed_file(
+    path: str,
+    embedder: Embedder,
+    out_path: Path,
+    token_budget: int,
+    meta: dict[str, str] | None = None,
+    *,
+    skip_if_current: bool = False,
+    on_batch: ProgressCallback | None = None,
+) -> FileResult:
+    """Embed every record of FASTA ``path`` into ``out_path``; failures are returned, never raised.
+
+    ``skip_if_current`` (``--resume``) keeps an existing output that is complete and was made
+    from the same input bytes by the same model. ``on_batch`` is told each embedded batch.
+    """
+    start = time.perf_counter()
+    result = FileResult(path)
+    fingerprint = embedder_fingerprint(embedder)
+    try:
+        input_sha256 = sha256_file(path)
+        if skip_if_current and output_is_current(out_path, input_sha256, fingerprint):
+            stored = load_embeddings(out_path)
+            result.output, result.skipped = out_path, True
+            result.records = result.embedded = len(stored.ids)
+            return result
+        ids, sequences = _read_valid(path, embedder.stage)
+    except Exception as error:  # noqa: BLE001  (any problem with the file is that file's failure)
+        return _file_failed(result, out_path, embedder.stage, error, start)
+
+    unique_of: dict[str, int] = {}
+    record_unique = [unique_of.setdefault(seq, len(unique_of)) for seq in sequences]
+    unique = list(unique_of)
+    result.records, result.unique = len(ids), len(unique)
+    matrix = np.zeros((len(unique), embedder.dim), dtype=np.float32)
+    done = np.zeros(len(unique), dtype=bool)
+    try:
+        tokens = [embedder.token_count(seq) for seq in unique]
+        for batch in embedder.make_batches(unique, token_budget):
+            _embed_batch(embedder, unique, tokens, batch, token_budget, matrix, done, result, on_batch)
+    except Exception as error:  # noqa: BLE001  (a model error that is not out-of-memory fails the file)
+        return _file_failed(result, out_path, embedder.stage, error, start)
+
+    kept = [i for i, u in enumerate(record_unique) if done[u]]
+    for i, u in enumerate(record_unique):
+        if not done[u]:
+            message = f"sequence {ids[i]}: out of memory with one sequence per batch ({tokens[u]} tokens)"
+            result.failures.append(Failure(path, embedder.stage, message))
+    stored_meta = {
+        **(meta or {}),
+        META_INPUT_SHA256: input_sha256,
+        META_EMBEDDER: fingerprint,
+        META_STAGE: embedder.stage,
+        META_RECORDS: str(len(ids)),
+        META_EMBEDDED: str(len(kept)),
+        META_FAILED: str(len(ids) - len(kept)),
+        META_UNIQUE: str(len(unique)),
+    }
+    try:
+        save_embeddings(out_path, [ids[i] for i in kept], matrix[[record_unique[i] for i in kept]], stored_meta)
+    except Exception as error:  # noqa: BLE001  (disk full, permissions: the file failed)
+        return _file_failed(result, out_path, embedder.stage, error, start)
+    result.output, result.embedded = out_path, len(kept)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _read_valid(path: str, stage: str) -> tuple[list[str], list[str]]:
+    """Ids and uppercase sequences of ``path``; ValueError naming the record for bad content."""
+    invalid = _INVALID.get(stage)
+    ids: list[str] = []
+    sequences: list[str] = []
+    for number, (record_id, seq) in enumerate(read_fasta(path), start=1):
+        seq = seq.upper()
+        if not seq:
+            raise ValueError(f"record {number} ({record_id}): empty sequence")
+        if invalid is not None:
+            bad = sorted(set(invalid.findall(seq)))
+            if bad:
+                raise ValueError(f"record {number} ({record_id}): invalid letters {' '.join(map(repr, bad[:10]))}")
+        ids.append(record_id)
+        sequences.append(seq)
+    if not ids:
+        raise ValueError("no FASTA records (empty file or not FASTA)")
+    return ids, sequences
+
+
+def _embed_batch(
+    embedder: Embedder,
+    unique: list[str],
+    tokens: list[int],
+    batch: list[int],
+    budget: int,
+    matrix: np.ndarray,
+    done: np.ndarray,
+    result: FileResult,
+    on_batch: ProgressCallback | None,
+) -> None:
+    """Embed ``batch`` (indices into ``unique``); on out-of-memory split it with half ``budget``."""
+    try:
+        vectors = embedder.embed_batch([unique[i] for i in batch])
+    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
+        if not is_out_of_memory(error):
+            raise
+        _release_cached_memory()
+        if len(batch) == 1:
+            log.warning("out of memory on one sequence alone (%d tokens): recorded as failed", tokens[batch[0]])
+            return
+        half = max(1, budget // 2)
+        result.oom_retries += 1
+        log.info("out of memory on %d sequences: retrying with a token budget of %d", len(batch), half)
+        sequences = [unique[i] for i in batch]
+        subs = embedder.make_batches(sequences, half) if half < budget else [[j] for j in range(len(batch))]
+        for sub in subs:
+            _embed_batch(embedder, unique, tokens, [batch[j] for j in sub], half, matrix, done, result, on_batch)
+        return
+    matrix[batch] = np.asarray(vectors, dtype=np.float32)
+    done[batch] = True
+    batch_tokens = sum(tokens[i] for i in batch)
+    result.tokens += batch_tokens
+    if on_batch is not None:
+        on_batch(len(batch), batch_tokens)
+
+
+def _release_cached_memory() -> None:
+    """Give cached CUDA blocks back after an out-of-memory error (no-op without CUDA)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseException, start: float) -> FileResult:
+    """Record the whole file as failed and remove a stale output of an earlier run."""
+    log.debug("%s failed", result.path, exc_info=error)
+    out_path.unlink(missing_ok=True)
+    result.output, result.embedded = None, 0
+    result.failures = [Failure(result.path, stage, describe_error(error))]
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a failure record: the message, prefixed by the type when it is not ours."""
+    text = " ".join(str(error).split())
+    if isinstance(error, UnicodeDecodeError):
+        return "binary content, not a FASTA text file"
+    if isinstance(error, (VirnucproError, ValueError)) and text:
+        return text
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read: {error.strerror}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,156 @@
+"""``run_embedding``: embed many FASTA files on every selected device, one output per file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, STAGE_DNA, STAGE_ESM, Failure, write_failures
+from virnucpro.engine.devices import plan_workers
+from virnucpro.engine.embed_file import FileResult
+from virnucpro.engine.manager import Manager, ManagerOutcome
+from virnucpro.engine.plan import WorkItem, plan_items
+from virnucpro.engine.progress import Progress
+from virnucpro.log import get_logger
+
+log = get_logger("engine")
+
+
+@dataclass
+class EngineResult:
+    """Outputs by input path (as given), failure records, exit code (0/2/1) and statistics."""
+
+    outputs: dict[str, Path]
+    failures: list[Failure]
+    exit_code: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None  # the systemic-failure message, when the run stopped
+
+
+def run_embedding(
+    files: Sequence[str],
+    spec: Any,
+    outdir: Path,
+    token_budget: int,
+    gpus: str | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    progress: str = "auto",
+) -> EngineResult:
+    """Embed every file into ``outdir/<stem>.npz`` with spawned workers loading ``spec`` once each.
+
+    ``spec`` is any picklable object with ``.load(device) -> Embedder`` (an EmbedderSpec).
+    ``outdir/failed_files.txt`` lists the failures (and is removed when there are none).
+    """
+    start = time.perf_counter()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    items = plan_items(list(files), outdir)
+    slots = plan_workers(gpus, workers)
+    for item in items:
+        _remove_stale_temporaries(item.out_path)
+    labels = [slot.label for slot in slots]
+    log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
+    display = Progress(progress, _spec_stage(spec), len(items), labels)
+    try:
+        outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run()
+    finally:
+        display.close()
+    stage = outcome.stage or _spec_stage(spec)
+    outputs, failures = _collect(items, outcome, stage)
+    failed_path = outdir / FAILED_FILES
+    failed_path.unlink(missing_ok=True)
+    write_failures(failed_path, failures)
+    exit_code = _exit_code(outcome, outputs, failures)
+    stats = _stats(items, outcome, failures, stage, time.perf_counter() - start)
+    _log_summary(stats, failures, failed_path)
+    return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
+
+
+def _spec_stage(spec: Any) -> str:
+    """The failure-line stage name before any worker has reported it."""
+    kind = getattr(spec, "kind", None)
+    return {"esm": STAGE_ESM, "dna": STAGE_DNA}.get(kind, getattr(spec, "stage", "embed"))
+
+
+def _remove_stale_temporaries(out_path: Path) -> None:
+    """Temporary files an interrupted run left beside ``out_path`` (never under the final name)."""
+    for stale in out_path.parent.glob(f".{out_path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _collect(items: list[WorkItem], outcome: ManagerOutcome, stage: str) -> tuple[dict[str, Path], list[Failure]]:
+    """Outputs and failures in command-line order, whatever order the workers finished in."""
+    outputs: dict[str, Path] = {}
+    failures: list[Failure] = []
+    for item in sorted(items, key=lambda item: item.index):
+        result = outcome.results.get(item.index)
+        if result is not None:
+            failures.extend(result.failures)
+            if result.output is not None:
+                outputs[item.path] = result.output
+        elif item.index in outcome.lost:
+            failures.append(Failure(item.path, stage, outcome.lost[item.index]))
+        else:
+            failures.append(Failure(item.path, stage, "not embedded: the run stopped after a systemic failure"))
+    return outputs, failures
+
+
+def _exit_code(outcome: ManagerOutcome, outputs: dict[str, Path], failures: list[Failure]) -> int:
+    if outcome.systemic:
+        return EXIT_FAILED
+    if not failures:
+        return EXIT_OK
+    usable = any(result.embedded for result in outcome.results.values() if result.output is not None)
+    return EXIT_PARTIAL if outputs and usable else EXIT_FAILED
+
+
+def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failure], stage: str, wall_s: float) -> dict:
+    """Counts for summary.json: totals, per worker and per device (sequences/s, tokens/s)."""
+    results: list[FileResult] = list(outcome.results.values())
+    devices: dict[str, dict[str, Any]] = {}
+    for worker in outcome.workers:
+        device = devices.setdefault(
+            worker.slot.label,
+            {"workers": 0, "files": 0, "sequences": 0, "tokens": 0, "busy_s": 0.0, "failures": 0,
+             "sequences_per_s": 0.0, "tokens_per_s": 0.0, "failed_workers": 0},
+        )
+        device["workers"] += 1
+        device["failed_workers"] += worker.state == "failed"
+        for key in ("files", "sequences", "tokens", "failures"):
+            device[key] += getattr(worker, key)
+        device["busy_s"] = round(device["busy_s"] + worker.busy_s, 3)
+        if worker.busy_s > 0:  # workers sharing a device add their rates
+            device["sequences_per_s"] = round(device["sequences_per_s"] + worker.sequences / worker.busy_s, 2)
+            device["tokens_per_s"] = round(device["tokens_per_s"] + worker.tokens / worker.busy_s, 2)
+    return {
+        "stage": stage,
+        "files": len(items),
+        "files_written": sum(1 for r in results if r.output is not None and not r.skipped),
+        "files_skipped": sum(1 for r in results if r.skipped),
+        "files_failed": len({f.file_path for f in failures}),
+        "records": sum(r.records for r in results),
+        "embedded": sum(r.embedded for r in results),
+        "tokens": sum(r.tokens for r in results),
+        "oom_retries": sum(r.oom_retries for r in results),
+        "failures": len(failures),
+        "requeued": outcome.requeued,
+        "failed_workers": sum(1 for w in outcome.workers if w.state == "failed"),
+        "systemic_failure": outcome.systemic,
+        "wall_s": round(wall_s, 3),
+        "devices": devices,
+    }
+
+
+def _log_summary(stats: dict, failures: list[Failure], failed_path: Path) -> None:
+    for label, device in stats["devices"].items():
+        log.info(
+            "%s %s: %d files, %d sequences, %.1f sequences/s, %.0f tokens/s, %d failures",
+            stats["stage"], label, device["files"], device["sequences"], device["sequences_per_s"],
+            device["tokens_per_s"], device["failures"],
+        )
+    if failures:
+        log.warning("%d failure(s) recorded in %s", len(failures), failed_path)

@@ -1,0 +1,133 @@
+"""The spawned worker: apply its environment, load the model once, then embed files on request.
+
+It talks to the manager through its own pipe only (a killed worker can corrupt nothing but
+its own channel). Messages to the manager:
+
+- ``("ready", stage, fingerprint)`` after the model loaded;
+- ``("load_failed", message, traceback)`` when it could not load (then it exits);
+- ``("progress", sequences, tokens)`` at most every ``PROGRESS_INTERVAL_S`` while embedding;
+- ``("log", level, message)`` for each log record (the manager logs it, so a live display stays intact);
+- ``("done", item_index, FileResult)`` after each file.
+
+Messages from the manager: ``("embed", item_index, path, out_path, resume)`` and ``("stop",)``.
+This module imports nothing heavy at the top: CUDA_VISIBLE_DEVICES must be set before torch
+initialises CUDA in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+class _Throttled:
+    """Adds up batch progress and sends it at most every ``PROGRESS_INTERVAL_S``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sequences = self.tokens = 0
+        self.last = time.monotonic()
+
+    def __call__(self, sequences: int, tokens: int) -> None:
+        self.sequences += sequences
+        self.tokens += tokens
+        if time.monotonic() - self.last >= PROGRESS_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if (self.sequences or self.tokens) and not _send(self.conn, ("progress", self.sequences, self.tokens)):
+            raise SystemExit(0)  # the manager is gone: nobody will collect this file
+        self.sequences = self.tokens = 0
+        self.last = time.monotonic()
+
+
+def worker_main(
+    device: str,
+    env: dict[str, str],
+    threads: int | None,
+    spec: Any,
+    token_budget: int,
+    conn: Connection,
+    log_level: int,
+) -> None:
+    """Entry point of a spawned worker process (see the module docstring for the protocol)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager handles Ctrl-C and stops us
+    os.environ.update(env)  # before anything initialises CUDA here
+    _forward_logging(conn, log_level)
+    try:
+        embedder = spec.load(device)
+        if threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
+        _send(conn, ("load_failed", _one_line(error), traceback.format_exc()))
+        conn.close()
+        return
+    from virnucpro.engine.embed_file import embed_file, embedder_fingerprint
+
+    if not _send(conn, ("ready", embedder.stage, embedder_fingerprint(embedder))):
+        return
+    progress = _Throttled(conn)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the manager is gone
+            return
+        if message[0] != "embed":
+            return
+        _, index, path, out_path, resume = message
+        result = embed_file(path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress)
+        progress.flush()
+        if not _send(conn, ("done", index, result)):
+            return
+
+
+def _send(conn: Connection, message: tuple) -> bool:
+    """Send to the manager; False when it is gone (the worker then exits quietly)."""
+    try:
+        conn.send(message)
+    except OSError:
+        return False
+    return True
+
+
+class _PipeHandler(logging.Handler):
+    """Sends this worker's log records to the manager."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send(("log", record.levelno, self.format(record)))
+        except Exception:  # noqa: BLE001  (a broken pipe must not break the work)
+            pass
+
+
+def _forward_logging(conn: Connection, level: int) -> None:
+    """Route the ``virnucpro`` logger of this process to the manager, at the manager's level."""
+    from virnucpro.log import LOGGER_NAME
+
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.addHandler(_PipeHandler(conn))
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _one_line(error: BaseException) -> str:
+    """The error on one line; our own errors without their type name."""
+    from virnucpro.errors import VirnucproError
+
+    text = " ".join(str(error).split())
+    if isinstance(error, VirnucproError) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,103 @@
+"""``virnucpro predict``: prepare -> embed (worker engine, both models) -> classify, on one machine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virnucpro import contracts as c
+from virnucpro.classifier.reference import resolve_classifier
+from virnucpro.classify import CallRule, classify_prepared, classify_summary
+from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.engine import run_embedding
+from virnucpro.log import get_logger
+from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
+from virnucpro.summary import StageTimer, write_summary
+
+log = get_logger("predict")
+
+WORK_DIR = "work"
+PREPARED_DIR = "work/prepared"
+DNA_EMBEDDINGS_DIR = "work/embeddings/dna"
+ESM_EMBEDDINGS_DIR = "work/embeddings/esm"
+
+
+@dataclass
+class PredictOptions:
+    """Everything ``predict`` needs besides inputs and output directory."""
+
+    chunk_length: int = 300
+    classifier: str | None = None  # None -> the reference model for chunk_length
+    esm: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("esm", c.REFERENCE_ESM_MODEL))
+    dna: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("dna", c.REFERENCE_DNA_MODEL))
+    esm_batch_tokens: int = 2048
+    dna_batch_tokens: int = 8192
+    batch_size: int = 1024
+    gpus: str | None = None
+    workers: int | None = None
+    resume: bool = False
+    shard_size: int = DEFAULT_SHARD_RESIDUES
+    rule: CallRule = field(default_factory=CallRule)
+    progress: str = "auto"
+
+
+def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) -> int:
+    """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
+    timer = StageTimer()
+    with timer.stage("load_classifier"):  # first, so a missing classifier fails before hours of GPU work
+        classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
+    prepared = outdir / PREPARED_DIR
+    with timer.stage("prepare"):
+        if options.resume and prepare_is_current(prepared, inputs, options.chunk_length, options.shard_size):
+            log.info("resume: prepared frames are current, skipping prepare")
+        else:
+            prepare(inputs, prepared, options.chunk_length, options.shard_size)
+    stems = list_shards(prepared)
+    engine_stats: dict[str, dict] = {}
+    failures: list[c.Failure] = []
+    for stage, spec, budget, directory, which in (
+        ("embed_dna", options.dna, options.dna_batch_tokens, DNA_EMBEDDINGS_DIR, 0),
+        ("embed_esm", options.esm, options.esm_batch_tokens, ESM_EMBEDDINGS_DIR, 1),
+    ):
+        if not stems:
+            break
+        files = [str(shard_paths(prepared, stem)[which]) for stem in stems]
+        with timer.stage(stage):
+            result = run_embedding(
+                files,
+                spec,
+                outdir / directory,
+                budget,
+                gpus=options.gpus,
+                workers=options.workers,
+                resume=options.resume,
+                progress=options.progress,
+            )
+        engine_stats[stage] = result.stats
+        failures.extend(result.failures)
+        if result.exit_code == c.EXIT_FAILED:
+            log.error("%s failed for every shard; the remaining stages only record the failure", stage)
+            break
+    with timer.stage("classify"):
+        result_classify = classify_prepared(
+            prepared,
+            outdir / DNA_EMBEDDINGS_DIR,
+            outdir / ESM_EMBEDDINGS_DIR,
+            outdir,
+            classifier,
+            chunk_length=options.chunk_length,
+            batch_size=options.batch_size,
+            rule=options.rule,
+            upstream_failures=failures,
+        )
+    summary = classify_summary(result_classify, classifier[1], options.rule)
+    summary.update(
+        command="predict",
+        inputs=[str(path) for path in inputs],
+        chunk_length=options.chunk_length,
+        timings_s=timer.seconds,
+        engine=engine_stats,
+    )
+    write_summary(outdir, summary)
+    return result_classify.exit_status

@@ -1,0 +1,315 @@
+"""Reading input sequences: FASTA and FASTQ, plain or gzip, recognised by content.
+
+``read_records`` streams records from several files in order, validates that they are
+nucleotide sequences, uppercases them and gives every record a unique id (duplicates get
+``<id>_dup2``, ``<id>_dup3``, ...; the original id is kept beside it). Every problem is an
+:class:`~virnucpro.errors.InputError` with a one-line message naming the file (and the
+record). ``read_fasta`` and ``write_fasta_record`` are the fast plain reader/writer for the
+pipeline's own intermediate FASTA files.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from virnucpro.errors import InputError
+
+# IUPAC nucleotide codes plus gap characters; anything else (E, F, L, P, Q, *, ...) is not DNA.
+NUCLEOTIDE_LETTERS = "ACGTUNRYKMSWBDHV-."
+_NOT_NUCLEOTIDE = re.compile(f"[^{re.escape(NUCLEOTIDE_LETTERS)}]")
+_WHITESPACE = re.compile(r"\s+")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_COMPRESSION = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+_SNIFF_BYTES = 1 << 16
+_READ_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input sequence.
+
+    ``id`` is unique within one ``read_records`` call; ``original_id`` is the header's first
+    word; ``seq`` is uppercase without whitespace; ``index`` counts records over the call.
+    """
+
+    id: str
+    original_id: str
+    seq: str
+    source: str
+    index: int
+
+
+def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = None) -> Iterator[Record]:
+    """Stream the records of several FASTA/FASTQ files (plain or gzip) in order.
+
+    When ``digests`` is given, the sha256 of each file's bytes (as stored, computed while
+    reading) is put there under ``str(path)`` once the file has been read to its end.
+    """
+    ids = _UniqueIds()
+    index = 0
+    for path in paths:
+        for original_id, seq in _read_file(str(path), digests):
+            yield Record(ids.assign(original_id), original_id, seq, str(path), index)
+            index += 1
+
+
+def check_inputs(paths: Sequence[str | Path]) -> None:
+    """Fail early, before any output is touched, when an input is missing or not a file."""
+    if not paths:
+        raise InputError("no input files given")
+    for path in paths:
+        _check_file(str(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_READ_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
+    """Stream ``(id, sequence)`` from a FASTA file the pipeline wrote (no validation)."""
+    with open(path, encoding="utf-8") as handle:
+        for title, seq in _parse_fasta(handle):
+            yield title.split(None, 1)[0] if title else "", seq
+
+
+def write_fasta_record(handle: IO[str], id: str, seq: str) -> None:
+    """Write one FASTA record, the sequence on a single line."""
+    handle.write(f">{id}\n{seq}\n")
+
+
+class _UniqueIds:
+    """Deterministic unique ids: the first occurrence keeps its id, later ones get ``_dupN``."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._next: dict[str, int] = {}
+
+    def assign(self, original: str) -> str:
+        if original not in self._used:
+            self._used.add(original)
+            return original
+        k = self._next.get(original, 2)
+        while f"{original}_dup{k}" in self._used:
+            k += 1
+        self._next[original] = k + 1
+        unique = f"{original}_dup{k}"
+        self._used.add(unique)
+        return unique
+
+
+def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(original_id, seq)`` of one file, validated; errors name ``source``."""
+    with contextlib.ExitStack() as stack:
+        raw = _open_raw(source, stack)
+        binary = _decompressed(source, raw, stack)
+        sniff = _sniff(source, binary)
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline=None)
+        first = sniff.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+        if first == b">":
+            parsed: Iterator[tuple[str, str]] = _parse_fasta(text)
+        elif first == b"@":
+            parsed = _parse_fastq(text, source)
+        else:
+            raise InputError(f"{source}: not FASTA or FASTQ: the first line does not start with '>' or '@'")
+        yield from _validated(source, parsed)
+        if digests is not None:
+            try:
+                digests[source] = raw.finish()
+            except OSError as error:
+                raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+
+
+def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Check ids and letters; hold back leading empty records until a non-empty one shows up."""
+    pending: list[tuple[str, str]] = []
+    seen_sequence = False
+    number = 0
+    try:
+        for title, seq in raw:
+            number += 1
+            parts = title.split(None, 1)
+            if not parts:
+                raise InputError(f"{source}: record {number} has an empty header (no id)")
+            record_id = parts[0]
+            if " " in seq or "\t" in seq:
+                seq = _WHITESPACE.sub("", seq)
+            seq = seq.upper()
+            if _NOT_NUCLEOTIDE.search(seq):
+                raise InputError(f"{source}: record {number} ({record_id}): {_describe_bad_letters(seq)}")
+            if seen_sequence:
+                yield record_id, seq
+            elif seq:
+                seen_sequence = True
+                yield from pending
+                pending.clear()
+                yield record_id, seq
+            else:
+                pending.append((record_id, seq))
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{source}: cannot read after record {number}: {_one_line(error)}") from error
+    if number == 0:
+        raise InputError(f"{source}: no sequence records found")
+    if not seen_sequence:
+        raise InputError(f"{source}: all {number} records are empty (no sequence letters)")
+
+
+def _describe_bad_letters(seq: str) -> str:
+    bad = sorted(set(_NOT_NUCLEOTIDE.findall(seq)))
+    shown = ", ".join(repr(c) if not c.isprintable() or c.isspace() else c for c in bad[:12])
+    more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
+    hint = " (a protein sequence?)" if any(c.isalpha() for c in bad) else ""
+    return f"not a nucleotide sequence: unexpected letters {shown}{more}{hint}"
+
+
+class _HashingReader(io.RawIOBase):
+    """A raw binary reader that hashes every byte it hands out."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self._digest.update(memoryview(buffer)[:count])
+        return count
+
+    def finish(self) -> str:
+        """Read what is left unread and return the sha256 of the whole file."""
+        while block := self._handle.read(_READ_BUFFER):
+            self._digest.update(block)
+        return self._digest.hexdigest()
+
+
+def _open_raw(source: str, stack: contextlib.ExitStack) -> _HashingReader:
+    """Open ``source`` unbuffered behind a hashing reader (closed by ``stack``)."""
+    _check_file(source)
+    try:
+        return _HashingReader(stack.enter_context(open(source, "rb", buffering=0)))
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+
+
+def _check_file(source: str) -> None:
+    path = Path(source)
+    if path.is_dir():
+        raise InputError(f"{source}: is a directory, not a sequence file")
+    if not path.exists():
+        raise InputError(f"{source}: no such file")
+
+
+def _decompressed(source: str, raw: _HashingReader, stack: contextlib.ExitStack) -> io.BufferedReader:
+    """A buffered reader of the content, decompressing gzip (recognised by its magic bytes)."""
+    handle = io.BufferedReader(raw, buffer_size=_READ_BUFFER)
+    try:
+        magic = handle.peek(8)[:8]
+    except OSError as error:
+        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+    if magic.startswith(_GZIP_MAGIC):
+        gz = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
+        return io.BufferedReader(gz, buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
+    for prefix, name in _OTHER_COMPRESSION.items():
+        if magic.startswith(prefix):
+            raise InputError(f"{source}: {name}-compressed files are not supported (use plain or gzip)")
+    return handle
+
+
+def _sniff(source: str, binary: io.BufferedReader) -> bytes:
+    """The first bytes of the (decompressed) content; refuses empty and binary files."""
+    try:
+        head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
+        raise InputError(f"{source}: file is empty")
+    if b"\x00" in head or not _is_utf8_prefix(head):
+        raise InputError(f"{source}: binary content, not a FASTA/FASTQ text file")
+    return head
+
+
+def _is_utf8_prefix(data: bytes) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _parse_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(title, sequence)`` pairs; lines before the first header are skipped."""
+    title: str | None = None
+    parts: list[str] = []
+    for line in lines:
+        if line.startswith(">"):
+            if title is not None:
+                yield title, "".join(parts)
+            title = line[1:].rstrip()
+            parts = []
+        elif title is not None:
+            parts.append(line.rstrip())
+    if title is not None:
+        yield title, "".join(parts)
+
+
+def _parse_fastq(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
+    """``(title, sequence)`` pairs of a FASTQ file (wrapped records allowed); strict about structure."""
+    it = iter(lines)
+    number = 0
+    line = next(it, "")
+    while True:
+        while line and not line.strip():  # blank lines between records
+            line = next(it, "")
+        if not line:
+            return
+        number += 1
+        if not line.startswith("@"):
+            raise InputError(f"{source}: malformed FASTQ: record {number} does not start with '@'")
+        title = line[1:].rstrip()
+        seq_parts: list[str] = []
+        for line in it:
+            if line.startswith("+"):
+                break
+            seq_parts.append(line.rstrip())
+        else:
+            raise InputError(f"{source}: truncated FASTQ: record {number} ({title.split(' ')[0]}) has no '+' line")
+        seq = "".join(seq_parts)
+        quality_length = 0
+        line = ""
+        for line in it:
+            stripped = line.rstrip()
+            if quality_length >= len(seq) and (stripped.startswith("@") or not stripped):
+                break
+            quality_length += len(stripped)
+        else:
+            line = ""
+        if quality_length != len(seq):
+            raise InputError(
+                f"{source}: truncated or malformed FASTQ: record {number} ({title.split(' ')[0]}) has "
+                f"{len(seq)} bases but {quality_length} quality values"
+            )
+        yield title, seq

@@ -1,0 +1,52 @@
+"""summary.json: counts per call, timings per stage, models, versions and the exit status."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from virnucpro import __version__
+from virnucpro.atomic import atomic_write_text
+from virnucpro.contracts import SUMMARY_JSON
+
+_PACKAGES = ("torch", "fair-esm", "transformers", "biopython", "numpy")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of virnucpro, Python and the packages that determine the numbers."""
+    versions = {"virnucpro": __version__, "python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+class StageTimer:
+    """Collects wall-clock seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def write_summary(outdir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` (plus software versions) as outdir/summary.json, atomically."""
+    document = {**summary, "versions": software_versions()}
+    path = outdir / SUMMARY_JSON
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    return path

@@ -1,0 +1,203 @@
+"""Tiny random models in the real on-disk formats, for tests, the bundled demo and benchmarks.
+
+- ESM: fair-esm's ``ESM2`` with random weights, saved like fair-esm's own checkpoints
+  (``esm2_t{layers}_test_{size}.pt`` = ``{"model": state dict with fair-esm's key prefixes,
+  "cfg": {"model": Namespace(...)}}`` plus ``*-contact-regression.pt`` beside it), so
+  ``esm.pretrained.load_model_and_alphabet_local`` loads it.
+- DNA: a transformers ``BertModel`` and a BPE tokenizer trained on synthetic DNA with the
+  ``tokenizers`` library, both ``save_pretrained`` into ``<outdir>/dna/`` (loads offline with
+  ``AutoTokenizer`` / ``AutoModel``; [CLS] ... [SEP] added like DNABERT-S's tokenizer).
+- Classifier: the reference MLP for ``dna_dim + esm_dim`` features with non-trivial
+  BatchNorm statistics, as a native checkpoint.
+
+Same ``size`` and ``seed``, same weights (and so the same embeddings and predictions).
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from virnucpro.atomic import atomic_path
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+
+SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "tiny": {
+        "esm": {"layers": 2, "dim": 32, "heads": 4},
+        "dna": {"layers": 2, "hidden": 32, "heads": 4, "intermediate": 64},
+    },
+    "t6": {
+        "esm": {"layers": 6, "dim": 320, "heads": 20},  # the shape of esm2_t6_8M_UR50D
+        "dna": {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024},
+    },
+}
+DNA_VOCAB_SIZE = 300
+DNA_MAX_POSITIONS = 2048
+DNA_SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # DNABERT-2's order
+TOKENIZER_TRAINING_READS = 300
+
+
+@dataclass
+class TestModels:
+    """Where make_test_models put the three models."""
+
+    __test__ = False  # not a pytest test class
+
+    esm: Path
+    dna: Path
+    classifier: Path
+
+
+def _check_size(size: str) -> dict[str, dict[str, int]]:
+    if size not in SIZES:
+        raise ValueError(f"unknown test model size {size!r} (choose one of {', '.join(SIZES)})")
+    return SIZES[size]
+
+
+# --------------------------------------------------------------------------- ESM-2
+
+
+def make_esm(outdir: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A random ESM-2 in fair-esm's checkpoint format; returns the ``.pt`` path."""
+    from esm.model.esm2 import ESM2
+
+    shape = _check_size(size)["esm"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ESM2(num_layers=shape["layers"], embed_dim=shape["dim"], attention_heads=shape["heads"])
+    state = model.state_dict()
+    regression = {k: v for k, v in state.items() if k.startswith("contact_head.")}
+    weights = {_fair_esm_key(k): v for k, v in state.items() if not k.startswith("contact_head.")}
+    cfg = Namespace(
+        arch="ESM2",
+        encoder_layers=shape["layers"],
+        encoder_embed_dim=shape["dim"],
+        encoder_ffn_embed_dim=4 * shape["dim"],
+        encoder_attention_heads=shape["heads"],
+        token_dropout=True,
+        max_positions=1024,
+    )
+    path = Path(outdir) / f"esm2_t{shape['layers']}_test_{size}.pt"
+    _torch_save(path, {"model": weights, "cfg": {"model": cfg}})
+    _torch_save(path.with_name(f"{path.stem}-contact-regression.pt"), {"model": regression})
+    return path
+
+
+def _fair_esm_key(key: str) -> str:
+    """fair-esm's checkpoint layout: the LM head under ``encoder.``, the rest under ``encoder.sentence_encoder.``."""
+    return f"encoder.{key}" if key.startswith("lm_head.") else f"encoder.sentence_encoder.{key}"
+
+
+def _torch_save(path: Path, payload: object) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+# --------------------------------------------------------------------------- DNA BERT
+
+
+def make_dna(outdir: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A random BERT with a BPE tokenizer trained on synthetic DNA; returns the ``save_pretrained`` directory."""
+    from transformers import BertConfig, BertModel
+
+    from virnucpro.embeddings.dna import quiet_transformers
+
+    shape = _check_size(size)["dna"]
+    directory = Path(outdir) / "dna"
+    tokenizer = _dna_tokenizer(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["intermediate"],
+        max_position_embeddings=DNA_MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config).eval()
+    with quiet_transformers():
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _dna_tokenizer(seed: int):
+    """A byte-pair tokenizer trained deterministically on synthetic reads, with DNABERT-S's special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from virnucpro.synthetic import synthetic_reads
+
+    backend = Tokenizer(models.BPE(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=DNA_VOCAB_SIZE, special_tokens=list(DNA_SPECIAL_TOKENS), show_progress=False
+    )
+    reads = (seq for _, seq in synthetic_reads(TOKENIZER_TRAINING_READS, (100, 600), seed=seed, prefix="tok"))
+    backend.train_from_iterator(reads, trainer)
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        model_max_length=DNA_MAX_POSITIONS,
+    )
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def make_classifier(path: Path, dna_dim: int, esm_dim: int, meta: ClassifierMeta, seed: int = 0) -> Path:
+    """A seeded native classifier with non-trivial BatchNorm running statistics."""
+    from virnucpro.classifier.checkpoints import save_native
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLPClassifier(dna_dim + esm_dim, hidden_dim=meta.hidden_dim)
+    with torch.no_grad():
+        size = model.bn1.num_features
+        model.bn1.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
+        model.bn1.running_var.copy_(0.5 + torch.rand(size, generator=generator))
+        model.bn1.weight.copy_(1.0 + 0.1 * torch.randn(size, generator=generator))
+        model.bn1.bias.copy_(0.1 * torch.randn(size, generator=generator))
+        model.bn1.num_batches_tracked.fill_(100)
+    save_native(Path(path), model.eval(), meta)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- all three
+
+
+def make_test_models(outdir: Path, size: str = "tiny", seed: int = 0, chunk_length: int = 300) -> TestModels:
+    """Write a tiny ESM-2, DNA BERT and matching native classifier under ``outdir``."""
+    shapes = _check_size(size)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    esm_path = make_esm(outdir, size, seed)
+    dna_dir = make_dna(outdir, size, seed)
+    dna_dim, esm_dim = shapes["dna"]["hidden"], shapes["esm"]["dim"]
+    meta = ClassifierMeta(
+        dna_dim=dna_dim,
+        esm_dim=esm_dim,
+        chunk_length=chunk_length,
+        dna_model=str(dna_dir),
+        esm_model=str(esm_path),
+        esm_layer=shapes["esm"]["layers"],
+        source=f"virnucpro make-test-models (size {size}, seed {seed})",
+    )
+    classifier = make_classifier(outdir / f"classifier_test_{size}_{chunk_length}.pt", dna_dim, esm_dim, meta, seed)
+    return TestModels(esm=esm_path, dna=dna_dir, classifier=classifier)
