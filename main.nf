@@ -32,14 +32,6 @@ def asBoolean(value) {
     return value.toString().toLowerCase() in ['true', 'yes', '1']
 }
 
-def asPositiveInteger(name, value) {
-    def text = value.toString()
-    if (!(text ==~ /[0-9]+/) || text.toLong() < 1) {
-        error("--${name} must be a positive integer, got '${text}'")
-    }
-    return text.toInteger()
-}
-
 def isSequenceFile(name) {
     def plain = name.toLowerCase().endsWith('.gz') ? name.substring(0, name.length() - 3) : name
     return sequenceSuffixes().any { suffix -> plain.toLowerCase().endsWith(suffix) }
@@ -104,34 +96,42 @@ def readSamples(input) {
     return samples.collect { name, files -> [[id: name], files] }
 }
 
-def validateParameters(parameters) {
-    if (!parameters.input) {
-        error('--input is required: a samplesheet (sample,fasta) or one FASTA/FASTQ file')
+// Every parameter of nextflow_schema.json, with its JSON schema.
+def schemaProperties(schema) {
+    return schema['$defs'].values().collectEntries { group -> group['properties'] }
+}
+
+// Check every parameter against its type, enum and bounds in nextflow_schema.json.
+def validateParameters(parameters, schema) {
+    def required = schema['$defs'].values().collectMany { group -> group['required'] ?: [] }
+    def problems = []
+    schemaProperties(schema).each { name, property ->
+        def value = parameters[name]
+        if (value == null || value == '') {
+            problems += name in required ? ["--${name} is required"] : []
+            return
+        }
+        def text = value.toString()
+        def type = property['type']
+        def numeric = type in ['integer', 'number'] && text.isNumber() && (type == 'number' || text.isLong())
+        if ((type in ['integer', 'number'] && !numeric) || (type == 'boolean' && !(text.toLowerCase() in ['true', 'false']))) {
+            problems += ["--${name} must be a ${type}, got '${text}'"]
+        }
+        else if (property['enum'] && !(text in property['enum'].collect { v -> v.toString() })) {
+            problems += ["--${name} must be one of ${property['enum'].join(', ')}, got '${text}'"]
+        }
+        else if (numeric && ((property['minimum'] != null && text.toDouble() < property['minimum']) || (property['exclusiveMinimum'] != null && text.toDouble() <= property['exclusiveMinimum']) || (property['maximum'] != null && text.toDouble() > property['maximum']))) {
+            problems += ["--${name} is out of range: ${text}"]
+        }
     }
-    if (!parameters.outdir) {
-        error('--outdir is required')
-    }
-    if (!(parameters.chunk_length.toString() in ['300', '500'])) {
-        error("--chunk_length must be 300 or 500, got '${parameters.chunk_length}'")
-    }
-    ['shard_size', 'esm_batch_size', 'dna_batch_size', 'classifier_batch_size'].each { name ->
-        asPositiveInteger(name, parameters[name])
-    }
-    if (parameters.esm_layer != null && !(parameters.esm_layer.toString() ==~ /[0-9]+/)) {
-        error("--esm_layer must be a layer number, got '${parameters.esm_layer}'")
-    }
-    def fraction = parameters.virus_fraction.toString()
-    if (!fraction.isNumber() || fraction.toDouble() <= 0 || fraction.toDouble() > 1) {
-        error("--virus_fraction must be in (0, 1], got '${fraction}'")
-    }
-    if (!(parameters.precision in ['auto', 'fp32', 'bf16', 'fp16'])) {
-        error("--precision must be one of auto, fp32, bf16, fp16, got '${parameters.precision}'")
+    if (problems) {
+        error(problems.join('\n'))
     }
 }
 
 // Parameters the schema does not know are most likely typos: say so, but run.
 def warnUnknownParameters(parameters, schema) {
-    def known = schema['$defs'].values().collectMany { group -> group['properties'].keySet() as List }
+    def known = schemaProperties(schema).keySet()
     def unknown = parameters.keySet().findAll { name -> !(name in known) && !name.contains('-') && name == name.toLowerCase() }
     if (unknown) {
         log.warn("Unknown parameter(s), ignored: ${unknown.sort().collect { name -> '--' + name }.join(', ')}")
@@ -198,7 +198,7 @@ workflow {
         log.info(helpMessage(schema))
     }
     else {
-        validateParameters(params)
+        validateParameters(params, schema)
         warnUnknownParameters(params, schema)
 
         VIRNUCPRO(

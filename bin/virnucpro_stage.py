@@ -25,6 +25,13 @@ def _use_repository_package() -> None:
 
 _use_repository_package()
 
+if __name__ == "__main__" and sys.argv[1:] == ["--version"]:
+    # Every task records versions: answer without loading the CLI and its heavy imports.
+    from virnucpro import __version__
+
+    print(f"virnucpro, version {__version__}")
+    sys.exit(0)
+
 from virnucpro.cli import cli, commands, main  # noqa: E402,F401  (after the path set-up; registers every stage)
 
 __all__ = ["cli", "main"]

@@ -189,4 +189,5 @@ class WrappedSpec:
         return self.inner.kind  # type: ignore[attr-defined]
 
     def load(self, device: str = "cpu") -> WrappedEmbedder:
-        return WrappedEmbedder(self.inner.load(device), self.die_on, self.marker, self.oom_above)  # type: ignore[attr-defined]
+        inner = self.inner.load(device)  # type: ignore[attr-defined]
+        return WrappedEmbedder(inner, self.die_on, self.marker, self.oom_above)

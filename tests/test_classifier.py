@@ -282,12 +282,11 @@ def test_check_compatible_accepts_matching_and_unnamed():
         ({"esm_dim": 1280}, "768-d \\+ 1280-d"),
         ({"dna_dim": 64}, "64-d \\+ 2560-d"),
         ({"chunk_length": 500}, "300 bp chunks"),
-        ({"dna_model": "tiny-dna"}, "DNA model 'zhihan1996/DNABERT-S', not 'tiny-dna'"),
-        ({"esm_model": "esm2_t33_650M_UR50D"}, "ESM model"),
         ({"esm_layer": 33}, "ESM layer 36, not layer 33"),
     ],
 )
 def test_check_compatible_refuses_mismatch(kwargs, message):
+    """Dimensions, chunk length and layer must match (model names only warn, see below)."""
     args = {"dna_dim": 768, "esm_dim": 2560, **kwargs}
     with pytest.raises(ModelError, match=message) as info:
         check_compatible(_meta(source="clf.pt"), **args)
@@ -397,3 +396,19 @@ def test_resolve_classifier(served, tmp_path, monkeypatch, ref_module, features)
     assert resolve_classifier(str(served), 300)[1].source == "reference:300_model.pth"
     with pytest.raises(ModelError, match="not found"):
         resolve_classifier(str(tmp_path / "missing.pt"), 300)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dna_model": "tiny-dna"}, "DNA model 'zhihan1996/DNABERT-S', not 'tiny-dna'"),
+        ({"esm_model": "esm2_t33_650M_UR50D"}, "ESM model 'esm2_t36_3B_UR50D', not 'esm2_t33_650M_UR50D'"),
+    ],
+)
+def test_check_compatible_warns_on_other_model_names(kwargs, message, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("virnucpro"), "propagate", True)  # setup_logging turns it off
+    with caplog.at_level(logging.WARNING, logger="virnucpro"):
+        check_compatible(_meta(source="clf.pt"), dna_dim=768, esm_dim=2560, **kwargs)
+    assert message in caplog.text

@@ -64,10 +64,14 @@ def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
 
 
 def test_embed_dna_records_a_bad_file_and_keeps_the_rest(tmp_path: Path, test_models) -> None:
-    good = [str(write_fasta(tmp_path / f"nuc{f}.fa", [(f"n{f}_{r}", _dna(f * 10 + r, 60 + 30 * r)) for r in range(3)])) for f in range(2)]
+    good = [
+        str(write_fasta(tmp_path / f"nuc{f}.fa", [(f"n{f}_{r}", _dna(f * 10 + r, 60 + 30 * r)) for r in range(3)]))
+        for f in range(2)
+    ]
     bad = str(write_fasta(tmp_path / "bad.fa", [("n0", "ACGT"), ("n1", "ACGTQQ")]))
     outdir = tmp_path / "dna"
-    code = main(["embed-dna", good[0], bad, good[1], "--outdir", str(outdir), "--dna-model", str(test_models.dna), "--quiet"])
+    model = ["--dna-model", str(test_models.dna)]
+    code = main(["embed-dna", good[0], bad, good[1], "--outdir", str(outdir), *model, "--quiet"])
     assert code == EXIT_PARTIAL
     assert (outdir / FAILED_FILES).read_text() == f"{bad}|DNABERT-S|record 2 (n1): invalid letters 'Q'\n"
     assert sorted(_outputs(outdir)) == ["nuc0.npz", "nuc1.npz"]

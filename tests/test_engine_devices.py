@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,11 @@ def four_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def test_no_gpu_means_one_cpu_worker_and_one_log_line(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_gpu_means_one_cpu_worker_and_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(devices, "visible_gpu_count", lambda: 0)
-    with caplog.at_level(logging.INFO, logger="virnucpro"):
+    with _captured(caplog):
         slots = devices.plan_workers(None, None)
     assert [(s.device, s.env) for s in slots] == [("cpu", {})]
     assert [r.getMessage() for r in caplog.records] == ["no CUDA GPU visible: running on the CPU"]
@@ -35,20 +39,26 @@ def test_cpu_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     slots = devices.plan_workers(None, 2)
-    assert [(s.device, s.threads, s.env) for s in slots] == [("cpu", 4, {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})] * 2
+    expected = ("cpu", 4, {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})
+    assert [(s.device, s.threads, s.env) for s in slots] == [expected] * 2
+    assert [(s.threads, s.env) for s in devices.plan_workers(None, 2, limit=1)] == [(None, {})]  # one file: one worker
 
 
 def test_default_is_one_worker_per_visible_gpu(four_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "visible_gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     slots = devices.plan_workers(None, None)
-    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"], s.label) for s in slots] == [("cuda:0", "3", "gpu 3"), ("cuda:0", "1", "gpu 1")]
+    seen = [(s.device, s.env["CUDA_VISIBLE_DEVICES"], s.label) for s in slots]
+    assert seen == [("cuda:0", "3", "gpu 3"), ("cuda:0", "1", "gpu 1")]
 
 
-def test_gpus_overrides_cuda_visible_devices_and_workers_cycle_over_them(four_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpus_overrides_cuda_visible_devices_and_workers_cycle_over_them(
+    four_gpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in devices.plan_workers("0,2", None)] == ["0", "2"]
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in devices.plan_workers("0, 2", 3)] == ["0", "2", "0"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in devices.plan_workers("0,2", None, limit=1)] == ["0"]
 
 
 @pytest.mark.parametrize(
@@ -90,3 +100,19 @@ def test_items_are_largest_first_and_clashing_stems_are_refused(tmp_path: Path) 
     clash = write_fasta(tmp_path / "sub" / "small.fa", [("a", "M")])
     with pytest.raises(InputError, match="same output name small.npz"):
         plan_items([str(small), str(clash)], tmp_path / "out")
+
+
+@contextlib.contextmanager
+def _captured(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """INFO records of the ``virnucpro`` logger into caplog, even after setup_logging stopped propagation."""
+    logger = logging.getLogger("virnucpro")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # caplog's handler is attached here: no second copy through the root
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -82,6 +82,7 @@ def test_out_of_memory_is_recognised_by_type_or_message() -> None:
 
     assert is_out_of_memory(out_of_memory())
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 7 GB"))
     assert not is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_out_of_memory(ValueError("out of memory"))
 

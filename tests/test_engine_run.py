@@ -105,7 +105,8 @@ def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[s
     assert result.message.count("killed by SIGKILL (out of host memory?) while embedding") == 2
     assert inputs[3] in result.message
     failures = read_failures(tmp_path / "out" / FAILED_FILES)
-    assert [f.file_path for f in failures] == [p for p in inputs if not (tmp_path / "out" / f"{Path(p).stem}.npz").exists()]
+    missing = [p for p in inputs if not (tmp_path / "out" / f"{Path(p).stem}.npz").exists()]
+    assert [f.file_path for f in failures] == missing
     assert inputs[3] in [f.file_path for f in failures]
     for output in (tmp_path / "out").glob("*.npz"):  # whatever was written is complete
         assert load_embeddings(output).meta["failed_sequences"] == "0"
@@ -134,7 +135,8 @@ def test_gpus_overrides_cuda_visible_devices_in_each_worker(
     report.mkdir()
     result = _run(inputs[:2], tmp_path / "out", FakeSpec(report_dir=str(report), report_barrier=2), gpus="0,2")
     assert result.exit_code == EXIT_OK
-    seen = sorted((r["device"], r["cuda_visible_devices"]) for r in map(json.loads, map(Path.read_text, report.iterdir())))
+    reports = [json.loads(path.read_text()) for path in report.iterdir()]
+    seen = sorted((r["device"], r["cuda_visible_devices"]) for r in reports)
     assert seen == [("cuda:0", "0"), ("cuda:0", "2")]
     assert sorted(result.stats["devices"]) == ["gpu 0", "gpu 2"]
 

@@ -57,17 +57,15 @@ workflow VIRNUCPRO {
     main:
     ch_versions = channel.empty()
 
+    ch_esm_model = channel.value(modelInput(esm_model))
+    ch_dna_model = channel.value(modelInput(dna_model))
+    ch_classifier = channel.value(modelInput(classifier))
     if (test_models) {
         MAKE_TEST_MODELS()
         ch_esm_model = MAKE_TEST_MODELS.out.esm.map { files -> stagedModel(files) }.first()
         ch_dna_model = MAKE_TEST_MODELS.out.dna.map { files -> stagedModel(files) }.first()
         ch_classifier = MAKE_TEST_MODELS.out.classifier.map { files -> stagedModel(files) }.first()
         ch_versions = ch_versions.mix(MAKE_TEST_MODELS.out.versions)
-    }
-    else {
-        ch_esm_model = channel.value(modelInput(esm_model))
-        ch_dna_model = channel.value(modelInput(dna_model))
-        ch_classifier = channel.value(modelInput(classifier))
     }
 
     //

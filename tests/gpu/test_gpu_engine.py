@@ -124,7 +124,10 @@ def test_one_or_two_workers_per_gpu_give_byte_identical_outputs(
 def test_half_precision_matches_fp32(
     tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str, precision: str
 ) -> None:
-    model, files, budget = (str(t6.esm), proteins, ESM_BUDGET) if kind == "esm" else (str(t6.dna), nucleotides, DNA_BUDGET)
+    if kind == "esm":
+        model, files, budget = str(t6.esm), proteins, ESM_BUDGET
+    else:
+        model, files, budget = str(t6.dna), nucleotides, DNA_BUDGET
     reference = _run(files, EmbedderSpec(kind, model, precision="fp32"), tmp_path / "fp32", budget)
     half = _run(files, EmbedderSpec(kind, model, precision=precision), tmp_path / precision, budget)
     assert reference.exit_code == half.exit_code == EXIT_OK

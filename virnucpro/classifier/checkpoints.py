@@ -418,8 +418,9 @@ def check_compatible(
 ) -> None:
     """Refuse features the classifier was not trained on (one-line ModelError).
 
-    Dimensions are always compared; chunk length, model names (see :func:`model_name_key`)
-    and ESM layer only when both the checkpoint and the caller name them. Callers should
+    Dimensions are always compared; chunk length and ESM layer only when both the checkpoint
+    and the caller name them. Differing model names (see :func:`model_name_key`) only warn,
+    since a local copy of the right model may be named anything. Callers should
     pass the resolved ESM layer (not None for "final") so the check can apply.
     """
     where = f"{source or meta.source or 'classifier'}: "
@@ -434,7 +435,8 @@ def check_compatible(
         )
     for label, ours, theirs in (("DNA", dna_model, meta.dna_model), ("ESM", esm_model, meta.esm_model)):
         if ours and theirs and model_name_key(ours) != model_name_key(theirs):
-            raise ModelError(f"{where}classifier was trained on {label} model '{theirs}', not '{ours}'")
+            # A warning, not an error: a local copy of the right model may have any directory name.
+            log.warning("%sclassifier was trained on %s model '%s', not '%s'", where, label, theirs, ours)
     if esm_layer is not None and meta.esm_layer is not None and esm_layer != meta.esm_layer:
         raise ModelError(f"{where}classifier was trained on ESM layer {meta.esm_layer}, not layer {esm_layer}")
 

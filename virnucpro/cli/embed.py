@@ -27,9 +27,13 @@ def _run(
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
     progress = "quiet" if quiet else "auto"
-    result = run_embedding(list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress)
-    summary = {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code, "engine": result.stats}
-    write_summary(outdir, summary)
+    result = run_embedding(
+        list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
+    )
+    write_summary(
+        outdir,
+        {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code, "engine": result.stats},
+    )
     return result.exit_code
 
 

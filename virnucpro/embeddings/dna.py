@@ -7,7 +7,9 @@
   [SEP] included; in a padded batch the padding is masked in attention and left out of the
   mean, so batched results equal one-at-a-time ones (fp32, within 1e-5). Computed in fp32.
 - **Batching**: length-sorted batches of at most ``token_budget`` padded tokens (special tokens
-  counted), the same rule as for ESM-2 (:func:`virnucpro.embeddings.esm.token_budget_batches`).
+  counted), the same rule as for ESM-2 (:func:`virnucpro.embeddings.batching.token_budget_batches`).
+- **Speed on the CPU**: the model's ``nn.Linear`` layers run through oneDNN
+  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate on AVX-512 CPUs.
 - **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
   ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
   to the scores, which breaks a model cast wholesale to half precision; autocast does not.)
@@ -49,7 +51,8 @@ import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_DNA
-from virnucpro.embeddings.esm import token_budget_batches
+from virnucpro.embeddings.batching import token_budget_batches
+from virnucpro.embeddings.cpu_linear import use_onednn_linears
 from virnucpro.embeddings.precision import dtype_name, is_cuda, resolve_dtype
 from virnucpro.errors import InputError, ModelError
 from virnucpro.log import get_logger
@@ -268,5 +271,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
         log.debug("Triton flash attention disabled in %s: PyTorch attention", ", ".join(sorted(changed)))
     network = network.to(device).eval()
     rebuild_alibi(network, device)
+    if torch.device(device).type == "cpu" and dtype == torch.float32:
+        use_onednn_linears(network)  # same weights and numbers, about twice the GEMM rate on AVX-512 CPUs
     log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
     return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)

@@ -23,15 +23,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
-from collections.abc import Sequence
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
+from virnucpro.embeddings.batching import token_budget_batches  # noqa: F401  (re-exported)
+from virnucpro.embeddings.cpu_linear import linear
 from virnucpro.embeddings.precision import dtype_name, resolve_dtype
 from virnucpro.errors import InputError, ModelError
 from virnucpro.log import get_logger
@@ -40,39 +44,16 @@ log = get_logger("esm")
 
 MAX_RESIDUES = 1022  # ESM-2's 1024 positions minus BOS and EOS
 _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
+TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8  # fair-esm's rescaling of embeddings (no <mask> tokens here)
+PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
+_Residues = TypeVar("_Residues", str, np.ndarray)
 
 
-# --------------------------------------------------------------------------- batching (shared with dna.py)
+def split_windows(sequence: _Residues, max_residues: int = MAX_RESIDUES) -> list[_Residues]:
+    """Consecutive, non-overlapping windows of near-equal length, each at most ``max_residues`` long.
 
-
-def token_budget_batches(
-    shapes: Sequence[tuple[int, int]], sort_keys: Sequence[int], token_budget: int
-) -> list[list[int]]:
-    """Length-sorted batches of at most ``token_budget`` padded tokens.
-
-    ``shapes[i] = (rows, row_tokens)``: sequence ``i`` occupies ``rows`` rows of ``row_tokens``
-    tokens (one row unless it is split into windows). A batch costs ``max row_tokens * total rows``.
-    Sequences are taken in order of ``(sort_keys[i], i)``; a sequence that does not fit closes the
-    current batch (fair-esm's rule), so one bigger than the budget ends up alone.
+    ``sequence`` is a string or an array of token ids (windows are then views of it).
     """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    rows_in_batch = widest = 0
-    for index in sorted(range(len(shapes)), key=lambda i: (sort_keys[i], i)):
-        rows, row_tokens = shapes[index]
-        if current and max(widest, row_tokens) * (rows_in_batch + rows) > token_budget:
-            batches.append(current)
-            current, rows_in_batch, widest = [], 0, 0
-        current.append(index)
-        rows_in_batch += rows
-        widest = max(widest, row_tokens)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def split_windows(sequence: str, max_residues: int = MAX_RESIDUES) -> list[str]:
-    """Consecutive, non-overlapping windows of near-equal length, each at most ``max_residues`` long."""
     count = max(1, -(-len(sequence) // max_residues))
     base, extra = divmod(len(sequence), count)
     windows, start = [], 0
@@ -87,7 +68,20 @@ def split_windows(sequence: str, max_residues: int = MAX_RESIDUES) -> list[str]:
 
 
 class EsmEmbedder:
-    """A loaded fair-esm model that turns protein sequences into pooled float32 vectors."""
+    """A loaded fair-esm model that turns protein sequences into pooled float32 vectors.
+
+    The forward pass runs fair-esm's own layers and weights, but not its ``ESM2.forward``:
+    batch-first, attention through ``scaled_dot_product_attention`` (padding as a key mask),
+    rotary embeddings applied in place, the exact GELU fused into the first feed-forward
+    matrix (oneDNN on the CPU, see :mod:`virnucpro.embeddings.cpu_linear`), only the layers up
+    to the chosen one, and no language-model head or contact computation. It equals
+    fair-esm's forward within 1e-5 in fp32 (tests/test_embeddings_esm.py).
+
+    ``packed=True`` runs every batch unpadded (all tokens of all sequences in one row, per-token
+    rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
+    variable-length kernel (``torch.nn.attention.varlen``, half precision). Default: off, or
+    ``VIRNUCPRO_ESM_PACKED=1`` (see docs/performance.md).
+    """
 
     stage = STAGE_ESM
 
@@ -100,6 +94,7 @@ class EsmEmbedder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         max_residues: int = MAX_RESIDUES,
+        packed: bool | None = None,
     ) -> None:
         self.model = model.eval()
         self.alphabet = alphabet
@@ -109,8 +104,10 @@ class EsmEmbedder:
         self.dtype = dtype
         self.max_residues = max_residues
         self.dim = int(model.embed_dim)
+        self.packed = packed_from_environment() if packed is None else packed
         self._converter = alphabet.get_batch_converter()
         self._residues = frozenset(tok for tok in alphabet.standard_toks if len(tok) == 1)
+        self._codes = _residue_codes(alphabet, self._residues)
 
     def identity(self) -> dict[str, str]:
         """Model, layer, precision and pooling: what determines the numbers."""
@@ -138,38 +135,221 @@ class EsmEmbedder:
         """Length-sorted batches of at most ``token_budget`` padded tokens (see token_budget_batches)."""
         return token_budget_batches([self._shape(s) for s in sequences], [len(s) for s in sequences], token_budget)
 
-    def _check(self, sequence: str) -> str:
-        sequence = sequence.upper()
+    def _encode(self, sequence: str) -> np.ndarray:
+        """Token ids of one protein's residues (upper or lower case); InputError for anything else."""
         if not sequence:
             raise InputError("empty protein sequence")
-        invalid = set(sequence) - self._residues
-        if invalid:
+        raw = np.frombuffer(sequence.encode("utf-8", "replace"), dtype=np.uint8)
+        codes = self._codes[raw]
+        if len(raw) != len(sequence) or (codes < 0).any():
+            invalid = set(sequence.upper()) - self._residues
             raise InputError(f"protein sequence has invalid residue(s) {''.join(sorted(invalid))!r}")
-        return sequence
+        return codes
+
+    def _pieces(self, sequences: list[str]) -> tuple[list[np.ndarray], list[int]]:
+        """Token ids of every window (residues only) and the index of the sequence each belongs to."""
+        pieces: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, sequence in enumerate(sequences):
+            codes = self._encode(sequence)
+            for window in split_windows(codes, self.max_residues):
+                pieces.append(window)
+                owners.append(index)
+        return pieces, owners
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray:
         """Mean-pooled embeddings, float32 ``[len(sequences), dim]``, in the given order."""
         if not sequences:
             return np.zeros((0, self.dim), dtype=np.float32)
-        pieces: list[str] = []
-        owners: list[int] = []
-        for index, sequence in enumerate(sequences):
-            for window in split_windows(self._check(sequence), self.max_residues):
-                pieces.append(window)
-                owners.append(index)
-        _labels, _strs, tokens = self._converter([("", piece) for piece in pieces])
-        tokens = tokens.to(self.device)
+        pieces, owners = self._pieces(sequences)
         with torch.inference_mode():
-            hidden = self.model(tokens, repr_layers=[self.layer])["representations"][self.layer].float()
-            lengths = torch.tensor([len(p) for p in pieces], device=self.device)
-            positions = torch.arange(tokens.shape[1], device=self.device)
-            residues = (positions[None, :] >= 1) & (positions[None, :] <= lengths[:, None])
-            sums = hidden.masked_fill(~residues[:, :, None], 0.0).sum(dim=1)
+            if self.packed:
+                sums, lengths = self._packed_sums(pieces)
+            else:
+                sums, lengths = self._padded_sums(pieces)
             owner_index = torch.tensor(owners, device=self.device)
             totals = torch.zeros(len(sequences), self.dim, device=self.device).index_add_(0, owner_index, sums)
             counts = torch.zeros(len(sequences), device=self.device).index_add_(0, owner_index, lengths.float())
             pooled = totals / counts[:, None]
         return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+    # -- padded batches ------------------------------------------------------------------
+    def _padded_tokens(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        """``[rows, widest + 2]`` token ids: BOS, residues, EOS, then padding (fair-esm's layout)."""
+        alphabet = self.alphabet
+        tokens = np.full((len(pieces), max(map(len, pieces)) + _SPECIAL_TOKENS), alphabet.padding_idx, np.int64)
+        tokens[:, 0] = alphabet.cls_idx
+        for row, piece in enumerate(pieces):
+            tokens[row, 1 : len(piece) + 1] = piece
+            tokens[row, len(piece) + 1] = alphabet.eos_idx
+        return torch.from_numpy(tokens).to(self.device)
+
+    def _padded_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per window: the fp32 sum of the chosen layer over its residues, and its residue count."""
+        tokens = self._padded_tokens(pieces)
+        hidden = encoder_forward(self.model, tokens, self.layer).float()
+        lengths = torch.tensor([len(p) for p in pieces], device=self.device)
+        positions = torch.arange(tokens.shape[1], device=self.device)
+        residues = (positions[None, :] >= 1) & (positions[None, :] <= lengths[:, None])
+        return hidden.masked_fill(~residues[:, :, None], 0.0).sum(dim=1), lengths
+
+    # -- packed batches ------------------------------------------------------------------
+    def _packed_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`_padded_sums`, computed on all windows' tokens in one unpadded row."""
+        alphabet = self.alphabet
+        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+        spans = lengths + _SPECIAL_TOKENS
+        starts = np.concatenate([[0], np.cumsum(spans)])
+        flat = np.empty(int(starts[-1]), dtype=np.int64)
+        for piece, start, length in zip(pieces, starts[:-1], lengths):
+            flat[start] = alphabet.cls_idx
+            flat[start + 1 : start + 1 + length] = piece
+            flat[start + 1 + length] = alphabet.eos_idx
+        positions = np.arange(len(flat)) - np.repeat(starts[:-1], spans)
+        window = np.repeat(np.arange(len(pieces)), spans)
+        is_residue = (positions >= 1) & (positions <= np.repeat(lengths, spans))
+        device = self.device
+        hidden = packed_encoder_forward(
+            self.model,
+            torch.from_numpy(flat).to(device),
+            torch.from_numpy(positions).to(device),
+            torch.from_numpy(starts).to(device=device, dtype=torch.int32),
+            int(spans.max()),
+            self.layer,
+        ).float()
+        residue_rows = torch.from_numpy(np.flatnonzero(is_residue)).to(device)
+        sums = torch.zeros(len(pieces), self.dim, device=device).index_add_(
+            0, torch.from_numpy(window[is_residue]).to(device), hidden.index_select(0, residue_rows)
+        )
+        return sums, torch.from_numpy(lengths).to(device)
+
+
+def packed_from_environment() -> bool:
+    """``VIRNUCPRO_ESM_PACKED=1`` turns the packed (unpadded) forward on by default."""
+    return os.environ.get(PACKED_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _residue_codes(alphabet, residues: frozenset[str]) -> np.ndarray:
+    """Byte -> token id for every residue letter (either case); -1 for every other byte."""
+    codes = np.full(256, -1, dtype=np.int64)
+    for letter in residues:
+        codes[ord(letter.upper())] = codes[ord(letter.lower())] = alphabet.get_idx(letter)
+    return codes
+
+
+# --------------------------------------------------------------------------- the forward pass
+
+
+def _rotary_tables(
+    attention: nn.Module, positions: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[len(positions), 1, head_dim / 2]`` of fair-esm's rotary embedding, computed in fp32."""
+    inv_freq = attention.rot_emb.inv_freq.float()
+    angles = torch.outer(positions.to(inv_freq.device, torch.float32), inv_freq)[:, None, :]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """fair-esm's ``x * cos + rotate_half(x) * sin`` on ``[..., heads, head_dim]``, without the concatenation."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty_like(x)
+    first, second = out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=first)
+    first.addcmul_(x2, sin, value=-1.0)
+    torch.mul(x2, cos, out=second)
+    second.addcmul_(x1, sin)
+    return out
+
+
+def _layer(layer: nn.Module, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], attend) -> torch.Tensor:
+    """One fair-esm TransformerLayer on ``x [..., embed_dim]``; ``attend(q, k, v)`` on ``[..., heads, head_dim]``."""
+    attention = layer.self_attn
+    shape = (*x.shape[:-1], attention.num_heads, attention.head_dim)
+    h = layer.self_attn_layer_norm(x)
+    q = _rotate(linear(h, attention.q_proj.weight, attention.q_proj.bias).view(shape), *tables)
+    k = _rotate(linear(h, attention.k_proj.weight, attention.k_proj.bias).view(shape), *tables)
+    v = linear(h, attention.v_proj.weight, attention.v_proj.bias).view(shape)
+    context = attend(q, k, v).reshape(x.shape)
+    x = x + linear(context, attention.out_proj.weight, attention.out_proj.bias)
+    h = linear(layer.final_layer_norm(x), layer.fc1.weight, layer.fc1.bias, gelu=True)
+    return x + linear(h, layer.fc2.weight, layer.fc2.bias)
+
+
+def _embed(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """fair-esm's scaled token embedding (no mask tokens here: token dropout is a fixed 0.88 scale)."""
+    x = model.embed_scale * model.embed_tokens(tokens)
+    if model.token_dropout:
+        x = x * (1 - TOKEN_DROPOUT_TRAIN_RATIO)
+    return x
+
+
+def _layers(model: nn.Module, x: torch.Tensor, positions: torch.Tensor, layer: int, attend) -> torch.Tensor:
+    """Layers 1..``layer`` on ``x``, rotary positions ``positions`` (one per row of ``x`` before ``dim``)."""
+    if layer == 0:
+        return x
+    tables = _rotary_tables(model.layers[0].self_attn, positions, x.dtype)
+    for block in model.layers[:layer]:
+        x = _layer(block, x, tables, attend)
+    return x
+
+
+def _finish(model: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
+    return model.emb_layer_norm_after(x) if layer == model.num_layers else x
+
+
+def encoder_forward(model: nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """Representation ``[batch, tokens, dim]`` of layer ``layer`` of a fair-esm ESM-2, as ``ESM2.forward``."""
+    padding = tokens.eq(model.padding_idx)
+    x = _embed(model, tokens)
+    x = x * (1 - padding.unsqueeze(-1).type_as(x))
+    keep = (~padding)[:, None, None, :] if bool(padding.any()) else None
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, heads, tokens, head_dim]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2)
+
+    return _finish(model, _layers(model, x, positions, layer, attend), layer)
+
+
+def packed_encoder_forward(
+    model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor, widest: int, layer: int
+) -> torch.Tensor:
+    """:func:`encoder_forward` on unpadded rows: ``tokens``/``positions`` ``[n]``, row ``i`` is ``starts[i]:starts[i+1]``.
+
+    Returns ``[n, dim]``.
+    """
+    x = _embed(model, tokens)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return varlen_attention(q, k, v, starts, widest)
+
+    return _finish(model, _layers(model, x, positions, layer, attend), layer)
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, widest: int) -> torch.Tensor:
+    """Attention within each row of packed ``[n, heads, head_dim]`` tensors (rows ``starts[i]:starts[i+1]``).
+
+    FlashAttention's variable-length kernel on CUDA in half precision; elsewhere the rows are
+    padded for ``scaled_dot_product_attention`` and unpadded again (same numbers, for tests).
+    """
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(q, k, v, starts, starts, widest, widest)
+    spans = starts[1:] - starts[:-1]
+    rows = torch.repeat_interleave(torch.arange(len(spans), device=q.device), spans)
+    columns = torch.arange(q.shape[0], device=q.device) - starts[:-1].long()[rows]
+    keep = torch.arange(widest, device=q.device)[None, :] < spans[:, None]
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros(len(spans), widest, *t.shape[1:])
+        out[rows, columns] = t
+        return out.transpose(1, 2)  # [rows, heads, widest, head_dim]
+
+    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=keep[:, None, None, :])
+    return out.transpose(1, 2)[rows, columns]
 
 
 # --------------------------------------------------------------------------- loading
@@ -273,12 +453,15 @@ def _tables_in_input_dtype(compute_tables):
 
 
 def load_esm_embedder(
-    model: str, layer: int | None = None, device: str = "cpu", precision: str = "auto"
+    model: str, layer: int | None = None, device: str = "cpu", precision: str = "auto", packed: bool | None = None
 ) -> EsmEmbedder:
-    """Load a fair-esm model once (name or local ``.pt``) on ``device``; errors are one-line ModelErrors."""
+    """Load a fair-esm model once (name or local ``.pt``) on ``device``; errors are one-line ModelErrors.
+
+    ``packed``: unpadded batches (see :class:`EsmEmbedder`); None reads ``VIRNUCPRO_ESM_PACKED``.
+    """
     dtype = resolve_dtype(precision, device)
     network, alphabet, name = _load_fair_esm(model)
     resolved = _resolve_layer(layer, int(network.num_layers), model)
     network = cast_model(network.eval(), device, dtype)
     log.debug("ESM model %s loaded on %s (%s, layer %d)", name, device, dtype_name(dtype), resolved)
-    return EsmEmbedder(network, alphabet, name, resolved, device=device, dtype=dtype)
+    return EsmEmbedder(network, alphabet, name, resolved, device=device, dtype=dtype, packed=packed)

@@ -120,15 +120,19 @@ def select_gpus(gpus: str | None) -> list[str]:
     return _visible_entries(count)
 
 
-def plan_workers(gpus: str | None, workers: int | None) -> list[WorkerSlot]:
-    """One slot per worker: default one per selected GPU, 1 on CPU; ``workers`` cycles over the GPUs."""
+def plan_workers(gpus: str | None, workers: int | None, limit: int | None = None) -> list[WorkerSlot]:
+    """One slot per worker: default one per selected GPU, 1 on CPU; ``workers`` cycles over the GPUs.
+
+    ``limit`` caps the number of workers (no more workers than work items).
+    """
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
     selected = select_gpus(gpus)
+    cap = max(1, limit) if limit is not None else None
     if selected:
-        count = workers or len(selected)
+        count = min(workers or len(selected), cap or len(selected) * (workers or 1))
         return [WorkerSlot("cuda:0", {CUDA_VISIBLE_DEVICES: selected[i % len(selected)]}) for i in range(count)]
-    count = workers or 1
+    count = min(workers or 1, cap or workers or 1)
     if count == 1 or any(name in os.environ for name in _THREAD_VARIABLES):  # the user's thread setting wins
         return [WorkerSlot("cpu") for _ in range(count)]
     threads = max(1, _cpu_count() // count)

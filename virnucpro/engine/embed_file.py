@@ -68,11 +68,15 @@ class _OutOfMemory(Exception):
     """One sequence alone still ran out of memory."""
 
 
+_OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA/HIP; torch's CPU allocator
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """torch.OutOfMemoryError, or a RuntimeError whose message says "out of memory"."""
+    """torch.OutOfMemoryError, or a RuntimeError whose message says the memory ran out."""
     if type(error).__name__ == "OutOfMemoryError":
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(message in text for message in _OOM_MESSAGES)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -89,21 +93,28 @@ def embedder_fingerprint(embedder: Embedder) -> str:
     return json.dumps(embedder.identity(), sort_keys=True)
 
 
-def output_is_current(out_path: Path, input_sha256: str, fingerprint: str) -> bool:
-    """True when ``out_path`` is a complete embedding of the same input bytes by the same model."""
+def current_output_records(out_path: Path, input_sha256: str, fingerprint: str) -> int | None:
+    """Records in ``out_path`` when it is a complete embedding of the same input bytes by the same
+    model; None otherwise (missing, unreadable, incomplete, other input or model)."""
     if not out_path.is_file():
-        return False
+        return None
     try:
         stored = load_embeddings(out_path)
     except VirnucproError:
-        return False
+        return None
     meta = stored.meta
-    return (
+    current = (
         meta.get(META_INPUT_SHA256) == input_sha256
         and meta.get(META_EMBEDDER) == fingerprint
         and meta.get(META_FAILED) == "0"
         and meta.get(META_RECORDS) == str(len(stored.ids))
     )
+    return len(stored.ids) if current else None
+
+
+def output_is_current(out_path: Path, input_sha256: str, fingerprint: str) -> bool:
+    """True when ``out_path`` is a complete embedding of the same input bytes by the same model."""
+    return current_output_records(out_path, input_sha256, fingerprint) is not None
 
 
 def embed_file(
@@ -126,10 +137,9 @@ def embed_file(
     fingerprint = embedder_fingerprint(embedder)
     try:
         input_sha256 = sha256_file(path)
-        if skip_if_current and output_is_current(out_path, input_sha256, fingerprint):
-            stored = load_embeddings(out_path)
-            result.output, result.skipped = out_path, True
-            result.records = result.embedded = len(stored.ids)
+        current = current_output_records(out_path, input_sha256, fingerprint) if skip_if_current else None
+        if current is not None:
+            result.output, result.skipped, result.records, result.embedded = out_path, True, current, current
             return result
         ids, sequences = _read_valid(path, embedder.stage)
     except Exception as error:  # noqa: BLE001  (any problem with the file is that file's failure)
@@ -155,6 +165,7 @@ def embed_file(
             result.failures.append(Failure(path, embedder.stage, message))
     stored_meta = {
         **(meta or {}),
+        **embedder.identity(),  # model, layer, precision: read by classify's compatibility check
         META_INPUT_SHA256: input_sha256,
         META_EMBEDDER: fingerprint,
         META_STAGE: embedder.stage,

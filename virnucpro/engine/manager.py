@@ -22,7 +22,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from virnucpro.contracts import Failure
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.plan import WorkItem

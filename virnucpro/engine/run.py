@@ -8,12 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, STAGE_DNA, STAGE_ESM, Failure, write_failures
+from virnucpro.contracts import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    FAILED_FILES,
+    STAGE_DNA,
+    STAGE_ESM,
+    Failure,
+    write_failures,
+)
 from virnucpro.engine.devices import plan_workers
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.manager import Manager, ManagerOutcome
 from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
+from virnucpro.errors import VirnucproError
 from virnucpro.log import get_logger
 
 log = get_logger("engine")
@@ -47,16 +57,19 @@ def run_embedding(
     """
     start = time.perf_counter()
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VirnucproError(f"{outdir}: cannot create the output directory ({error.strerror or error})") from None
     items = plan_items(list(files), outdir)
-    slots = plan_workers(gpus, workers)
+    slots = plan_workers(gpus, workers, limit=len(items))  # never more workers than files
     for item in items:
         _remove_stale_temporaries(item.out_path)
     labels = [slot.label for slot in slots]
     log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
     display = Progress(progress, _spec_stage(spec), len(items), labels)
     try:
-        outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run()
+        outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run() if items else ManagerOutcome()
     finally:
         display.close()
     stage = outcome.stage or _spec_stage(spec)

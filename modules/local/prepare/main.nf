@@ -2,6 +2,7 @@
  * PREPARE: chunk one sample's reads/contigs, translate six frames, keep the stop-free ones and
  * cut them into residue-balanced shards (shards/nucleotide/shard_NNNNN.fa and
  * shards/protein/shard_NNNNN.fa, same stems) that the embedding processes scatter over.
+ * The shard lists are always lists (arity 0..*): a sample without any kept frame has none.
  */
 process PREPARE {
     tag "${meta.id}"
@@ -15,7 +16,7 @@ process PREPARE {
 
     output:
     tuple val(meta), path('prepared'), emit: prepared
-    tuple val(meta), path('prepared/shards/nucleotide/shard_*.fa', arity: '1..*'), path('prepared/shards/protein/shard_*.fa', arity: '1..*'), emit: shards, optional: true
+    tuple val(meta), path('prepared/shards/nucleotide/shard_*.fa', arity: '0..*'), path('prepared/shards/protein/shard_*.fa', arity: '0..*'), emit: shards
     path 'versions.yml', emit: versions
 
     script:

@@ -1,0 +1,67 @@
+"""Progress: periodic log lines without a terminal, nothing when quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from virnucpro.engine import progress as progress_module
+from virnucpro.engine.progress import Progress, resolve_mode
+
+
+def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress("log", "ESM-2", 3, ["gpu 0", "gpu 1"], interval_s=0.0)
+    progress.set_state(0, "processing", "a.faa")
+    progress.add(0, 10, 500)
+    progress.file_done(0, failures=1)
+    with _captured(caplog):
+        progress.tick()
+    progress.close()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("ESM-2: 1/3 files, 10 sequences, ") and line.endswith(" tokens/s, 1 failures, 1/2 workers busy")
+
+
+def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress("quiet", "ESM-2", 1, ["cpu"], interval_s=0.0)
+    with _captured(caplog):
+        progress.add(0, 1, 1)
+        progress.tick()
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(("terminal", "expected"), [(True, "live"), (False, "log")])
+def test_auto_is_live_on_a_terminal_plain_elsewhere_and_quiet_at_error_level(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool, expected: str
+) -> None:
+    monkeypatch.setattr(progress_module, "stderr_console", SimpleNamespace(is_terminal=terminal))
+    logger = logging.getLogger("virnucpro")
+    level = logger.level
+    try:
+        logger.setLevel(logging.INFO)
+        assert resolve_mode("auto") == expected
+        logger.setLevel(logging.ERROR)
+        assert resolve_mode("auto") == "quiet"
+    finally:
+        logger.setLevel(level)
+    with pytest.raises(ValueError):
+        resolve_mode("fancy")
+
+
+@contextlib.contextmanager
+def _captured(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """INFO records of the ``virnucpro`` logger into caplog, even after setup_logging stopped propagation."""
+    logger = logging.getLogger("virnucpro")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # caplog's handler is attached here: no second copy through the root
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

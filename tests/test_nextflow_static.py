@@ -1,0 +1,340 @@
+"""Static checks of the Nextflow pipeline (Nextflow itself cannot run here).
+
+Syntax of every .nf and .config file (groovy-parser, file:line:column on error) and the strict
+syntax rules on top of it; every process has a label, a container, a stub and a versions output;
+GPU stages carry ``process_gpu``; includes resolve; nextflow_schema.json agrees with the params of
+nextflow.config; every command line calls a bin/ script with options that script accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import reftrace
+from pygments.token import Token
+
+import nextflow_scan as scan
+
+NF_FILES = scan.pipeline_files(".nf")
+CONFIG_FILES = scan.pipeline_files(".config")
+SCHEMA = json.loads((scan.REPO_ROOT / "nextflow_schema.json").read_text())
+GPU_STAGES = {"embed-dna", "embed-esm"}  # the stages that run a language model
+
+
+def schema_properties() -> dict[str, dict]:
+    return {name: prop for group in SCHEMA["$defs"].values() for name, prop in group["properties"].items()}
+
+
+def stage_cli():
+    """The click group of bin/virnucpro_stage.py, loaded from the script itself."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("virnucpro_stage", scan.BIN_DIR / "virnucpro_stage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cli
+
+
+def test_pipeline_files_present() -> None:
+    names = {scan.rel(p) for p in NF_FILES + CONFIG_FILES}
+    expected = {
+        "main.nf",
+        "workflows/virnucpro.nf",
+        "nextflow.config",
+        "conf/base.config",
+        "conf/modules.config",
+        "conf/test.config",
+    } | {f"modules/local/{m}/main.nf" for m in ("prepare", "embed_dna", "embed_esm", "predict", "summarize")}
+    assert expected <= names
+
+
+# --------------------------------------------------------------------------- syntax
+
+
+def test_every_file_parses(request: pytest.FixtureRequest) -> None:
+    cache = request.config.cache.mkdir("groovy-parse") if getattr(request.config, "cache", None) else None
+    errors = scan.syntax_errors(NF_FILES + CONFIG_FILES, cache)
+    assert not errors, "\n".join(f"{scan.rel(path)}:{error}" for path, error in sorted(errors.items()))
+
+
+def test_syntax_error_is_reported_with_line_and_column() -> None:
+    bad = "process X {\n    script:\n    \"\"\"\n    echo\n    \"\"\"\n}\n\nworkflow {\n    X(\n}\n"
+    assert scan.syntax_error(bad).startswith("10:1: Unexpected token")
+
+
+@pytest.mark.parametrize("path", NF_FILES + CONFIG_FILES, ids=scan.rel)
+def test_strict_syntax_rules(path: Path) -> None:
+    problems = scan.strict_syntax_problems(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_strict_syntax_checker_finds_violations(tmp_path: Path) -> None:
+    script = tmp_path / "bad.nf"
+    script.write_text("println 'top level'\nworkflow {\n    Channel.of(1).map { it * 2 }\n}\n")
+    config = tmp_path / "bad.config"
+    config.write_text("def x = 1\nparams.y = 'a'\nparams.z = \"a\\qb\"\n")
+    found = "\n".join(scan.strict_syntax_problems(script) + scan.strict_syntax_problems(config))
+    for expected in ("bad.nf:1: top-level statement", "bad.nf:3: use `channel.`", "bad.nf:3: implicit closure", "bad.config:1: config files allow", "bad.config:3: invalid escape"):
+        assert expected in found, found
+
+
+# --------------------------------------------------------------------------- processes
+
+
+PROCESSES = scan.all_processes()
+MODULE_PROCESSES = {
+    name: proc for name, proc in PROCESSES.items() if scan.rel(proc.path).startswith("modules/")
+}
+
+
+def test_expected_processes_exist() -> None:
+    assert {"PREPARE", "EMBED_DNA", "EMBED_ESM", "PREDICT", "SUMMARIZE"} <= set(MODULE_PROCESSES)
+    for proc in MODULE_PROCESSES.values():
+        assert scan.rel(proc.path) == f"modules/local/{proc.name.lower()}/main.nf", "one process per module, named after it"
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_PROCESSES))
+def test_process_has_label_container_stub_and_versions(name: str) -> None:
+    proc = MODULE_PROCESSES[name]
+    module = reftrace.Module.from_file(str(proc.path))
+    (info,) = [p for p in module.processes if p.name == name]
+    where = f"{scan.rel(proc.path)}:{proc.line}"
+    assert [label.value for label in info.labels], f"{where}: {name} has no label"
+    assert info.containers, f"{where}: {name} has no container"
+    assert info.condas, f"{where}: {name} has no conda environment"
+    assert proc.gstring("stub") is not None, f"{where}: {name} has no stub section"
+    assert re.search(r"path\s+['\"]versions\.yml['\"]\s*,\s*emit:\s*versions", proc.section_text("output")), (
+        f"{where}: {name} does not emit versions.yml as `versions`"
+    )
+    for section in ("script", "stub"):
+        command = "".join(t.value for t in proc.gstring(section).tokens)
+        assert "versions.yml" in command and "${task.process}" in command, f"{where}: {section} does not write versions.yml"
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_PROCESSES))
+def test_gpu_label_matches_gpu_stages(name: str) -> None:
+    proc = MODULE_PROCESSES[name]
+    labels = {label.value for p in reftrace.Module.from_file(str(proc.path)).processes for label in p.labels}
+    stages = {call.stage for call in scan.stage_calls(proc)}
+    if stages & GPU_STAGES:
+        assert "process_gpu" in labels, f"{name} runs {stages & GPU_STAGES} without label process_gpu"
+    else:
+        assert "process_gpu" not in labels, f"{name} has label process_gpu but runs no model stage"
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_PROCESSES))
+def test_script_interpolation_is_explicit(name: str) -> None:
+    """Shell variables are escaped (\\$x) and Groovy values use ${...}: no bare $x in a command."""
+    proc = MODULE_PROCESSES[name]
+    for section in ("script", "stub"):
+        bare = proc.gstring(section).bare_interpolations()
+        assert not bare, f"{name} {section}: {bare} is Groovy interpolation; write \\$ for a shell variable or ${{...}}"
+
+
+def test_containers_are_the_project_images() -> None:
+    images = set()
+    for proc in MODULE_PROCESSES.values():
+        text = proc.section_text("")
+        images |= set(re.findall(r"'([\w./-]+:[\w.-]+)'", text))
+    version = re.search(r'^version = "([^"]+)"', (scan.REPO_ROOT / "pyproject.toml").read_text(), flags=re.M).group(1)
+    assert images == {f"ghcr.io/virnucpro/virnucpro:{version}-cpu", f"ghcr.io/virnucpro/virnucpro:{version}-gpu"}
+    readme = (scan.REPO_ROOT / "containers" / "README.md").read_text()
+    assert all(image in readme for image in images), "containers/README.md must document every image the modules use"
+
+
+def test_gpu_retry_policy_matches_the_embed_modules() -> None:
+    """The exit code an EMBED task uses to ask for another attempt is one base.config retries."""
+    base = (scan.REPO_ROOT / "conf" / "base.config").read_text()
+    gpu = scan.block_after(base, base.index("withLabel: 'process_gpu'"))
+    assert re.search(r"maxRetries\s*=\s*[1-9]", gpu) and "'ignore'" in gpu and "task.maxRetries" in gpu
+    for name in ("EMBED_DNA", "EMBED_ESM"):
+        script = "".join(t.value for t in MODULE_PROCESSES[name].gstring("script").tokens)
+        (code,) = set(re.findall(r"\bexit (\d+)\b", script))
+        assert f"[{code}]" in gpu, f"{name} exits {code} to be retried, but process_gpu's errorStrategy does not retry it"
+        assert "task.maxRetries" in MODULE_PROCESSES[name].preamble("script")
+    ext = scan.with_name_blocks(scan.REPO_ROOT / "conf" / "modules.config")
+    for name, option in (("EMBED_ESM", "--esm-batch-size"), ("EMBED_DNA", "--dna-batch-size")):
+        assert option in ext[name] and "task.attempt" in ext[name], f"{name}: the batch size must shrink with task.attempt"
+
+
+# --------------------------------------------------------------------------- includes
+
+
+def _included_file(source: Path, module: str) -> Path | None:
+    base = (source.parent / module).resolve()
+    for candidate in (base.with_name(base.name + ".nf"), base / "main.nf", base):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("path", NF_FILES, ids=scan.rel)
+def test_includes_resolve(path: Path) -> None:
+    for include in reftrace.Module.from_file(str(path)).to_dict()["includes"]:
+        target = _included_file(path, include["from_module"])
+        where = f"{scan.rel(path)}:{include['line']}"
+        assert target is not None, f"{where}: include from '{include['from_module']}' does not resolve to a file"
+        defined = reftrace.Module.from_file(str(target)).to_dict()
+        names = {p["name"] for p in defined["processes"]} | {w["name"] for w in defined["workflows"]}
+        for item in include["items"]:
+            assert item["name"] in names, f"{where}: {item['name']} is not defined in {scan.rel(target)}"
+
+
+def test_every_module_is_used() -> None:
+    included = {
+        item["name"] for path in NF_FILES for inc in reftrace.Module.from_file(str(path)).to_dict()["includes"] for item in inc["items"]
+    }
+    assert set(MODULE_PROCESSES) <= included
+
+
+def test_config_selectors_name_real_processes() -> None:
+    for config in CONFIG_FILES:
+        for selector in scan.with_name_blocks(config):
+            assert any(re.fullmatch(selector, name) for name in PROCESSES), f"{scan.rel(config)}: withName '{selector}' matches no process"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_schema_and_config_params_agree() -> None:
+    params = scan.params_block(scan.REPO_ROOT / "nextflow.config")
+    properties = schema_properties()
+    assert set(params) == set(properties), (
+        f"only in nextflow.config: {sorted(set(params) - set(properties))}; only in the schema: {sorted(set(properties) - set(params))}"
+    )
+    types = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for name, raw in params.items():
+        value, prop = scan.literal(raw), properties[name]
+        assert prop.get("description"), f"{name}: no description in the schema"
+        if value is scan.DYNAMIC:
+            assert prop["type"] == "string" and "default" not in prop, f"{name}: computed default must be a string without schema default"
+        elif value is None:
+            assert "default" not in prop, f"{name}: null in nextflow.config but default {prop['default']!r} in the schema"
+        else:
+            assert prop["type"] == types[type(value)], f"{name}: {raw} is {types[type(value)]}, schema says {prop['type']}"
+            assert prop.get("default") == value and type(prop.get("default")) is type(value), (
+                f"{name}: default {raw} in nextflow.config, {prop.get('default')!r} in the schema"
+            )
+        if "enum" in prop and value not in (None, scan.DYNAMIC):
+            assert value in prop["enum"], f"{name}: default {value!r} not among {prop['enum']}"
+
+
+def test_schema_groups_are_all_referenced() -> None:
+    refs = {entry["$ref"] for entry in SCHEMA["allOf"]}
+    assert refs == {f"#/$defs/{name}" for name in SCHEMA["$defs"]}
+    assert set(SCHEMA["$defs"]["input_output_options"]["required"]) == {"input", "outdir"}
+
+
+def test_every_referenced_param_is_declared() -> None:
+    declared = set(scan.params_block(scan.REPO_ROOT / "nextflow.config"))
+    for path in NF_FILES + CONFIG_FILES:
+        text = path.read_text()
+        for match in re.finditer(r"\bparams\.([a-z_][a-z0-9_]*)", text):
+            assert match.group(1) in declared, f"{scan.rel(path)}:{scan.line_of(text, match.start())}: params.{match.group(1)} is not declared"
+    for config in CONFIG_FILES:
+        for name in scan.params_block(config):
+            assert name in declared, f"{scan.rel(config)}: sets undeclared param {name}"
+
+
+def test_test_samplesheet_matches_input_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import csv
+
+    sheet = scan.REPO_ROOT / "assets" / "samplesheet_test.csv"
+    rows = list(csv.DictReader(sheet.open()))
+    schema = json.loads((scan.REPO_ROOT / "assets" / "schema_input.json").read_text())
+    jsonschema.validate(rows, schema)
+    for row in rows:
+        assert (sheet.parent / row["fasta"]).is_file(), f"{row['fasta']} is not next to the samplesheet"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{"sample": "bad name", "fasta": "x.fa"}], schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{"sample": "pipeline_info", "fasta": "x.fa"}], schema)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_every_command_calls_a_bin_script_with_accepted_options() -> None:
+    cli = stage_cli()
+    ext_args = scan.with_name_blocks(scan.REPO_ROOT / "conf" / "modules.config")
+    checked = set()
+    for name, proc in MODULE_PROCESSES.items():
+        calls = scan.stage_calls(proc, ext_args.get(name, ""))
+        assert calls, f"{name}: its script calls no bin/ script"
+        for call in calls:
+            script = scan.BIN_DIR / call.script
+            assert script.is_file() and os.access(script, os.X_OK), f"{name}: {call.script} is not an executable in bin/"
+            command = cli.commands.get(call.stage)
+            assert command is not None, f"{name}: `{call.script} {call.stage}` is not a stage of the CLI"
+            accepted = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+            assert call.options <= accepted, f"{name}: `{call.stage}` does not accept {sorted(call.options - accepted)}"
+            checked.add(call.stage)
+    assert {"prepare", "embed-dna", "embed-esm", "classify", "summarize"} <= checked
+
+
+def test_option_extraction_sees_ext_args_and_variables() -> None:
+    """The checker itself: options behind ${args}, a Groovy def and a shell variable are found."""
+    predict = MODULE_PROCESSES["PREDICT"]
+    (call,) = scan.stage_calls(predict, "ext.args = { \"--batch-size 4 --no-such-option\" }")
+    assert {"--classifier", "--failed", "--batch-size", "--no-such-option", "--outdir"} <= call.options
+
+
+def test_bin_scripts_are_executable_python() -> None:
+    for script in scan.BIN_DIR.iterdir():
+        assert script.stat().st_mode & stat.S_IXUSR, f"{script.name} is not executable"
+        assert script.read_text().startswith("#!/usr/bin/env python3"), f"{script.name} has no python3 shebang"
+
+
+def test_bin_script_prefers_the_clone_it_lives_in(tmp_path: Path) -> None:
+    """From a plain clone, bin/ runs the package next to it, not another installed version."""
+    clone = tmp_path / "clone"
+    (clone / "bin").mkdir(parents=True)
+    (clone / "bin" / "virnucpro_stage.py").write_text((scan.BIN_DIR / "virnucpro_stage.py").read_text())
+    (clone / "bin" / "virnucpro_stage.py").chmod(0o755)
+    package = clone / "virnucpro"
+    subprocess.run(["cp", "-r", str(scan.REPO_ROOT / "virnucpro"), str(package)], check=True)
+    init = package / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]+"', '__version__ = "9.9.9-clone"', init.read_text()))
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run([str(clone / "bin" / "virnucpro_stage.py"), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "9.9.9-clone" in out.stdout
+
+
+def test_bin_script_alone_uses_the_installed_package(tmp_path: Path) -> None:
+    """Copied alone (as in a container or a cloud task), bin/ falls back to the installed package."""
+    alone = tmp_path / "bin" / "virnucpro_stage.py"
+    alone.parent.mkdir()
+    alone.write_text((scan.BIN_DIR / "virnucpro_stage.py").read_text())
+    env = {**os.environ, "PYTHONPATH": str(scan.REPO_ROOT)}
+    out = subprocess.run([sys.executable, str(alone), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    from virnucpro import __version__
+
+    assert out.stdout.strip().endswith(__version__)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def test_container_recipes_pin_versions() -> None:
+    containers = scan.REPO_ROOT / "containers"
+    env = (containers / "environment.yml").read_text().split("dependencies:", 1)[1]
+    pins = re.findall(r"^\s*-\s*([A-Za-z0-9_.-]+)\s*(==|=)?\s*([^\s#]*)", env, flags=re.M)
+    unpinned = [name for name, op, version in pins if name not in {"pip"} and not (op and version)]
+    assert not unpinned, f"environment.yml: unpinned {unpinned}"
+    for dockerfile in ("Dockerfile.gpu", "Dockerfile.cpu"):
+        text = (containers / dockerfile).read_text()
+        assert re.search(r"^FROM \S+:\S+", text, flags=re.M), f"{dockerfile}: base image without a tag"
+        assert re.search(r"^ARG TORCH_VERSION=[0-9]", text, flags=re.M) and '"torch==${TORCH_VERSION}"' in text, f"{dockerfile}: torch is not pinned"
+        for package in ("fair-esm", "transformers", "biopython", "click", "rich"):
+            assert re.search(rf"{re.escape(package)}==[0-9]", text), f"{dockerfile}: {package} is not pinned"
+    assert "cu12" in (containers / "Dockerfile.gpu").read_text(), "the GPU image must use a CUDA 12 torch build"
