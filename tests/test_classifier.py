@@ -405,10 +405,9 @@ def test_resolve_classifier(served, tmp_path, monkeypatch, ref_module, features)
         ({"esm_model": "esm2_t33_650M_UR50D"}, "ESM model 'esm2_t36_3B_UR50D', not 'esm2_t33_650M_UR50D'"),
     ],
 )
-def test_check_compatible_warns_on_other_model_names(kwargs, message, caplog, monkeypatch):
-    import logging
+def test_check_compatible_warns_on_other_model_names(kwargs, message, caplog):
+    from helpers import captured_log
 
-    monkeypatch.setattr(logging.getLogger("virnucpro"), "propagate", True)  # setup_logging turns it off
-    with caplog.at_level(logging.WARNING, logger="virnucpro"):
+    with captured_log(caplog):
         check_compatible(_meta(source="clf.pt"), dna_dim=768, esm_dim=2560, **kwargs)
     assert message in caplog.text

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from engine_doubles import write_fasta
+from helpers import captured_log
 
 from virnucpro.engine import devices
 from virnucpro.engine.plan import output_stem, plan_items
@@ -27,7 +25,7 @@ def test_no_gpu_means_one_cpu_worker_and_one_log_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(devices, "visible_gpu_count", lambda: 0)
-    with _captured(caplog):
+    with captured_log(caplog):
         slots = devices.plan_workers(None, None)
     assert [(s.device, s.env) for s in slots] == [("cpu", {})]
     assert [r.getMessage() for r in caplog.records] == ["no CUDA GPU visible: running on the CPU"]
@@ -100,19 +98,3 @@ def test_items_are_largest_first_and_clashing_stems_are_refused(tmp_path: Path) 
     clash = write_fasta(tmp_path / "sub" / "small.fa", [("a", "M")])
     with pytest.raises(InputError, match="same output name small.npz"):
         plan_items([str(small), str(clash)], tmp_path / "out")
-
-
-@contextlib.contextmanager
-def _captured(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """INFO records of the ``virnucpro`` logger into caplog, even after setup_logging stopped propagation."""
-    logger = logging.getLogger("virnucpro")
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # caplog's handler is attached here: no second copy through the root
-    try:
-        yield
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(level)
-        logger.propagate = propagate

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from helpers import captured_log
 
 from virnucpro.engine import progress as progress_module
 from virnucpro.engine.progress import Progress, resolve_mode
@@ -18,7 +17,7 @@ def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFi
     progress.set_state(0, "processing", "a.faa")
     progress.add(0, 10, 500)
     progress.file_done(0, failures=1)
-    with _captured(caplog):
+    with captured_log(caplog):
         progress.tick()
     progress.close()
     [line] = [r.getMessage() for r in caplog.records]
@@ -27,7 +26,7 @@ def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFi
 
 def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
     progress = Progress("quiet", "ESM-2", 1, ["cpu"], interval_s=0.0)
-    with _captured(caplog):
+    with captured_log(caplog):
         progress.add(0, 1, 1)
         progress.tick()
     assert caplog.records == []
@@ -49,19 +48,3 @@ def test_auto_is_live_on_a_terminal_plain_elsewhere_and_quiet_at_error_level(
         logger.setLevel(level)
     with pytest.raises(ValueError):
         resolve_mode("fancy")
-
-
-@contextlib.contextmanager
-def _captured(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """INFO records of the ``virnucpro`` logger into caplog, even after setup_logging stopped propagation."""
-    logger = logging.getLogger("virnucpro")
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # caplog's handler is attached here: no second copy through the root
-    try:
-        yield
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(level)
-        logger.propagate = propagate

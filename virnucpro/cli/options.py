@@ -124,3 +124,16 @@ classifier_options = _stack(
         help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
     ),
 )
+
+
+def shard_size_option(func: F) -> F:
+    """``--shard-size``: protein residues per frame shard (prepare and predict)."""
+    from virnucpro.prepare import DEFAULT_SHARD_RESIDUES
+
+    return click.option(
+        "--shard-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_SHARD_RESIDUES,
+        show_default=True,
+        help="Protein residues per frame shard (a chunk's frames are never split).",
+    )(func)

@@ -15,11 +15,11 @@ from virnucpro.cli.options import (
     dna_model_options,
     esm_model_options,
     init_logging,
+    shard_size_option,
     verbosity_options,
 )
 from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.pipeline import PredictOptions, run_predict
-from virnucpro.prepare import DEFAULT_SHARD_RESIDUES
 
 
 @cli.command("predict")
@@ -30,13 +30,7 @@ from virnucpro.prepare import DEFAULT_SHARD_RESIDUES
 @esm_model_options
 @dna_model_options
 @device_options
-@click.option(
-    "--shard-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_SHARD_RESIDUES,
-    show_default=True,
-    help="Protein residues per work shard.",
-)
+@shard_size_option
 @verbosity_options
 def predict_command(
     inputs: tuple[str, ...],

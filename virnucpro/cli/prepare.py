@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from virnucpro.cli import cli
-from virnucpro.cli.options import chunk_length_option, init_logging, verbosity_options
+from virnucpro.cli.options import chunk_length_option, init_logging, shard_size_option, verbosity_options
 from virnucpro.contracts import EXIT_OK
-from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, prepare
+from virnucpro.prepare import prepare
 
 
 @cli.command("prepare")
@@ -22,13 +22,7 @@ from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, prepare
     help="Directory for chunks.fa, frames.*, manifest.tsv and shards/.",
 )
 @chunk_length_option
-@click.option(
-    "--shard-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_SHARD_RESIDUES,
-    show_default=True,
-    help="Protein residues per frame shard (a chunk's frames are never split).",
-)
+@shard_size_option
 @verbosity_options
 def prepare_command(
     inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool

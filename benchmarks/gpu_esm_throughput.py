@@ -1,0 +1,341 @@
+"""ESM-2 650M and 3B throughput on GPU, in bf16, through our embedder's forward path.
+
+    python benchmarks/gpu_esm_throughput.py [--models 650M,3B] [--modes padded,packed]
+        [--budgets 16384,65536,131072] [--tokens 400000] [--json FILE]
+    python benchmarks/gpu_esm_throughput.py --scaling [--gpus 0,1,...] [--scaling-model 650M]
+    python benchmarks/gpu_esm_throughput.py --dry-run      # the whole script on the CPU, tiny model
+
+Builds each architecture with fair-esm's ``ESM2`` class and random weights (no download), on
+the GPU, casts it to bf16 as the product does (:func:`virnucpro.embeddings.esm.cast_model`),
+and embeds random proteins of realistic frame lengths (uniform in 50..166 residues: the
+frames of 150..500 bp chunks) with :class:`virnucpro.embeddings.esm.EsmEmbedder` for every
+token budget and batch layout (``padded``: length-sorted padded batches, SDPA with a key
+mask; ``packed``: unpadded, FlashAttention's variable-length kernel). Reports tokens/s,
+achieved TFLOP/s (FLOPs as in benchmarks/flops.py: 2 x matrix weights per token plus
+attention, padding not counted) and the fraction of the physical limit (``--peak-tflops``,
+790 TFLOP/s dense bf16 on one H200 as measured on these machines: about 138k tokens/s for
+3B). Parity: per-embedding cosine of bf16 against fp32 (our forward in fp32, TF32 off), and
+our fp32 forward against fair-esm's own ``ESM2.forward`` (max abs difference), on a sample.
+
+``--scaling`` runs the worker engine (:func:`virnucpro.engine.run_embedding`) over files of
+random proteins with a random checkpoint written in fair-esm's format, on 1, 2, ... of the
+GPUs given by ``--gpus`` (default: all visible), and reports tokens/s and scaling efficiency.
+
+Needs fair-esm importable (``pip install fair-esm``; on a machine without network carry its
+wheel: see docs/performance.md). Random weights: the parity figures say how bf16 rounding
+propagates through these shapes, not what the trained 3B gives (check that once with real
+weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `virnucpro` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.flops import esm_shape_from_dims  # noqa: E402
+
+ARCHITECTURES = {  # name: (layers, width, heads)
+    "650M": (33, 1280, 20),
+    "3B": (36, 2560, 40),
+    "dry": (2, 64, 4),  # --dry-run only
+}
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+H200_DENSE_BF16_TFLOPS = 790.0
+
+
+def random_proteins(count: int, low: int, high: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(AMINO_ACIDS, k=rng.randint(low, high))) for _ in range(count)]
+
+
+def proteins_for_tokens(tokens: int, low: int, high: int, seed: int) -> list[str]:
+    """Enough random proteins for about ``tokens`` tokens (BOS/EOS included)."""
+    return random_proteins(max(1, tokens // ((low + high) // 2 + 2)), low, high, seed)
+
+
+def build_esm2(arch: str, device: str, seed: int):
+    """fair-esm ESM2 of architecture ``arch`` with random (seeded) weights, fp32, built on ``device``."""
+    import esm
+    from esm.model.esm2 import ESM2
+
+    layers, width, heads = ARCHITECTURES[arch]
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = ESM2(num_layers=layers, embed_dim=width, attention_heads=heads, alphabet=alphabet, token_dropout=True)
+    return model.eval(), alphabet
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+def measure(embedder, sequences: list[str], budget: int, device: str) -> dict:
+    """Embed ``sequences`` in ``budget``-token batches, as the engine does; tokens/s over the whole pass."""
+    batches = embedder.make_batches(sequences, budget)
+    for batch in batches[:2]:  # warm-up: kernels, allocator, rotary tables
+        embedder.embed_batch([sequences[i] for i in batch])
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for batch in batches:
+        embedder.embed_batch([sequences[i] for i in batch])
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "batches": len(batches),
+        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+    }
+
+
+def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sample: list[str]) -> dict:
+    """bf16 vs fp32 cosine per embedding, and our fp32 forward vs fair-esm's forward."""
+    from virnucpro.embeddings.esm import EsmEmbedder, cast_model
+
+    layers = ARCHITECTURES[arch][0]
+    full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32)
+    reference = full.embed_batch(sample)
+    _, _, tokens = alphabet.get_batch_converter()([("", s) for s in sample])
+    with torch.inference_mode():
+        hidden = model_fp32(tokens.to(device), repr_layers=[layers])["representations"][layers].float()
+    fair = np.stack([hidden[i, 1 : len(s) + 1].mean(0).cpu().numpy() for i, s in enumerate(sample)])
+    half_model = cast_model(copy.deepcopy(model_fp32), device, dtype)
+    out = {"sample": len(sample), "ours_fp32_vs_fair_esm_fp32_max_abs": float(np.abs(reference - fair).max())}
+    for packed in (False, True):
+        try:
+            half = EsmEmbedder(half_model, alphabet, arch, layers, device=device, dtype=dtype, packed=packed)
+            got = half.embed_batch(sample)
+        except Exception as error:  # noqa: BLE001  (report, keep going)
+            out["packed" if packed else "padded"] = {"error": _first_line(error)}
+            continue
+        cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+        out["packed" if packed else "padded"] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
+    del half_model
+    return out
+
+
+def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype) -> list[dict]:
+    """Throughput of every model x layout x token budget, plus parity per model."""
+    from virnucpro.embeddings.esm import EsmEmbedder, cast_model
+
+    results = []
+    for arch in args.models:
+        layers, width, _heads = ARCHITECTURES[arch]
+        shape = esm_shape_from_dims(layers, width)
+        start = time.perf_counter()
+        model_fp32, alphabet = build_esm2(arch, device, args.seed)
+        model = cast_model(copy.deepcopy(model_fp32), device, dtype)
+        entry: dict = {"model": arch, "layers": layers, "width": width, "build_s": time.perf_counter() - start}
+        sample = random_proteins(args.parity_sample, args.min_len, args.max_len, args.seed + 1)
+        entry["parity"] = parity(model_fp32, alphabet, arch, device, dtype, sample)
+        del model_fp32
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        sequences = proteins_for_tokens(args.tokens, args.min_len, args.max_len, args.seed + 2)
+        lengths = [len(s) + 2 for s in sequences]
+        flops = shape.flops(lengths)
+        entry["flops_per_token"] = flops / sum(lengths)
+        entry["limit_tokens_per_s"] = args.peak_tflops * 1e12 / entry["flops_per_token"]
+        entry["runs"] = []
+        for mode in args.modes:
+            embedder = EsmEmbedder(model, alphabet, arch, layers, device=device, dtype=dtype, packed=mode == "packed")
+            for budget in args.budgets:
+                run = {"mode": mode, "token_budget": budget, "tokens": sum(lengths), "sequences": len(sequences)}
+                try:
+                    run.update(measure(embedder, sequences, budget, device))
+                except Exception as error:  # noqa: BLE001  (out of memory, missing kernel: report, keep going)
+                    run["error"] = _first_line(error)
+                    if device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                else:
+                    run["tokens_per_s"] = run["tokens"] / run["seconds"]
+                    run["tflop_per_s"] = flops / run["seconds"] / 1e12
+                    run["fraction_of_limit"] = run["tflop_per_s"] / args.peak_tflops
+                entry["runs"].append(run)
+                print(_run_line(arch, run), flush=True)
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        results.append(entry)
+    return results
+
+
+def _run_line(arch: str, run: dict) -> str:
+    if "error" in run:
+        return f"{arch:>5} {run['mode']:<7} budget {run['token_budget']:>7}: {run['error']}"
+    memory = f", peak {run['peak_memory_gb']:.1f} GiB" if run.get("peak_memory_gb") is not None else ""
+    return (
+        f"{arch:>5} {run['mode']:<7} budget {run['token_budget']:>7}: {run['tokens_per_s']:>10,.0f} tokens/s "
+        f"{run['tflop_per_s']:7.1f} TFLOP/s = {100 * run['fraction_of_limit']:5.1f}% of limit{memory}"
+    )
+
+
+def write_checkpoint(arch: str, outdir: Path, seed: int) -> Path:
+    """A random checkpoint of ``arch`` in fair-esm's on-disk format (virnucpro.testmodels.make_esm)."""
+    from virnucpro import testmodels
+
+    layers, width, heads = ARCHITECTURES[arch]
+    testmodels.SIZES.setdefault(f"bench{arch}", {"esm": {"layers": layers, "dim": width, "heads": heads}})
+    return testmodels.make_esm(outdir, f"bench{arch}", seed)
+
+
+def scaling(args: argparse.Namespace, device: str) -> dict:
+    """The worker engine on 1, 2, ... GPUs: tokens/s and efficiency against one GPU."""
+    from virnucpro.embeddings.base import EmbedderSpec
+    from virnucpro.engine import run_embedding
+    from virnucpro.seqio import write_fasta_record
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="virnucpro-gpu-scaling-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = write_checkpoint(args.scaling_model, workdir, args.seed)
+    files = []
+    per_file = args.scaling_tokens // args.scaling_files
+    for number in range(args.scaling_files):
+        path = workdir / f"proteins_{number:03d}.faa"
+        with open(path, "w", encoding="utf-8") as handle:
+            for index, seq in enumerate(proteins_for_tokens(per_file, args.min_len, args.max_len, args.seed + 10 + number)):
+                write_fasta_record(handle, f"p{number}_{index}", seq)
+        files.append(str(path))
+    if device.startswith("cuda"):
+        gpus = args.gpus.split(",") if args.gpus else [str(i) for i in range(torch.cuda.device_count())]
+        plans = [",".join(gpus[:n]) for n in range(1, len(gpus) + 1)]
+    else:
+        plans = [None]
+    spec = EmbedderSpec("esm", str(checkpoint), precision="bf16" if device.startswith("cuda") else "fp32")
+    runs = []
+    for plan in plans:
+        start = time.perf_counter()
+        result = run_embedding(files, spec, workdir / f"out_{plan or 'cpu'}", args.scaling_budget, gpus=plan, progress="log")
+        wall = time.perf_counter() - start
+        stats = result.stats
+        run = {
+            "gpus": plan or "cpu",
+            "workers": sum(d["workers"] for d in stats["devices"].values()),
+            "exit_code": result.exit_code,
+            "wall_s": wall,
+            "tokens": stats["tokens"],
+            "tokens_per_s_wall": stats["tokens"] / wall,
+            "tokens_per_s_busy": sum(d["tokens_per_s"] for d in stats["devices"].values()),
+            "devices": stats["devices"],
+        }
+        runs.append(run)
+        print(f"engine on {run['gpus']}: {run['tokens_per_s_busy']:,.0f} tokens/s while busy, "
+              f"{run['tokens_per_s_wall']:,.0f} tokens/s over the wall (start-up included), exit {run['exit_code']}", flush=True)
+    base = runs[0]["tokens_per_s_busy"]
+    for run in runs:
+        run["efficiency"] = run["tokens_per_s_busy"] / (base * max(1, len(str(run["gpus"]).split(","))))
+    return {"model": args.scaling_model, "files": len(files), "token_budget": args.scaling_budget, "runs": runs}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="650M,3B", help="comma-separated: 650M, 3B")
+    parser.add_argument("--modes", default="padded,packed", help="comma-separated: padded, packed")
+    parser.add_argument("--budgets", default="16384,65536,131072", help="token budgets to sweep")
+    parser.add_argument("--tokens", type=int, default=400_000, help="tokens per measurement (default 400000)")
+    parser.add_argument("--min-len", type=int, default=50)
+    parser.add_argument("--max-len", type=int, default=166)
+    parser.add_argument("--parity-sample", type=int, default=64)
+    parser.add_argument("--peak-tflops", type=float, default=H200_DENSE_BF16_TFLOPS, help="dense bf16 limit")
+    parser.add_argument("--precision", choices=("bf16", "fp16"), default="bf16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scaling", action="store_true", help="run the worker engine on 1..N GPUs instead")
+    parser.add_argument("--gpus", help="GPUs for --scaling (default: all visible)")
+    parser.add_argument("--scaling-model", default="650M")
+    parser.add_argument("--scaling-files", type=int, default=16)
+    parser.add_argument("--scaling-tokens", type=int, default=2_000_000)
+    parser.add_argument("--scaling-budget", type=int, default=65536)
+    parser.add_argument("--workdir", help="for --scaling: checkpoint, inputs and outputs (default: temporary)")
+    parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU: checks the script itself")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.budgets = [int(b) for b in args.budgets.split(",") if b]
+    if args.dry_run:
+        args.models, args.scaling_model = ["dry"], "dry"
+        args.tokens, args.parity_sample = min(args.tokens, 3000), min(args.parity_sample, 8)
+        args.budgets = [b for b in args.budgets if b <= 4096] or [1024]
+        args.scaling_files, args.scaling_tokens, args.scaling_budget = 2, 2000, 1024
+    unknown = [m for m in args.models if m not in ARCHITECTURES] + [m for m in args.modes if m not in ("padded", "packed")]
+    if unknown:
+        parser.error(f"unknown model or mode: {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import esm  # noqa: F401
+    except ImportError:
+        print("fair-esm is not installed: pip install fair-esm (offline: carry its wheel, see docs/performance.md)")
+        return 1
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device: this script measures GPUs (use --dry-run to check it on the CPU)")
+        return 1
+    device = "cpu" if args.dry_run else "cuda:0"
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 parity reference is real fp32
+    torch.backends.cudnn.allow_tf32 = False
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu (dry run)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "precision": args.precision,
+        "peak_tflops": args.peak_tflops,
+        "lengths": [args.min_len, args.max_len],
+        "varlen_attention": _has_varlen(),
+    }
+    print(f"{results['device']}, torch {results['torch']} (CUDA {results['cuda']}), {args.precision}, "
+          f"limit {args.peak_tflops:.0f} TFLOP/s, varlen attention: {results['varlen_attention']}", flush=True)
+    if args.scaling:
+        results["scaling"] = scaling(args, device)
+    else:
+        results["models"] = sweep(args, device, dtype)
+        for entry in results["models"]:
+            best = max((r for r in entry["runs"] if "error" not in r), key=lambda r: r["tokens_per_s"], default=None)
+            entry["best"] = best
+            line = f"{entry['model']}: limit {entry['limit_tokens_per_s']:,.0f} tokens/s; parity {json.dumps(entry['parity'])}"
+            if best:
+                line += (f"; best {best['tokens_per_s']:,.0f} tokens/s ({best['mode']}, budget {best['token_budget']}) "
+                         f"= {100 * best['fraction_of_limit']:.1f}% of the limit")
+            print(line, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"results: {args.json}")
+    return 0
+
+
+def _has_varlen() -> bool:
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Small helpers shared by several test modules (importable: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+
+@contextlib.contextmanager
+def captured_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """INFO records of the ``virnucpro`` logger into caplog, even after setup_logging stopped propagation."""
+    logger = logging.getLogger("virnucpro")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # caplog's handler is attached here: no second copy through the root
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

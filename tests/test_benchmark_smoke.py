@@ -1,0 +1,71 @@
+"""The benchmark command runs end to end on a handful of reads and writes every figure (not a timing test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.flops import EncoderShape, esm_shape_from_dims
+
+STAGE_FIELDS = {"wall_s", "peak_rss_mb"}
+RATE_FIELDS = {"sequences_per_s", "tokens_per_s", "gflop_per_s", "fraction_of_best_gemm", "fraction_of_matmul_gemm"}
+
+
+def test_benchmark_command_writes_all_fields(repo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--reads", "6", "--length", "300", "--size", "tiny", "--quick-gemm",
+         "--scale", "2", "--outdir", str(tmp_path / "work"), "--json", str(out)],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "speed-up, whole run" in done.stdout and "memory scaling" in done.stdout
+    results = json.loads(out.read_text())
+    assert results["settings"]["reads"] == 6 and results["machine"]["cores"] >= 1
+    assert results["gemm"]["best_gflops"] >= results["gemm"]["matmul_gflops"] > 0
+    stages = results["stages"]
+    frames = stages["prepare"]["frames"]
+    assert stages["prepare"]["sequences"] == 6 and frames >= 6  # coding-like reads keep at least one frame each
+    for name in ("embed_dna", "embed_esm"):
+        stage = stages[name]
+        assert STAGE_FIELDS | RATE_FIELDS | {"load_s", "model_s", "cpu_overhead_s", "tokens"} <= stage.keys()
+        assert stage["sequences"] == frames and stage["tokens"] > frames and stage["gflop_per_s"] > 0
+        assert 0 < stage["model_s"] <= stage["embed_s"]
+    assert stages["classify"]["sequences"] == 6 and stages["classify"]["exit_status"] == 0
+    for run in ("predict", "reference"):
+        assert STAGE_FIELDS | RATE_FIELDS | {"wall_spread_s", "workers_peak_rss_mb"} <= results[run].keys()
+    assert results["predict"]["exit_status"] == 0 and {"embed_dna", "embed_esm"} <= results["predict"]["timings_s"].keys()
+    assert results["reference"]["model_loads"] == {"dna": 1, "esm": 1}
+    assert {"whole_run", "embed_dna", "embed_esm"} <= results["speedup"].keys()
+    scale = results["scale"]
+    assert scale["reads"] == [6, 12] and len(scale["peak_total_mb"]) == 2 and scale["ratio"] > 0
+
+
+def test_reference_strategy_predictions_match_predict(repo_root: Path, tmp_path: Path) -> None:
+    """Same models, same reads: the reference strategy and predict score chunks alike (fp32, 1e-4)."""
+    out = tmp_path / "bench.json"
+    work = tmp_path / "work"
+    subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--reads", "5", "--size", "tiny", "--quick-gemm", "--outdir", str(work),
+         "--json", str(out)],
+        cwd=repo_root, capture_output=True, text=True, timeout=600, check=True,
+    )
+    ours = _chunk_scores(work / "predict_0" / "prediction_results_highestscore.csv")
+    theirs = _chunk_scores(work / "reference_0" / "prediction_results_highestscore.csv")
+    assert ours.keys() == theirs.keys() and ours
+    for chunk, scores in ours.items():
+        assert all(abs(a - b) < 1e-4 for a, b in zip(scores, theirs[chunk])), chunk
+
+
+def _chunk_scores(path: Path) -> dict[str, tuple[float, float]]:
+    lines = path.read_text().splitlines()[1:]
+    return {fields[0]: (float(fields[2]), float(fields[3])) for fields in (line.split(",") for line in lines)}
+
+
+def test_flop_formula() -> None:
+    shape = esm_shape_from_dims(36, 2560)  # ESM-2 3B
+    assert abs(shape.flops_per_token() / 1e9 - 5.66) < 0.01
+    small = EncoderShape(layers=2, width=4, matrix_params_per_layer=10)
+    assert small.flops([3]) == 2 * (2 * 10 * 3 + 4 * 4 * 9)
