@@ -173,6 +173,6 @@ def _write_consensus(path: Path, ids: list[str], probabilities: np.ndarray) -> N
         scores = best.setdefault(frame_id[:-2], [others, virus])
         scores[0], scores[1] = max(scores[0], others), max(scores[1], virus)
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write("Modified_ID,Is_Virus,max_score_0,max_score_1\n")
+        handle.write("Modified_ID\tIs_Virus\tmax_score_0\tmax_score_1\n")  # tab-separated, as upstream
         for chunk_id, (others, virus) in best.items():
-            handle.write(f"{chunk_id},{virus >= others},{others},{virus}\n")
+            handle.write(f"{chunk_id}\t{virus >= others}\t{others}\t{virus}\n")

@@ -75,11 +75,6 @@ def tokens(path: Path) -> tuple[Tok, ...]:
     return _tokens(Path(path).read_text())
 
 
-def code_tokens(path: Path) -> list[Tok]:
-    """Tokens without whitespace and comments."""
-    return [t for t in tokens(path) if t.kind not in Token.Text and t.kind not in Token.Comment]
-
-
 # --------------------------------------------------------------------------- syntax
 
 

@@ -7,22 +7,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.flops import EncoderShape, esm_shape_from_dims
 
 STAGE_FIELDS = {"wall_s", "peak_rss_mb"}
 RATE_FIELDS = {"sequences_per_s", "tokens_per_s", "gflop_per_s", "fraction_of_best_gemm", "fraction_of_matmul_gemm"}
 
 
-def test_benchmark_command_writes_all_fields(repo_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def bench(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
+    """One small benchmark run (tiny models, 6 reads, --scale 2): its directory, stdout and JSON."""
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "bench.json"
     done = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--reads", "6", "--length", "300", "--size", "tiny", "--quick-gemm",
-         "--scale", "2", "--outdir", str(tmp_path / "work"), "--json", str(out)],
+         "--scale", "2", "--outdir", str(work / "work"), "--json", str(out)],
         cwd=repo_root, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "speed-up, whole run" in done.stdout and "memory scaling" in done.stdout
-    results = json.loads(out.read_text())
+    return work / "work", done.stdout, json.loads(out.read_text())
+
+
+def test_benchmark_command_writes_all_fields(bench: tuple[Path, str, dict]) -> None:
+    _work, stdout, results = bench
+    assert "speed-up, whole run" in stdout and "memory scaling" in stdout
     assert results["settings"]["reads"] == 6 and results["machine"]["cores"] >= 1
     assert results["gemm"]["best_gflops"] >= results["gemm"]["matmul_gflops"] > 0
     stages = results["stages"]
@@ -43,15 +52,9 @@ def test_benchmark_command_writes_all_fields(repo_root: Path, tmp_path: Path) ->
     assert scale["reads"] == [6, 12] and len(scale["peak_total_mb"]) == 2 and scale["ratio"] > 0
 
 
-def test_reference_strategy_predictions_match_predict(repo_root: Path, tmp_path: Path) -> None:
+def test_reference_strategy_predictions_match_predict(bench: tuple[Path, str, dict]) -> None:
     """Same models, same reads: the reference strategy and predict score chunks alike (fp32, 1e-4)."""
-    out = tmp_path / "bench.json"
-    work = tmp_path / "work"
-    subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--reads", "5", "--size", "tiny", "--quick-gemm", "--outdir", str(work),
-         "--json", str(out)],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, check=True,
-    )
+    work, _stdout, _results = bench
     ours = _chunk_scores(work / "predict_0" / "prediction_results_highestscore.csv")
     theirs = _chunk_scores(work / "reference_0" / "prediction_results_highestscore.csv")
     assert ours.keys() == theirs.keys() and ours
@@ -61,7 +64,7 @@ def test_reference_strategy_predictions_match_predict(repo_root: Path, tmp_path:
 
 def _chunk_scores(path: Path) -> dict[str, tuple[float, float]]:
     lines = path.read_text().splitlines()[1:]
-    return {fields[0]: (float(fields[2]), float(fields[3])) for fields in (line.split(",") for line in lines)}
+    return {fields[0]: (float(fields[2]), float(fields[3])) for fields in (line.split("\t") for line in lines)}
 
 
 def test_flop_formula() -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import reftrace
-from pygments.token import Token
 
 import nextflow_scan as scan
 

@@ -71,9 +71,9 @@ def ok(task: Task, section: str = "script") -> Task:
     return task
 
 
-def embed_task(root: Path, kind: str, sample: str, shard: Path, models, last_attempt: bool = True, name: str | None = None) -> Task:
-    """An EMBED_DNA or EMBED_ESM task on one shard file (staged under ``name``, default its own)."""
-    name = name or shard.name
+def embed_task(root: Path, kind: str, sample: str, shard: Path, models) -> Task:
+    """An EMBED_DNA or EMBED_ESM task on its last attempt, on one shard file."""
+    name = shard.name
     if kind == "dna":
         model_name, staged = "model/dna", {"model/dna": models.dna}
         values = {"fasta": name, "model_name": model_name, "args": DNA_ARGS}
@@ -82,7 +82,7 @@ def embed_task(root: Path, kind: str, sample: str, shard: Path, models, last_att
         model_name = f"model/{models.esm.name}"
         staged = {model_name: models.esm, f"model/{regression.name}": regression}
         values = {"fasta": name, "model_name": model_name, "args": ESM_ARGS}
-    values |= {"shard": Path(name).stem, "last_attempt": str(last_attempt).lower()}
+    values |= {"shard": Path(name).stem, "last_attempt": "true"}
     process = "EMBED_DNA" if kind == "dna" else "EMBED_ESM"
     return Task(process, root / f"{process}_{sample}_{Path(name).stem}", values, {name: shard, **staged})
 
