@@ -214,7 +214,8 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
     for number in range(args.scaling_files):
         path = workdir / f"proteins_{number:03d}.faa"
         with open(path, "w", encoding="utf-8") as handle:
-            for index, seq in enumerate(proteins_for_tokens(per_file, args.min_len, args.max_len, args.seed + 10 + number)):
+            proteins = proteins_for_tokens(per_file, args.min_len, args.max_len, args.seed + 10 + number)
+            for index, seq in enumerate(proteins):
                 write_fasta_record(handle, f"p{number}_{index}", seq)
         files.append(str(path))
     if device.startswith("cuda"):
@@ -226,7 +227,8 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
     runs = []
     for plan in plans:
         start = time.perf_counter()
-        result = run_embedding(files, spec, workdir / f"out_{plan or 'cpu'}", args.scaling_budget, gpus=plan, progress="log")
+        out = workdir / f"out_{plan or 'cpu'}"
+        result = run_embedding(files, spec, out, args.scaling_budget, gpus=plan, progress="log")
         wall = time.perf_counter() - start
         stats = result.stats
         run = {
@@ -241,7 +243,8 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
         }
         runs.append(run)
         print(f"engine on {run['gpus']}: {run['tokens_per_s_busy']:,.0f} tokens/s while busy, "
-              f"{run['tokens_per_s_wall']:,.0f} tokens/s over the wall (start-up included), exit {run['exit_code']}", flush=True)
+              f"{run['tokens_per_s_wall']:,.0f} tokens/s over the wall (start-up included), "
+              f"exit {run['exit_code']}", flush=True)
     base = runs[0]["tokens_per_s_busy"]
     for run in runs:
         run["efficiency"] = run["tokens_per_s_busy"] / (base * max(1, len(str(run["gpus"]).split(","))))
@@ -278,7 +281,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.tokens, args.parity_sample = min(args.tokens, 3000), min(args.parity_sample, 8)
         args.budgets = [b for b in args.budgets if b <= 4096] or [1024]
         args.scaling_files, args.scaling_tokens, args.scaling_budget = 2, 2000, 1024
-    unknown = [m for m in args.models if m not in ARCHITECTURES] + [m for m in args.modes if m not in ("padded", "packed")]
+    unknown = [m for m in args.models if m not in ARCHITECTURES]
+    unknown += [m for m in args.modes if m not in ("padded", "packed")]
     if unknown:
         parser.error(f"unknown model or mode: {', '.join(unknown)}")
     return args
@@ -317,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         for entry in results["models"]:
             best = max((r for r in entry["runs"] if "error" not in r), key=lambda r: r["tokens_per_s"], default=None)
             entry["best"] = best
-            line = f"{entry['model']}: limit {entry['limit_tokens_per_s']:,.0f} tokens/s; parity {json.dumps(entry['parity'])}"
+            line = f"{entry['model']}: limit {entry['limit_tokens_per_s']:,.0f} tokens/s; "
+            line += f"parity {json.dumps(entry['parity'])}"
             if best:
                 line += (f"; best {best['tokens_per_s']:,.0f} tokens/s ({best['mode']}, budget {best['token_budget']}) "
                          f"= {100 * best['fraction_of_limit']:.1f}% of the limit")

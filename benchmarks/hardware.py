@@ -70,7 +70,8 @@ def measure_gemm(sizes=GEMM_SIZES, repeats: int = 5) -> dict:
             a = torch.randn(m, k, generator=generator)
             b = torch.randn(k, n, generator=generator)
             flops = 2.0 * m * k * n
-            row = {"m": m, "k": k, "n": n, "matmul_gflops": flops / _best_seconds(lambda: torch.matmul(a, b), repeats) / 1e9}
+            seconds = _best_seconds(lambda: torch.matmul(a, b), repeats)
+            row = {"m": m, "k": k, "n": n, "matmul_gflops": flops / seconds / 1e9}
             if onednn_available():
                 weight = b.t().contiguous()
                 onednn = torch.ops.mkldnn._linear_pointwise

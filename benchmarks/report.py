@@ -6,6 +6,9 @@ import statistics
 from collections.abc import Sequence
 
 
+_RUN_KEYS = ("wall_s", "process_s", "peak_rss_mb", "children_peak_rss_mb", "timings_s", "phases_s")
+
+
 def _rate(amount: float | None, seconds: float | None) -> float | None:
     return None if not amount or not seconds else amount / seconds
 
@@ -59,6 +62,7 @@ def whole_run_row(walls: list[float], raws: list[dict], reads: int, tokens: int,
         "fraction_of_matmul_gemm": gflops / gemm["matmul_gflops"],
         "peak_rss_mb": max(raw["peak_rss_mb"] for raw in raws),
         "workers_peak_rss_mb": max(raw["children_peak_rss_mb"] for raw in raws),
+        "runs": [{key: raw[key] for key in _RUN_KEYS if key in raw} for raw in raws],
     }
 
 
@@ -88,6 +92,8 @@ def table(results: dict) -> str:
     rows = [("prepare", results["stages"]["prepare"]), ("embed_dna (in-process)", results["stages"]["embed_dna"]),
             ("embed_esm (in-process)", results["stages"]["embed_esm"]), ("classify", results["stages"]["classify"]),
             ("predict (whole)", results["predict"])]
+    if results.get("predict_in_process"):
+        rows.append(("predict, no workers*", results["predict_in_process"]))
     if results.get("reference"):
         rows.append(("reference strategy", results["reference"]))
     for name, row in rows:
@@ -95,7 +101,8 @@ def table(results: dict) -> str:
         lines.append(
             f"{name:<22}{_fmt(row.get('wall_s'), 2):>9}{_fmt(row.get('sequences_per_s'), 0):>10}"
             f"{_fmt(row.get('tokens_per_s'), 0):>11}{_fmt(row.get('gflop_per_s')):>9}"
-            f"{_fmt(best and 100 * best, 0):>7}{_fmt(matmul and 100 * matmul, 0):>8}{_fmt(row.get('peak_rss_mb'), 0):>8}"
+            f"{_fmt(best and 100 * best, 0):>7}{_fmt(matmul and 100 * matmul, 0):>8}"
+            f"{_fmt(row.get('peak_rss_mb'), 0):>8}"
         )
     for name in ("embed_dna", "embed_esm"):
         stage = results["stages"][name]
@@ -107,16 +114,20 @@ def table(results: dict) -> str:
     predict = results["predict"]
     lines.append(
         f"  predict: {predict['wall_spread_s']['n']} run(s), wall min/median/max {predict['wall_spread_s']['min']:.2f}/"
-        f"{predict['wall_spread_s']['median']:.2f}/{predict['wall_spread_s']['max']:.2f} s; stages "
+        f"{predict['wall_spread_s']['median']:.2f}/{predict['wall_spread_s']['max']:.2f} s; stages (medians) "
         + ", ".join(f"{k} {v:.2f}" for k, v in predict["timings_s"].items())
         + f"; workers peak RSS {_fmt(predict['workers_peak_rss_mb'], 0)} MB"
     )
-    lines.append(f"  predict time not in model calls: {predict['non_model_s']:.2f} s ({100 * predict['non_model_fraction']:.0f}%)")
+    lines.append(
+        f"  predict time not in model calls: {predict['non_model_s']:.2f} s "
+        f"({100 * predict['non_model_fraction']:.0f}%)"
+    )
     reference = results.get("reference")
     if reference:
         spread_ = reference["wall_spread_s"]
         lines.append(
             f"  reference: wall min/median/max {spread_['min']:.2f}/{spread_['median']:.2f}/{spread_['max']:.2f} s; "
+            "phases (medians) "
             + ", ".join(f"{k} {v:.2f}" for k, v in reference["phases_s"].items())
         )
         speed = results["speedup"]
@@ -128,6 +139,9 @@ def table(results: dict) -> str:
             f"speed-up, DNA embedding: {speed['embed_dna']:.2f}x; ESM-2 embedding: {speed['embed_esm']:.2f}x "
             f"(reference phase / our in-process stage, model loads excluded)",
         ]
+        if "whole_run_in_process" in speed:
+            lines.append(f"* what-if, predict with its embedding stages in one process (no engine worker processes): "
+                         f"{speed['whole_run_in_process']:.2f}x")
     scale = results.get("scale")
     if scale:
         lines += [

@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `virnucpro` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import embed_row, spread, table, whole_run_row  # noqa: E402
+from benchmarks.report import embed_row, table, whole_run_row  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs of predict and of the reference (alternating)")
     parser.add_argument("--scale", type=int, default=0, metavar="K", help="also run predict on K x the reads")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference strategy")
+    parser.add_argument("--what-if-in-process", action="store_true",
+                        help="also run predict with the embedding stages in its own process (no engine workers)")
     parser.add_argument("--quick-gemm", action="store_true", help="small, short GEMM measurement (smoke tests)")
-    parser.add_argument("--outdir", type=Path, help="working directory (default: a new temporary one)")
+    parser.add_argument("--outdir", type=Path, help="working directory (default: benchmarks/out/run-DATE-TIME)")
     parser.add_argument("--json", type=Path, help="write the results here (default OUTDIR/benchmark.json)")
     args = parser.parse_args(argv)
     if args.reads < 1 or args.length < 1 or args.repeat < 1 or not 0.0 <= args.coding_fraction <= 1.0:
@@ -88,16 +90,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Every stage, predict and the reference; the figures as one dict."""
-    outdir = args.outdir or Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
+    outdir = args.outdir or REPO_ROOT / "benchmarks" / "out" / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     reads = write_read_set(outdir / "reads.fa", args.reads, args.length, args.coding_fraction, args.seed)
-    models = run_child("models", outdir, outdir=str(outdir / "models"), size=args.size, chunk_length=args.chunk_length)["paths"]
+    models = run_child(
+        "models", outdir, outdir=str(outdir / "models"), size=args.size, chunk_length=args.chunk_length
+    )["paths"]
     hardware = run_child("gemm", outdir, quick=args.quick_gemm)
     gemm = hardware["gemm"]
     prepared = outdir / "stages" / "prepared"
     common = {"chunk_length": args.chunk_length}
-    prepare = run_child("prepare", outdir, reads=str(reads), prepared=str(prepared), shard_size=args.shard_size, **common)
+    prepare = run_child(
+        "prepare", outdir, reads=str(reads), prepared=str(prepared), shard_size=args.shard_size, **common
+    )
     embed = {
         kind: run_child("embed", outdir, kind=kind, model=models[kind], prepared=str(prepared),
                         outdir=str(outdir / "stages" / kind), token_budget=budget)
@@ -108,17 +114,27 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                          classifier=models["classifier"], **common)
     predict_kwargs = {"models": models, "esm_tokens": args.esm_batch_tokens, "dna_tokens": args.dna_batch_tokens,
                       "shard_size": args.shard_size, **common}
-    predicts, references = [], []
+    predicts, references, in_process = [], [], []
     for number in range(args.repeat):
-        predicts.append(run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_{number}"), **predict_kwargs))
+        predicts.append(
+            run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_{number}"), **predict_kwargs)
+        )
+        if args.what_if_in_process:
+            in_process.append(
+                run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_inproc_{number}"),
+                          in_process=True, **predict_kwargs)
+            )
         if not args.no_reference:
-            references.append(run_child("reference", outdir, reads=str(reads), workdir=str(outdir / f"reference_{number}"),
-                                        models=models, **common))
+            references.append(
+                run_child("reference", outdir, reads=str(reads), workdir=str(outdir / f"reference_{number}"),
+                          models=models, **common)
+            )
     tokens = embed["dna"]["tokens"] + embed["esm"]["tokens"]
     flops = embed["dna"]["flops"] + embed["esm"]["flops"]
     model_s = embed["dna"]["model_s"] + embed["esm"]["model_s"]
     predict = whole_run_row([p["wall_s"] for p in predicts], predicts, args.reads, tokens, flops, gemm)
-    predict.update(timings_s=predicts[-1]["timings_s"], engine=predicts[-1]["engine"], exit_status=predicts[-1]["exit_status"],
+    timings = {name: statistics.median(p["timings_s"][name] for p in predicts) for name in predicts[-1]["timings_s"]}
+    predict.update(timings_s=timings, engine=predicts[-1]["engine"], exit_status=predicts[-1]["exit_status"],
                    non_model_s=predict["wall_s"] - model_s, non_model_fraction=1 - model_s / predict["wall_s"])
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -136,26 +152,38 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
     if references:
         reference = whole_run_row([r["wall_s"] for r in references], references, args.reads, tokens, flops, gemm)
-        reference.update(phases_s=references[-1]["phases_s"], model_loads=references[-1]["model_loads"],
-                         files=references[-1]["files"])
+        phases = {name: _median_phase(references, name) for name in references[-1]["phases_s"]}
+        reference.update(phases_s=phases, model_loads=references[-1]["model_loads"], files=references[-1]["files"])
         results["reference"] = reference
         results["speedup"] = {
             "whole_run": reference["wall_s"] / predict["wall_s"],
             "whole_run_pairs": [r["wall_s"] / p["wall_s"] for p, r in zip(predicts, references)],
             "whole_run_processes": reference["process_s"] / predict["process_s"],
-            "embed_dna": reference["phases_s"]["embed_dna"] / embed["dna"]["embed_s"],
-            "embed_esm": reference["phases_s"]["embed_esm"] / embed["esm"]["embed_s"],
+            "embed_dna": _median_phase(references, "embed_dna") / embed["dna"]["embed_s"],
+            "embed_esm": _median_phase(references, "embed_esm") / embed["esm"]["embed_s"],
         }
+    if in_process:
+        row = whole_run_row([p["wall_s"] for p in in_process], in_process, args.reads, tokens, flops, gemm)
+        row.update(timings_s=in_process[-1]["timings_s"], exit_status=in_process[-1]["exit_status"])
+        results["predict_in_process"] = row
+        if references:
+            results["speedup"]["whole_run_in_process"] = results["reference"]["wall_s"] / row["wall_s"]
     if args.scale:
         results["scale"] = scale_memory(args, outdir, predicts[0], predict_kwargs)
     return results
+
+
+def _median_phase(runs: list[dict], phase: str) -> float:
+    return statistics.median(run["phases_s"][phase] for run in runs)
 
 
 def scale_memory(args: argparse.Namespace, outdir: Path, first: dict, predict_kwargs: dict) -> dict:
     """predict on ``--scale`` times the reads: peak memory (main process + largest worker) of both runs."""
     count = args.reads * args.scale
     reads = write_read_set(outdir / f"reads_x{args.scale}.fa", count, args.length, args.coding_fraction, args.seed + 1)
-    bigger = run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_x{args.scale}"), **predict_kwargs)
+    bigger = run_child(
+        "predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_x{args.scale}"), **predict_kwargs
+    )
     totals = [run["peak_rss_mb"] + run["children_peak_rss_mb"] for run in (first, bigger)]
     return {
         "factor": args.scale,

@@ -108,7 +108,9 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
         "unique_sequences": len(unique),
         "tokens": sum(lengths),
         "flops": shape.flops(lengths),
-        "model_shape": {"layers": shape.layers, "width": shape.width, "matrix_params_per_layer": shape.matrix_params_per_layer},
+        "model_shape": {
+            "layers": shape.layers, "width": shape.width, "matrix_params_per_layer": shape.matrix_params_per_layer
+        },
         "failures": failures,
     }
 
@@ -129,14 +131,49 @@ def stage_classify(prepared: str, dna_dir: str, esm_dir: str, outdir: str, class
     }
 
 
+def in_process_run_embedding(files, spec, outdir, token_budget, **_options):
+    """What-if stand-in for the engine's ``run_embedding`` with one CPU worker: no worker process.
+
+    Loads the model here and runs the engine's own ``embed_file`` per file. Used only by
+    ``--what-if-in-process`` to measure what spawning a worker costs.
+    """
+    from virnucpro.contracts import EXIT_OK, EXIT_PARTIAL
+    from virnucpro.engine import EngineResult, embed_file
+
+    start = time.perf_counter()
+    embedder = spec.load("cpu")
+    outputs, failures, tokens, embedded = {}, [], 0, 0
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    for path in files:
+        result = embed_file(path, embedder, Path(outdir) / f"{Path(path).stem}.npz", token_budget)
+        failures += result.failures
+        tokens, embedded = tokens + result.tokens, embedded + result.embedded
+        if result.output is not None:
+            outputs[path] = result.output
+    wall = time.perf_counter() - start
+    stats = {"wall_s": wall, "tokens": tokens, "embedded": embedded, "devices": {"cpu": {"busy_s": wall}}}
+    return EngineResult(outputs, failures, EXIT_PARTIAL if failures else EXIT_OK, stats)
+
+
 def stage_predict(
-    reads: str, outdir: str, models: dict, chunk_length: int, esm_tokens: int, dna_tokens: int, shard_size: int
+    reads: str,
+    outdir: str,
+    models: dict,
+    chunk_length: int,
+    esm_tokens: int,
+    dna_tokens: int,
+    shard_size: int,
+    in_process: bool = False,
 ) -> dict:
-    """The whole ``virnucpro predict`` (engine workers included), as the command runs it."""
+    """The whole ``virnucpro predict``, as the command runs it (``in_process``: what-if, no worker processes)."""
     import json
 
+    from virnucpro import pipeline
     from virnucpro.embeddings.base import EmbedderSpec
     from virnucpro.pipeline import PredictOptions, run_predict
+
+    if in_process:
+        pipeline.run_embedding = in_process_run_embedding
 
     options = PredictOptions(
         chunk_length=chunk_length,

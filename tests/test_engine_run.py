@@ -43,8 +43,8 @@ def _bytes(outdir: Path) -> dict[str, bytes]:
 
 @pytest.fixture()
 def reference(tmp_path: Path, inputs: list[str]) -> dict[str, bytes]:
-    """Outputs of one worker, no failure."""
-    result = _run(inputs, tmp_path / "reference", workers=1)
+    """Outputs of one spawned worker, no failure."""
+    result = _run(inputs, tmp_path / "reference", workers=1, isolate=True)
     assert (result.exit_code, result.failures) == (EXIT_OK, [])
     assert not (tmp_path / "reference" / FAILED_FILES).exists()
     return _bytes(tmp_path / "reference")
@@ -146,7 +146,7 @@ def test_resume_after_a_kill_skips_complete_outputs_and_redoes_the_rest(
 ) -> None:
     outdir = tmp_path / "out"
     marker = tmp_path / "killed-once"
-    killed = _run(inputs, outdir, FakeSpec(die_on=KILLER, marker=str(marker)), workers=1)
+    killed = _run(inputs, outdir, FakeSpec(die_on=KILLER, marker=str(marker)), workers=1, isolate=True)
     assert killed.exit_code == EXIT_FAILED and marker.exists()
     written = _bytes(outdir)
     assert "file3.npz" not in written and 0 < len(written) < 6  # largest first: some done before the kill
@@ -219,3 +219,24 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_one_cpu_worker_runs_in_this_process_with_the_same_bytes(
+    tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
+) -> None:
+    report = tmp_path / "report"
+    report.mkdir()
+    result = _run(inputs, tmp_path / "out", FakeSpec(report_dir=str(report)), workers=1)
+    assert result.exit_code == EXIT_OK
+    assert [p.stem for p in report.glob("*.json")] == [str(os.getpid())]  # loaded here, once
+    assert _bytes(tmp_path / "out") == reference
+    assert result.stats["devices"]["cpu"]["files"] == len(inputs)
+
+
+def test_a_model_that_cannot_load_in_process_is_a_systemic_failure(tmp_path: Path, inputs: list[str]) -> None:
+    result = _run(inputs[:2], tmp_path / "out", FakeSpec(load_error="esm model 'nope' not found"), workers=1)
+    assert result.exit_code == EXIT_FAILED
+    assert result.message == (
+        "systemic failure: 1 of 1 workers failed, stopping (worker 0 (cpu): could not load the model: "
+        "esm model 'nope' not found)"
+    )

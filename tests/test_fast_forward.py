@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnucpro.embeddings import cpu_linear
+from virnucpro.embeddings.batching import cpu_token_cap, row_groups
 from virnucpro.embeddings.cpu_linear import OneDnnLinear, linear, restore_linears, use_onednn_linears
 from virnucpro.embeddings.dna import load_dna_embedder
-from virnucpro.embeddings.esm import encoder_forward, load_esm_embedder
+from virnucpro.embeddings.esm import encoder_forward, fused_qkv, load_esm_embedder
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -94,3 +95,55 @@ def test_dna_onednn_model_equals_plain_model(test_models) -> None:
     fast = embedder.embed_batch(sequences)
     restore_linears(embedder.model)
     np.testing.assert_allclose(fast, embedder.embed_batch(sequences), atol=1e-5, rtol=0)
+
+
+def test_fused_qkv_shares_storage_and_follows_casts(test_models) -> None:
+    embedder = load_esm_embedder(str(test_models.esm))
+    attention = embedder.model.layers[0].self_attn
+    weight, _bias = fused_qkv(attention)
+    assert attention.k_proj.weight.data_ptr() == weight[attention.k_proj.out_features :].data_ptr()  # no copy
+    model = embedder.model.double()  # moved after fusing: the fused matrix is rebuilt from the new weights
+    _, _, tokens = embedder.alphabet.get_batch_converter()([("", "MKVLAAGIW"), ("", "MKT")])
+    with torch.inference_mode():
+        expected = model(tokens, repr_layers=[2])["representations"][2]
+        got = encoder_forward(model, tokens, 2)
+    assert fused_qkv(attention)[0].dtype == torch.float64
+    real = tokens.ne(embedder.alphabet.padding_idx)
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)  # rotary tables: fp32, cast
+
+
+def test_linear_residual_equals_torch() -> None:
+    generator = torch.Generator().manual_seed(2)
+    x, weight, bias = torch.randn(50, 32, generator=generator), torch.randn(24, 32), torch.randn(24)
+    residual = torch.randn(50, 24, generator=generator)
+    torch.testing.assert_close(linear(x, weight, bias, residual=residual), F.linear(x, weight, bias) + residual,
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        linear(x, weight, bias, gelu=True, residual=residual)
+
+
+def test_cpu_row_groups_give_the_same_numbers(test_models) -> None:
+    """A batch bigger than the CPU cache cap runs in groups of rows: same embeddings as in one piece."""
+    esm = load_esm_embedder(str(test_models.esm))
+    proteins = _proteins((5, 30, 31, 90, 200, 1500))
+    whole = esm.embed_batch(proteins)
+    esm._cpu_tokens = 100
+    np.testing.assert_allclose(esm.embed_batch(proteins), whole, atol=1e-5, rtol=0)
+    dna = load_dna_embedder(str(test_models.dna))
+    reads = ["ACGTTGCA" * n for n in (2, 5, 6, 20, 40)]
+    whole = dna.embed_batch(reads)
+    dna._cpu_tokens = 30
+    np.testing.assert_allclose(dna.embed_batch(reads), whole, atol=1e-5, rtol=0)
+
+
+def test_row_groups() -> None:
+    assert row_groups([5, 5, 5, 5], 10) == [range(0, 2), range(2, 4)]
+    assert row_groups([1, 20, 3], 10) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert row_groups([], 10) == []
+    assert cpu_token_cap(1024) == 2048 and cpu_token_cap(10**9) == 256
+
+
+def test_dna_token_count_matches_the_tokenizer(test_models) -> None:
+    embedder = load_dna_embedder(str(test_models.dna))
+    reads = ["acgtacgtta" * n for n in (1, 3, 17)] + ["NNACGT", "A"]
+    assert [embedder.token_count(r) for r in reads] == [len(embedder.tokenizer(r.upper())["input_ids"]) for r in reads]

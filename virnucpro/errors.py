@@ -25,3 +25,19 @@ class InputError(VirnucproError):
 
 class ModelError(VirnucproError):
     """A model or checkpoint that cannot be found, loaded or trusted."""
+
+
+def describe(error: BaseException, *, typed: bool = False, limit: int = 500) -> str:
+    """An exception as one line for a message: whitespace collapsed, at most ``limit`` characters.
+
+    With ``typed``, errors that are not ours are prefixed by their type name
+    (``RuntimeError: ...``); an exception without a message gives its type name.
+    """
+    text = " ".join(str(error).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if not text:
+        return type(error).__name__
+    if typed and not isinstance(error, VirnucproError):
+        return f"{type(error).__name__}: {text}"
+    return text

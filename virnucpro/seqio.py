@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, describe
 
 # IUPAC nucleotide codes plus gap characters; anything else (E, F, L, P, Q, *, ...) is not DNA.
 NUCLEOTIDE_LETTERS = "ACGTUNRYKMSWBDHV-."
@@ -132,7 +132,7 @@ def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[t
             try:
                 digests[source] = raw.finish()
             except OSError as error:
-                raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+                raise InputError(f"{source}: cannot read: {describe(error)}") from None
 
 
 def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -162,7 +162,7 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
             else:
                 pending.append((record_id, seq))
     except (OSError, EOFError, zlib.error) as error:
-        raise InputError(f"{source}: cannot read after record {number}: {_one_line(error)}") from error
+        raise InputError(f"{source}: cannot read after record {number}: {describe(error)}") from error
     if number == 0:
         raise InputError(f"{source}: no sequence records found")
     if not seen_sequence:
@@ -208,7 +208,7 @@ def _open_raw(source: str, stack: contextlib.ExitStack) -> _HashingReader:
     except FileNotFoundError:
         raise InputError(f"{source}: no such file") from None
     except OSError as error:
-        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+        raise InputError(f"{source}: cannot read: {describe(error)}") from None
 
 
 def _check_file(source: str) -> None:
@@ -225,7 +225,7 @@ def _decompressed(source: str, raw: _HashingReader, stack: contextlib.ExitStack)
     try:
         magic = handle.peek(8)[:8]
     except OSError as error:
-        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+        raise InputError(f"{source}: cannot read: {describe(error)}") from None
     if magic.startswith(_GZIP_MAGIC):
         gz = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
         return io.BufferedReader(gz, buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
@@ -240,7 +240,7 @@ def _sniff(source: str, binary: io.BufferedReader) -> bytes:
     try:
         head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     except (OSError, EOFError, zlib.error) as error:
-        raise InputError(f"{source}: cannot read: {_one_line(error)}") from None
+        raise InputError(f"{source}: cannot read: {describe(error)}") from None
     if not head.removeprefix(codecs.BOM_UTF8).strip():
         raise InputError(f"{source}: file is empty")
     if b"\x00" in head or not _is_utf8_prefix(head):
@@ -254,10 +254,6 @@ def _is_utf8_prefix(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _parse_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:

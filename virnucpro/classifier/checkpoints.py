@@ -26,7 +26,7 @@ from torch import nn
 
 from virnucpro.atomic import atomic_path
 from virnucpro.classifier.model import MLPClassifier, ClassifierMeta
-from virnucpro.errors import ModelError
+from virnucpro.errors import ModelError, describe
 from virnucpro.contracts import (
     REFERENCE_DNA_DIM,
     REFERENCE_DNA_MODEL,
@@ -71,7 +71,7 @@ def load_native(path: Path) -> tuple[MLPClassifier, ClassifierMeta]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (any unreadable file is a user error)
-        raise ModelError(f"{path}: not a native virnucpro classifier checkpoint ({_first_line(error)})") from None
+        raise ModelError(f"{path}: not a native virnucpro classifier checkpoint ({describe(error)})") from None
     if not _is_native_payload(payload):
         raise ModelError(f"{path}: not a native virnucpro classifier checkpoint (no '{NATIVE_FORMAT}' header)")
     return _model_from_payload(path, payload)
@@ -87,7 +87,7 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
         model = MLPClassifier(meta.input_dim, hidden_dim=meta.hidden_dim, num_class=_num_classes(state))
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise ModelError(f"{path}: damaged native classifier checkpoint ({_first_line(error)})") from None
+        raise ModelError(f"{path}: damaged native classifier checkpoint ({describe(error)})") from None
     return model.eval(), meta
 
 
@@ -165,7 +165,7 @@ def pickle_imports(data: bytes, source: Path | str = "pickle") -> set[str]:
     except ModelError:
         raise
     except (ValueError, IndexError, KeyError) as error:
-        raise ModelError(f"{source}: refused: malformed pickle data ({_first_line(error)})") from None
+        raise ModelError(f"{source}: refused: malformed pickle data ({describe(error)})") from None
     return imports
 
 
@@ -328,7 +328,7 @@ def load_reference_pickle(
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (the weights-only unpickler refused or the file is damaged)
-        raise ModelError(f"{path}: refused: not a plain reference classifier ({_first_line(error)})") from None
+        raise ModelError(f"{path}: refused: not a plain reference classifier ({describe(error)})") from None
     state = _reference_state_dict(path, obj)
     weight = state["hidden_layer.weight"]
     output = state["output_layer.weight"]
@@ -340,7 +340,7 @@ def load_reference_pickle(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ModelError(f"{path}: reference classifier has inconsistent layer shapes ({_first_line(error)})") from None
+        raise ModelError(f"{path}: reference classifier has inconsistent layer shapes ({describe(error)})") from None
     log.debug("loaded reference classifier %s (%d -> %d -> %d)", path, input_dim, hidden_dim, output.shape[0])
     return model.eval(), meta
 
@@ -449,6 +449,3 @@ def _require_file(path: Path) -> None:
         raise ModelError(f"{path}: classifier file not found")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -29,3 +29,30 @@ def token_budget_batches(
     if current:
         batches.append(current)
     return batches
+
+
+# On the CPU a batch runs fastest when its largest activation (tokens x widest layer) stays in
+# the last-level cache; bigger engine batches are cut into consecutive row groups of this size.
+CPU_ACTIVATION_BYTES = 8 << 20
+
+
+def cpu_token_cap(widest_features: int, bytes_per_value: int = 4) -> int:
+    """Tokens per CPU sub-batch so that ``tokens x widest_features`` values fit CPU_ACTIVATION_BYTES."""
+    return max(256, CPU_ACTIVATION_BYTES // (bytes_per_value * max(1, widest_features)))
+
+
+def row_groups(row_tokens: Sequence[int], cap: int) -> list[range]:
+    """Consecutive rows in groups whose padded cost (widest row x rows) stays within ``cap``.
+
+    A row wider than ``cap`` gets a group of its own; every row is in exactly one group, in order.
+    """
+    groups: list[range] = []
+    start = widest = 0
+    for index, tokens in enumerate(row_tokens):
+        if index > start and max(widest, tokens) * (index - start + 1) > cap:
+            groups.append(range(start, index))
+            start, widest = index, 0
+        widest = max(widest, tokens)
+    if row_tokens:
+        groups.append(range(start, len(row_tokens)))
+    return groups

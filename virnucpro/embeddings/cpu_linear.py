@@ -33,28 +33,45 @@ def onednn_available() -> bool:
     if op is None or not torch.backends.mkldnn.is_available():
         return False
     generator = torch.Generator().manual_seed(0)
-    x, weight, bias = (torch.randn(shape, generator=generator) for shape in ((37, 48), (40, 48), (40,)))
+    shapes = ((37, 48), (40, 48), (40,), (37, 40))
+    x, weight, bias, other = (torch.randn(shape, generator=generator) for shape in shapes)
     try:
         with torch.inference_mode():
-            got = op(x, weight, bias, "gelu", [], "none")
-            expected = F.gelu(F.linear(x, weight, bias))
+            checks = [
+                (op(x, weight, bias, "gelu", [], "none"), F.gelu(F.linear(x, weight, bias))),
+                (op.binary(x, other, weight, bias, "add"), F.linear(x, weight, bias) + other),
+            ]
     except Exception:  # noqa: BLE001  (any failure means: not usable here)
         return False
-    return got.shape == expected.shape and bool((got - expected).abs().max() <= _PROBE_TOLERANCE)
+    return all(got.shape == want.shape and bool((got - want).abs().max() <= _PROBE_TOLERANCE) for got, want in checks)
 
 
 def _use_onednn(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_available()
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, followed by the exact (erf) GELU when ``gelu``; oneDNN on the CPU."""
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    gelu: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then the exact (erf) GELU when ``gelu``, or ``+ residual``.
+
+    On the CPU in fp32 through oneDNN, with the GELU or the addition fused into the matrix product.
+    """
+    if gelu and residual is not None:
+        raise ValueError("linear: gelu and residual cannot be combined")
     if _use_onednn(x):
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        op = torch.ops.mkldnn._linear_pointwise
+        if residual is not None:
+            return op.binary(x, residual, weight, bias, "add")
+        return op(x, weight, bias, "gelu", [], "none") if gelu else op(x, weight, bias, "none", [], "")
     y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
+    if gelu:
+        return F.gelu(y)
+    return y if residual is None else y + residual
 
 
 class OneDnnLinear(nn.Linear):

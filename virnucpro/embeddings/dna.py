@@ -8,6 +8,8 @@
   mean, so batched results equal one-at-a-time ones (fp32, within 1e-5). Computed in fp32.
 - **Batching**: length-sorted batches of at most ``token_budget`` padded tokens (special tokens
   counted), the same rule as for ESM-2 (:func:`virnucpro.embeddings.batching.token_budget_batches`).
+  On the CPU a batch is run in consecutive groups small enough for their activations to stay in
+  cache (:func:`virnucpro.embeddings.batching.cpu_token_cap`): same numbers, faster.
 - **Speed on the CPU**: the model's ``nn.Linear`` layers run through oneDNN
   (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate on AVX-512 CPUs.
 - **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
@@ -51,10 +53,10 @@ import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_DNA
-from virnucpro.embeddings.batching import token_budget_batches
+from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
 from virnucpro.embeddings.precision import dtype_name, is_cuda, resolve_dtype
-from virnucpro.errors import InputError, ModelError
+from virnucpro.errors import InputError, ModelError, describe
 from virnucpro.log import get_logger
 
 log = get_logger("dna")
@@ -77,6 +79,8 @@ class DnaEmbedder:
         self.device = torch.device(device)
         self.dtype = dtype
         self.dim = int(model.config.hidden_size)
+        widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=1)
+        self._cpu_tokens = cpu_token_cap(widest)
 
     def identity(self) -> dict[str, str]:
         """Model, precision and pooling: what determines the numbers."""
@@ -94,6 +98,9 @@ class DnaEmbedder:
 
     def token_count(self, sequence: str) -> int:
         """Tokens of this sequence, [CLS] and [SEP] included."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)  # fast tokenizers: skip the Python wrapper
+        if backend is not None:
+            return len(backend.encode(sequence.upper(), add_special_tokens=True).ids)
         return self._token_lengths([sequence])[0]
 
     def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
@@ -113,6 +120,19 @@ class DnaEmbedder:
         if any(not s for s in sequences):
             raise InputError("empty DNA sequence")
         encoded = self.tokenizer([s.upper() for s in sequences], padding=True, return_tensors="pt")
+        row_tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        if self.device.type == "cpu" and max(row_tokens) * len(row_tokens) > self._cpu_tokens:
+            groups = row_groups(row_tokens, self._cpu_tokens)  # cache-sized pieces (padding is on the right)
+        else:
+            groups = [range(len(row_tokens))]
+        pooled = [
+            self._pooled({k: v[g.start : g.stop, : max(row_tokens[g.start : g.stop])] for k, v in encoded.items()})
+            for g in groups
+        ]
+        return np.concatenate(pooled) if len(pooled) > 1 else pooled[0]
+
+    def _pooled(self, encoded: dict[str, torch.Tensor]) -> np.ndarray:
+        """Mean over the real tokens of one padded group, float32 ``[rows, dim]``."""
         inputs = {key: value.to(self.device) for key, value in encoded.items()}
         with torch.inference_mode():
             with self._autocast():
@@ -237,16 +257,11 @@ def _resolve_source(model: str) -> str:
     return model
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def _load_error(model: str, source: str, error: BaseException) -> ModelError:
     if Path(source).is_dir():
-        return ModelError(f"{model}: cannot load this DNA model directory ({_first_line(error)})")
+        return ModelError(f"{model}: cannot load this DNA model directory ({describe(error, typed=True)})")
     return ModelError(
-        f"cannot load DNA model {model!r} ({_first_line(error)}); it is downloaded once into the Hugging Face "
+        f"cannot load DNA model {model!r} ({describe(error, typed=True)}); it is downloaded once into the Hugging Face "
         f"cache: on an offline machine, fetch it first where there is network with `hf download {model}` "
         f"(same HF_HOME; then set HF_HUB_OFFLINE=1), or pass a local save_pretrained directory"
     )

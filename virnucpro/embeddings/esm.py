@@ -8,7 +8,8 @@
 - **Batching**: length-sorted batches of at most ``token_budget`` padded tokens, as fair-esm's
   ``FastaBatchedDataset.get_batch_indices`` (BOS and EOS counted); a sequence longer than the
   budget gets a batch of its own. Batched results equal one-sequence-per-batch ones (fp32,
-  within 1e-5): padding is masked in attention and excluded from the mean.
+  within 1e-5): padding is masked in attention and excluded from the mean. On the CPU a batch
+  runs in cache-sized groups of rows (:func:`virnucpro.embeddings.batching.cpu_token_cap`).
 - **Long proteins**: ESM-2 was trained on at most 1024 positions (1022 residues + BOS/EOS).
   A longer protein is split into ``ceil(len / 1022)`` consecutive windows of near-equal length
   (no overlap, each <= 1022 residues); each window is embedded on its own (with its own BOS/EOS)
@@ -38,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
-from virnucpro.embeddings.batching import token_budget_batches  # noqa: F401  (re-exported)
+from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
 from virnucpro.embeddings.cpu_linear import linear
 from virnucpro.embeddings.precision import dtype_name, resolve_dtype
-from virnucpro.errors import InputError, ModelError
+from virnucpro.errors import InputError, ModelError, describe
 from virnucpro.log import get_logger
 
 log = get_logger("esm")
@@ -74,12 +75,14 @@ def split_windows(sequence: _Residues, max_residues: int = MAX_RESIDUES) -> list
 class EsmEmbedder:
     """A loaded fair-esm model that turns protein sequences into pooled float32 vectors.
 
-    The forward pass runs fair-esm's own layers and weights, but not its ``ESM2.forward``:
-    batch-first, attention through ``scaled_dot_product_attention`` (padding as a key mask),
-    rotary embeddings applied in place, the exact GELU fused into the first feed-forward
-    matrix (oneDNN on the CPU, see :mod:`virnucpro.embeddings.cpu_linear`), only the layers up
-    to the chosen one, and no language-model head or contact computation. It equals
-    fair-esm's forward within 1e-5 in fp32 (tests/test_embeddings_esm.py).
+    The forward pass (:func:`encoder_forward`) runs fair-esm's own layers and weights, but not
+    its ``ESM2.forward``: batch-first, one fused query/key/value product (:func:`fused_qkv`),
+    rotary embeddings without the concatenation, ``scaled_dot_product_attention`` with the
+    padding as a key mask, the exact GELU and the residual additions fused into the matrix
+    products (oneDNN on the CPU, see :mod:`virnucpro.embeddings.cpu_linear`), only the layers up
+    to the chosen one, no language-model head or contact computation. Residues are tokenised
+    with a lookup table. It equals fair-esm's forward within 1e-5 in fp32 at every layer
+    (tests/test_fast_forward.py, tests/test_embeddings_esm.py).
 
     ``packed=True`` runs every batch unpadded (all tokens of all sequences in one row, per-token
     rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
@@ -112,6 +115,9 @@ class EsmEmbedder:
         self._converter = alphabet.get_batch_converter()
         self._residues = frozenset(tok for tok in alphabet.standard_toks if len(tok) == 1)
         self._codes = _residue_codes(alphabet, self._residues)
+        self._cpu_tokens = cpu_token_cap(max(block.fc1.out_features for block in model.layers) if model.layers else 1)
+        for block in model.layers:
+            fused_qkv(block.self_attn)
 
     def identity(self) -> dict[str, str]:
         """Model, layer, precision and pooling: what determines the numbers."""
@@ -166,11 +172,15 @@ class EsmEmbedder:
         if not sequences:
             return np.zeros((0, self.dim), dtype=np.float32)
         pieces, owners = self._pieces(sequences)
+        if self.device.type == "cpu":  # cache-sized groups of rows (same numbers, faster)
+            groups = row_groups([len(p) + _SPECIAL_TOKENS for p in pieces], self._cpu_tokens)
+        else:
+            groups = [range(len(pieces))]
+        forward = self._packed_sums if self.packed else self._padded_sums
         with torch.inference_mode():
-            if self.packed:
-                sums, lengths = self._packed_sums(pieces)
-            else:
-                sums, lengths = self._padded_sums(pieces)
+            parts = [forward(pieces[g.start : g.stop]) for g in groups]
+            sums = torch.cat([part[0] for part in parts]) if len(parts) > 1 else parts[0][0]
+            lengths = torch.cat([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
             owner_index = torch.tensor(owners, device=self.device)
             totals = torch.zeros(len(sequences), self.dim, device=self.device).index_add_(0, owner_index, sums)
             counts = torch.zeros(len(sequences), device=self.device).index_add_(0, owner_index, lengths.float())
@@ -247,17 +257,17 @@ def _residue_codes(alphabet, residues: frozenset[str]) -> np.ndarray:
 def _rotary_tables(
     attention: nn.Module, positions: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ``[len(positions), 1, head_dim / 2]`` of fair-esm's rotary embedding, computed in fp32."""
+    """cos and sin ``[len(positions), 1, 1, head_dim / 2]`` of fair-esm's rotary embedding, computed in fp32."""
     inv_freq = attention.rot_emb.inv_freq.float()
-    angles = torch.outer(positions.to(inv_freq.device, torch.float32), inv_freq)[:, None, :]
+    angles = torch.outer(positions.to(inv_freq.device, torch.float32), inv_freq)[:, None, None, :]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """fair-esm's ``x * cos + rotate_half(x) * sin`` on ``[..., heads, head_dim]``, without the concatenation."""
+    """fair-esm's ``x * cos + rotate_half(x) * sin`` on ``[..., head_dim]``, without the concatenation."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty_like(x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     first, second = out[..., :half], out[..., half:]
     torch.mul(x1, cos, out=first)
     first.addcmul_(x2, sin, value=-1.0)
@@ -266,18 +276,41 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return out
 
 
+def fused_qkv(attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``[3 * dim, dim]`` matrix (and bias) for the query, key and value projections.
+
+    Built once; the three projections' parameters become views of it, so nothing is stored
+    twice and fair-esm's own forward keeps working. Rebuilt if the model was moved or cast since.
+    """
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    cached = getattr(attention, "_virnucpro_qkv", None)
+    if cached is not None and all(
+        p.weight.data_ptr() == cached[0][i * p.out_features :].data_ptr() and p.weight.dtype == cached[0].dtype
+        for i, p in enumerate(projections)
+    ):
+        return cached
+    with torch.no_grad():
+        weight = torch.cat([p.weight.detach() for p in projections])
+        bias = torch.cat([p.bias.detach() for p in projections])
+        for i, p in enumerate(projections):
+            rows = slice(i * p.out_features, (i + 1) * p.out_features)
+            p.weight = nn.Parameter(weight[rows], requires_grad=False)
+            p.bias = nn.Parameter(bias[rows], requires_grad=False)
+    attention._virnucpro_qkv = (weight, bias)
+    return weight, bias
+
+
 def _layer(layer: nn.Module, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], attend) -> torch.Tensor:
-    """One fair-esm TransformerLayer on ``x [..., embed_dim]``; ``attend(q, k, v)`` on ``[..., heads, head_dim]``."""
+    """One fair-esm TransformerLayer on ``x [..., dim]``; ``attend(q, k, v)`` on ``[..., heads, head_dim]``."""
     attention = layer.self_attn
-    shape = (*x.shape[:-1], attention.num_heads, attention.head_dim)
-    h = layer.self_attn_layer_norm(x)
-    q = _rotate(linear(h, attention.q_proj.weight, attention.q_proj.bias).view(shape), *tables)
-    k = _rotate(linear(h, attention.k_proj.weight, attention.k_proj.bias).view(shape), *tables)
-    v = linear(h, attention.v_proj.weight, attention.v_proj.bias).view(shape)
-    context = attend(q, k, v).reshape(x.shape)
-    x = x + linear(context, attention.out_proj.weight, attention.out_proj.bias)
+    weight, bias = fused_qkv(attention)
+    qkv = linear(layer.self_attn_layer_norm(x), weight, bias)
+    qkv = qkv.view(*x.shape[:-1], 3, attention.num_heads, attention.head_dim)
+    qk = _rotate(qkv[..., :2, :, :], *tables)
+    context = attend(qk[..., 0, :, :], qk[..., 1, :, :], qkv[..., 2, :, :]).reshape(x.shape)
+    x = linear(context, attention.out_proj.weight, attention.out_proj.bias, residual=x)
     h = linear(layer.final_layer_norm(x), layer.fc1.weight, layer.fc1.bias, gelu=True)
-    return x + linear(h, layer.fc2.weight, layer.fc2.bias)
+    return linear(h, layer.fc2.weight, layer.fc2.bias, residual=x)
 
 
 def _embed(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -320,9 +353,9 @@ def encoder_forward(model: nn.Module, tokens: torch.Tensor, layer: int) -> torch
 def packed_encoder_forward(
     model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor, widest: int, layer: int
 ) -> torch.Tensor:
-    """:func:`encoder_forward` on unpadded rows: ``tokens``/``positions`` ``[n]``, row ``i`` is ``starts[i]:starts[i+1]``.
+    """:func:`encoder_forward` on unpadded rows; returns ``[n, dim]``.
 
-    Returns ``[n, dim]``.
+    ``tokens`` and ``positions`` are ``[n]``; row ``i`` is ``starts[i]:starts[i+1]``, ``widest`` the longest row.
     """
     x = _embed(model, tokens)
 
@@ -332,7 +365,9 @@ def packed_encoder_forward(
     return _finish(model, _layers(model, x, positions, layer, attend), layer)
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, widest: int) -> torch.Tensor:
+def varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, widest: int
+) -> torch.Tensor:
     """Attention within each row of packed ``[n, heads, head_dim]`` tensors (rows ``starts[i]:starts[i+1]``).
 
     FlashAttention's variable-length kernel on CUDA in half precision; elsewhere the rows are
@@ -341,6 +376,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: 
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         from torch.nn.attention.varlen import varlen_attn
 
+        q, k, v = (t.contiguous() for t in (q, k, v))
         return varlen_attn(q, k, v, starts, starts, widest, widest)
     spans = starts[1:] - starts[:-1]
     rows = torch.repeat_interleave(torch.arange(len(spans), device=q.device), spans)
@@ -381,11 +417,6 @@ def _hub_dir() -> str:
     return f"{torch.hub.get_dir()}/checkpoints"
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
     """(network, alphabet, name recorded in the metadata) for a fair-esm name or a local .pt path."""
     import esm
@@ -405,7 +436,7 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
             network, alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
         except Exception as error:  # noqa: BLE001  (any failure to read the checkpoint is a model error)
             raise ModelError(
-                f"{model}: cannot load this ESM checkpoint ({_first_line(error)}); keep fair-esm's file name "
+                f"{model}: cannot load this ESM checkpoint ({describe(error, typed=True)}); keep fair-esm's file name "
                 f"(e.g. esm2_t36_3B_UR50D.pt) and its -contact-regression.pt beside it"
             ) from None
         return network, alphabet, str(path.resolve())
@@ -418,7 +449,7 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
         network, alphabet = esm.pretrained.load_model_and_alphabet_hub(model)
     except Exception as error:  # noqa: BLE001  (no network, truncated download, ...)
         raise ModelError(
-            f"cannot load ESM model {model!r} ({_first_line(error)}); it is downloaded once into {_hub_dir()}: "
+            f"cannot load ESM model {model!r} ({describe(error, typed=True)}); it is downloaded once into {_hub_dir()}: "
             f"on an offline machine, fetch it first where there is network with "
             f"`python -c \"import esm; esm.pretrained.{model}()\"` (same TORCH_HOME), or pass the local .pt path"
         ) from None

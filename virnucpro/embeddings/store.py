@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.atomic import atomic_path
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, describe
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _MEMBERS = ("ids", "embeddings", "meta")
@@ -67,7 +67,7 @@ def load_embeddings(path: Path) -> EmbeddingFile:
                 raise ValueError(f"missing {', '.join(missing)}")
             ids, matrix, meta_text = data["ids"], data["embeddings"], data["meta"]
     except Exception as error:  # noqa: BLE001  (zip, npy and pickle errors all mean "not our file")
-        raise InputError(f"{path}: not a valid embedding file ({_one_line(error)})") from None
+        raise InputError(f"{path}: not a valid embedding file ({describe(error)})") from None
     return EmbeddingFile(_check_ids(path, ids, matrix), _check_matrix(path, matrix), _parse_meta(path, meta_text))
 
 
@@ -95,10 +95,7 @@ def _parse_meta(path: Path, meta_text: np.ndarray) -> dict[str, str]:
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
     except ValueError as error:
-        raise InputError(f"{path}: not a valid embedding file (metadata: {_one_line(error)})") from None
+        raise InputError(f"{path}: not a valid embedding file (metadata: {describe(error)})") from None
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -23,7 +23,7 @@ import numpy as np
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM, Failure
 from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
-from virnucpro.errors import VirnucproError
+from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
 from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
 
@@ -259,13 +259,10 @@ def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseExce
 
 def describe_error(error: BaseException) -> str:
     """One line for a failure record: the message, prefixed by the type when it is not ours."""
-    text = " ".join(str(error).split())
     if isinstance(error, UnicodeDecodeError):
         return "binary content, not a FASTA text file"
-    if isinstance(error, (VirnucproError, ValueError)) and text:
-        return text
     if isinstance(error, FileNotFoundError):
         return "no such file"
     if isinstance(error, OSError) and error.strerror:
         return f"cannot read: {error.strerror}"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return describe(error, typed=not isinstance(error, ValueError))

@@ -55,6 +55,19 @@ class WorkerRecord:
     busy_s: float = 0.0
     failures: int = 0
 
+    def add_progress(self, sequences: int, tokens: int) -> None:
+        """Count a batch the worker embedded."""
+        self.sequences += sequences
+        self.tokens += tokens
+
+    def file_done(self, result: FileResult) -> None:
+        """Count a finished file; the worker is idle again."""
+        self.item = None
+        self.files += 1
+        self.busy_s += result.seconds
+        self.failures += len(result.failures)
+        self.state = IDLE
+
 
 @dataclass
 class ManagerOutcome:
@@ -179,8 +192,7 @@ class Manager:
             self._fail(worker, f"could not load the model: {text}")
         elif kind == "progress":
             _, sequences, tokens = message
-            worker.sequences += sequences
-            worker.tokens += tokens
+            worker.add_progress(sequences, tokens)
             self.progress.add(worker.number, sequences, tokens)
         elif kind == "log":
             _, level, text = message
@@ -188,11 +200,7 @@ class Manager:
         elif kind == "done":
             _, index, result = message
             self.outcome.results[index] = result
-            worker.item = None
-            worker.files += 1
-            worker.busy_s += result.seconds
-            worker.failures += len(result.failures)
-            worker.state = IDLE
+            worker.file_done(result)
             self.progress.file_done(worker.number, len(result.failures))
             self.progress.set_state(worker.number, IDLE)
 
@@ -225,11 +233,7 @@ class Manager:
             self.outcome.lost[item.index] = f"worker died twice while embedding this file (last: {cause})"
 
     def _systemic_failure(self) -> str | None:
-        failed = [w for w in self.workers if w.state == FAILED]
-        if len(failed) < SYSTEMIC_FAILED_WORKERS and len(failed) < len(self.workers):
-            return None
-        causes = "; ".join(f"worker {w.number} ({w.slot.label}): {w.cause}" for w in failed)
-        return f"systemic failure: {len(failed)} of {len(self.workers)} workers failed, stopping ({causes})"
+        return systemic_failure(self.workers)
 
     # -- dispatch and shutdown ---------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -274,6 +278,15 @@ class Manager:
             if worker.conn is not None:
                 worker.conn.close()
                 worker.conn = None
+
+
+def systemic_failure(workers: list[WorkerRecord]) -> str | None:
+    """The stop message when 3 or more workers (or all of them) have failed, else None."""
+    failed = [w for w in workers if w.state == FAILED]
+    if len(failed) < SYSTEMIC_FAILED_WORKERS and len(failed) < len(workers):
+        return None
+    causes = "; ".join(f"worker {w.number} ({w.slot.label}): {w.cause}" for w in failed)
+    return f"systemic failure: {len(failed)} of {len(workers)} workers failed, stopping ({causes})"
 
 
 def exit_description(exitcode: int | None) -> str:

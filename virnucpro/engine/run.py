@@ -20,6 +20,7 @@ from virnucpro.contracts import (
 )
 from virnucpro.engine.devices import plan_workers
 from virnucpro.engine.embed_file import FileResult
+from virnucpro.engine.inprocess import InProcessRunner
 from virnucpro.engine.manager import Manager, ManagerOutcome
 from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
@@ -49,11 +50,13 @@ def run_embedding(
     workers: int | None = None,
     resume: bool = False,
     progress: str = "auto",
+    isolate: bool = False,
 ) -> EngineResult:
     """Embed every file into ``outdir/<stem>.npz`` with spawned workers loading ``spec`` once each.
 
     ``spec`` is any picklable object with ``.load(device) -> Embedder`` (an EmbedderSpec).
     ``outdir/failed_files.txt`` lists the failures (and is removed when there are none).
+    A single CPU worker runs in this process (seconds faster) unless ``isolate`` is set.
     """
     start = time.perf_counter()
     outdir = Path(outdir)
@@ -69,7 +72,10 @@ def run_embedding(
     log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
     display = Progress(progress, _spec_stage(spec), len(items), labels)
     try:
-        outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run() if items else ManagerOutcome()
+        if len(slots) == 1 and slots[0].device == "cpu" and not isolate:
+            outcome = InProcessRunner(items, spec, token_budget, slots[0], display, resume=resume).run()
+        else:
+            outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run() if items else ManagerOutcome()
     finally:
         display.close()
     stage = outcome.stage or _spec_stage(spec)

@@ -67,7 +67,9 @@ def worker_main(
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
-        _send(conn, ("load_failed", _one_line(error), traceback.format_exc()))
+        from virnucpro.errors import describe
+
+        _send(conn, ("load_failed", describe(error, typed=True), traceback.format_exc()))
         conn.close()
         return
     from virnucpro.engine.embed_file import embed_file, embedder_fingerprint
@@ -123,11 +125,3 @@ def _forward_logging(conn: Connection, level: int) -> None:
     logger.propagate = False
 
 
-def _one_line(error: BaseException) -> str:
-    """The error on one line; our own errors without their type name."""
-    from virnucpro.errors import VirnucproError
-
-    text = " ".join(str(error).split())
-    if isinstance(error, VirnucproError) and text:
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

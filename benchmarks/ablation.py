@@ -1,0 +1,133 @@
+"""Before/after of each CPU speed change, on the frames of a benchmark run, variants interleaved.
+
+    python benchmarks/ablation.py PREPARED_DIR MODELS_DIR [--repeat 3] [--frames N] [--json FILE]
+
+PREPARED_DIR and MODELS_DIR come from a ``benchmarks/run.py`` run (``OUTDIR/stages/prepared``
+and ``OUTDIR/models``). One process, models loaded once; each variant embeds the same frames,
+repeated ``--repeat`` times in turn (so load changes on a shared machine hit all variants
+alike); prints min / median / max seconds per variant.
+
+ESM-2: fair-esm's ``ESM2.forward`` (stock ``nn.Linear``, i.e. MKL), the same with oneDNN
+linears, our forward with oneDNN switched off, our forward (as shipped). DNA: one sequence per
+forward (the reference), batched with MKL, batched with oneDNN without the CPU cache-sized
+groups, as shipped. Token budgets: the predict defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.reference_strategy import dna_one_by_one, esm_fair_batches  # noqa: E402
+
+
+def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple[str, str]], budgets: dict) -> dict:
+    from virnucpro.embeddings import cpu_linear
+
+    def onednn(on: bool) -> None:
+        os.environ[cpu_linear.ENV_SWITCH] = "1" if on else "0"
+        cpu_linear.onednn_available.cache_clear()
+
+    def batched(embedder, records, budget: int) -> None:
+        sequences = [seq for _, seq in records]
+        for batch in embedder.make_batches(sequences, budget):
+            embedder.embed_batch([sequences[i] for i in batch])
+
+    def stock_esm(with_onednn: bool) -> None:
+        onednn(True)
+        if with_onednn:
+            cpu_linear.use_onednn_linears(esm.model)
+        try:
+            esm_fair_batches(esm, proteins, budgets["esm"])
+        finally:
+            cpu_linear.restore_linears(esm.model)
+
+    def ours_esm(with_onednn: bool) -> None:
+        onednn(with_onednn)
+        try:
+            batched(esm, proteins, budgets["esm"])
+        finally:
+            onednn(True)
+
+    def dna_batched(linears: str, cap: bool) -> None:
+        saved = dna._cpu_tokens
+        if linears == "mkl":
+            cpu_linear.restore_linears(dna.model)
+        if not cap:
+            dna._cpu_tokens = 1 << 40
+        try:
+            batched(dna, nucleotides, budgets["dna"])
+        finally:
+            cpu_linear.use_onednn_linears(dna.model)
+            dna._cpu_tokens = saved
+
+    def dna_reference() -> None:
+        cpu_linear.restore_linears(dna.model)
+        try:
+            dna_one_by_one(dna, iter(nucleotides))
+        finally:
+            cpu_linear.use_onednn_linears(dna.model)
+
+    return {
+        "esm: fair-esm forward, MKL (reference)": lambda: stock_esm(False),
+        "esm: fair-esm forward, oneDNN linears": lambda: stock_esm(True),
+        "esm: our forward, MKL": lambda: ours_esm(False),
+        "esm: our forward, oneDNN (shipped)": lambda: ours_esm(True),
+        "dna: one per forward, MKL (reference)": dna_reference,
+        "dna: batched, MKL": lambda: dna_batched("mkl", cap=True),
+        "dna: batched, oneDNN, no cache groups": lambda: dna_batched("onednn", cap=False),
+        "dna: batched, oneDNN, cache groups (shipped)": lambda: dna_batched("onednn", cap=True),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("prepared", type=Path)
+    parser.add_argument("models", type=Path)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=0, help="use the first N frames only (0: all)")
+    parser.add_argument("--esm-batch-tokens", type=int, default=2048)
+    parser.add_argument("--dna-batch-tokens", type=int, default=8192)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    from virnucpro.embeddings.dna import load_dna_embedder
+    from virnucpro.embeddings.esm import load_esm_embedder
+    from virnucpro.seqio import read_fasta
+
+    proteins = list(read_fasta(args.prepared / "frames.protein.faa"))
+    nucleotides = list(read_fasta(args.prepared / "frames.nucleotide.fa"))
+    if args.frames:
+        proteins, nucleotides = proteins[: args.frames], nucleotides[: args.frames]
+    esm = load_esm_embedder(str(next(args.models.glob("esm2_*.pt"))))
+    dna = load_dna_embedder(str(args.models / "dna"))
+    budgets = {"esm": args.esm_batch_tokens, "dna": args.dna_batch_tokens}
+    variants = _variants(esm, dna, proteins, nucleotides, budgets)
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for number in range(args.repeat):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+        print(f"round {number + 1}/{args.repeat} done (load {os.getloadavg()[0]:.2f})", flush=True)
+    rows = {}
+    print(f"\n{len(proteins)} frames; seconds min / median / max over {args.repeat} rounds")
+    for name, values in seconds.items():
+        rows[name] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
+        print(f"  {name:<46} {rows[name]['min']:7.2f} {rows[name]['median']:7.2f} {rows[name]['max']:7.2f}")
+    if args.json:
+        report = {"frames": len(proteins), "budgets": budgets, "seconds": rows}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

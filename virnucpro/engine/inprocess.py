@@ -1,0 +1,74 @@
+"""One CPU worker in the calling process: no spawn, so no second torch import and model load.
+
+Used by run_embedding when the plan is a single CPU worker (a laptop, a CPU-only task) unless
+the caller asks for isolation. Same results, statistics and failure accounting as the
+spawned path; only a crash of the process itself is not survivable here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from virnucpro.engine.devices import WorkerSlot
+from virnucpro.engine.embed_file import embed_file
+from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
+from virnucpro.engine.plan import WorkItem
+from virnucpro.engine.progress import Progress
+from virnucpro.errors import describe
+from virnucpro.log import get_logger
+
+log = get_logger("engine")
+
+
+class InProcessRunner:
+    """Runs ``items`` one after another with the model loaded once in this process."""
+
+    def __init__(
+        self,
+        items: list[WorkItem],
+        spec: Any,
+        token_budget: int,
+        slot: WorkerSlot,
+        progress: Progress,
+        resume: bool = False,
+    ) -> None:
+        self.items, self.spec, self.token_budget = items, spec, token_budget
+        self.progress, self.resume = progress, resume
+        self.worker = WorkerRecord(0, slot)
+        self.outcome = ManagerOutcome(workers=[self.worker])
+
+    def _batch_done(self, sequences: int, tokens: int) -> None:
+        self.worker.add_progress(sequences, tokens)
+        self.progress.add(0, sequences, tokens)
+
+    def run(self) -> ManagerOutcome:
+        """Load the model, embed every item; a model that cannot load is a systemic failure."""
+        worker = self.worker
+        try:
+            embedder = self.spec.load(worker.slot.device)
+        except Exception as error:  # noqa: BLE001  (reported as the systemic failure, as from a worker)
+            worker.state, worker.cause = FAILED, f"could not load the model: {describe(error, typed=True)}"
+            self.progress.set_state(0, FAILED)
+            self.outcome.systemic = systemic_failure([worker])
+            log.error("%s", self.outcome.systemic)
+            return self.outcome
+        self.outcome.stage = embedder.stage
+        for item in self.items:
+            worker.state, worker.item = PROCESSING, item
+            self.progress.set_state(0, PROCESSING, Path(item.path).name)
+            result = embed_file(
+                item.path,
+                embedder,
+                item.out_path,
+                self.token_budget,
+                skip_if_current=self.resume,
+                on_batch=self._batch_done,
+            )
+            self.outcome.results[item.index] = result
+            worker.file_done(result)
+            self.progress.file_done(0, len(result.failures))
+            self.progress.tick()
+        worker.state = COMPLETED
+        self.progress.set_state(0, COMPLETED)
+        return self.outcome
