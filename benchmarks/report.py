@@ -92,8 +92,6 @@ def table(results: dict) -> str:
     rows = [("prepare", results["stages"]["prepare"]), ("embed_dna (in-process)", results["stages"]["embed_dna"]),
             ("embed_esm (in-process)", results["stages"]["embed_esm"]), ("classify", results["stages"]["classify"]),
             ("predict (whole)", results["predict"])]
-    if results.get("predict_in_process"):
-        rows.append(("predict, no workers*", results["predict_in_process"]))
     if results.get("reference"):
         rows.append(("reference strategy", results["reference"]))
     for name, row in rows:
@@ -139,9 +137,6 @@ def table(results: dict) -> str:
             f"speed-up, DNA embedding: {speed['embed_dna']:.2f}x; ESM-2 embedding: {speed['embed_esm']:.2f}x "
             f"(reference phase / our in-process stage, model loads excluded)",
         ]
-        if "whole_run_in_process" in speed:
-            lines.append(f"* what-if, predict with its embedding stages in one process (no engine worker processes): "
-                         f"{speed['whole_run_in_process']:.2f}x")
     scale = results.get("scale")
     if scale:
         lines += [

@@ -77,8 +77,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs of predict and of the reference (alternating)")
     parser.add_argument("--scale", type=int, default=0, metavar="K", help="also run predict on K x the reads")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference strategy")
-    parser.add_argument("--what-if-in-process", action="store_true",
-                        help="also run predict with the embedding stages in its own process (no engine workers)")
     parser.add_argument("--quick-gemm", action="store_true", help="small, short GEMM measurement (smoke tests)")
     parser.add_argument("--outdir", type=Path, help="working directory (default: benchmarks/out/run-DATE-TIME)")
     parser.add_argument("--json", type=Path, help="write the results here (default OUTDIR/benchmark.json)")
@@ -114,16 +112,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                          classifier=models["classifier"], **common)
     predict_kwargs = {"models": models, "esm_tokens": args.esm_batch_tokens, "dna_tokens": args.dna_batch_tokens,
                       "shard_size": args.shard_size, **common}
-    predicts, references, in_process = [], [], []
+    predicts, references = [], []
     for number in range(args.repeat):
         predicts.append(
             run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_{number}"), **predict_kwargs)
         )
-        if args.what_if_in_process:
-            in_process.append(
-                run_child("predict", outdir, reads=str(reads), outdir=str(outdir / f"predict_inproc_{number}"),
-                          in_process=True, **predict_kwargs)
-            )
         if not args.no_reference:
             references.append(
                 run_child("reference", outdir, reads=str(reads), workdir=str(outdir / f"reference_{number}"),
@@ -162,12 +155,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "embed_dna": _median_phase(references, "embed_dna") / embed["dna"]["embed_s"],
             "embed_esm": _median_phase(references, "embed_esm") / embed["esm"]["embed_s"],
         }
-    if in_process:
-        row = whole_run_row([p["wall_s"] for p in in_process], in_process, args.reads, tokens, flops, gemm)
-        row.update(timings_s=in_process[-1]["timings_s"], exit_status=in_process[-1]["exit_status"])
-        results["predict_in_process"] = row
-        if references:
-            results["speedup"]["whole_run_in_process"] = results["reference"]["wall_s"] / row["wall_s"]
     if args.scale:
         results["scale"] = scale_memory(args, outdir, predicts[0], predict_kwargs)
     return results

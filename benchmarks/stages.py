@@ -131,30 +131,6 @@ def stage_classify(prepared: str, dna_dir: str, esm_dir: str, outdir: str, class
     }
 
 
-def in_process_run_embedding(files, spec, outdir, token_budget, **_options):
-    """What-if stand-in for the engine's ``run_embedding`` with one CPU worker: no worker process.
-
-    Loads the model here and runs the engine's own ``embed_file`` per file. Used only by
-    ``--what-if-in-process`` to measure what spawning a worker costs.
-    """
-    from virnucpro.contracts import EXIT_OK, EXIT_PARTIAL
-    from virnucpro.engine import EngineResult, embed_file
-
-    start = time.perf_counter()
-    embedder = spec.load("cpu")
-    outputs, failures, tokens, embedded = {}, [], 0, 0
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    for path in files:
-        result = embed_file(path, embedder, Path(outdir) / f"{Path(path).stem}.npz", token_budget)
-        failures += result.failures
-        tokens, embedded = tokens + result.tokens, embedded + result.embedded
-        if result.output is not None:
-            outputs[path] = result.output
-    wall = time.perf_counter() - start
-    stats = {"wall_s": wall, "tokens": tokens, "embedded": embedded, "devices": {"cpu": {"busy_s": wall}}}
-    return EngineResult(outputs, failures, EXIT_PARTIAL if failures else EXIT_OK, stats)
-
-
 def stage_predict(
     reads: str,
     outdir: str,
@@ -163,17 +139,12 @@ def stage_predict(
     esm_tokens: int,
     dna_tokens: int,
     shard_size: int,
-    in_process: bool = False,
 ) -> dict:
-    """The whole ``virnucpro predict``, as the command runs it (``in_process``: what-if, no worker processes)."""
+    """The whole ``virnucpro predict``, as the command runs it."""
     import json
 
-    from virnucpro import pipeline
     from virnucpro.embeddings.base import EmbedderSpec
     from virnucpro.pipeline import PredictOptions, run_predict
-
-    if in_process:
-        pipeline.run_embedding = in_process_run_embedding
 
     options = PredictOptions(
         chunk_length=chunk_length,

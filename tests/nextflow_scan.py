@@ -12,8 +12,10 @@ import hashlib
 import json
 import re
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 from pathlib import Path
 
 from pygments.token import Token, _TokenType
@@ -124,10 +126,10 @@ class GString:
     tokens: list[Tok]
     start: int  # offset of the opening quotes
 
-    def expressions(self) -> list[str]:
-        """The ``${...}`` expressions, in order (escaped ``\\$`` excluded)."""
-        found, depth, current = [], 0, []
-        for tok in self.tokens:
+    def _segments(self, tokens: list[Tok]) -> Iterator[tuple[str, Any]]:
+        """``("expr", text)`` for each ``${...}`` expression, ``("tok", token)`` for the rest."""
+        depth, current = 0, []
+        for tok in tokens:
             if tok.kind is Token.Literal.String.GString.ClosureBegin:
                 depth += 1
                 if depth == 1:
@@ -136,11 +138,16 @@ class GString:
             elif tok.kind is Token.Literal.String.GString.ClosureEnd:
                 depth -= 1
                 if depth == 0:
-                    found.append("".join(current).strip())
+                    yield "expr", "".join(current).strip()
                     continue
             if depth:
                 current.append(tok.value)
-        return found
+            else:
+                yield "tok", tok
+
+    def expressions(self) -> list[str]:
+        """The ``${...}`` expressions, in order (escaped ``\\$`` excluded)."""
+        return [text for kind, text in self._segments(self.tokens) if kind == "expr"]
 
     def bare_interpolations(self) -> list[str]:
         """``$name`` interpolations without braces (a forgotten ``\\$`` for a shell variable)."""
@@ -159,25 +166,14 @@ class GString:
         missing = [e for e in self.expressions() if e not in values]
         if missing:
             raise KeyError(f"no value for {missing}")
-        parts, depth, current = [], 0, []
-        body = self.tokens[1:-1]
-        for tok in body:
-            if tok.kind is Token.Literal.String.GString.ClosureBegin:
-                depth += 1
-                if depth == 1:
-                    current = []
-                    continue
-            elif tok.kind is Token.Literal.String.GString.ClosureEnd:
-                depth -= 1
-                if depth == 0:
-                    parts.append(str(values["".join(current).strip()]))
-                    continue
-            if depth:
-                current.append(tok.value)
-            elif tok.kind is Token.Literal.String.Escape:
-                parts.append(_unescape(tok.value))
+        parts = []
+        for kind, item in self._segments(self.tokens[1:-1]):
+            if kind == "expr":
+                parts.append(str(values[item]))
+            elif item.kind is Token.Literal.String.Escape:
+                parts.append(_unescape(item.value))
             else:
-                parts.append(tok.value)
+                parts.append(item.value)
         return textwrap.dedent("".join(parts)).strip("\n") + "\n"
 
 

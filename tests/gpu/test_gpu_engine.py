@@ -195,3 +195,31 @@ def test_resume_skips_complete_gpu_outputs(tmp_path: Path, t6, proteins: list[st
 def _records(path: str) -> list[tuple[str, str]]:
     lines = Path(path).read_text().splitlines()
     return [(lines[i][1:], lines[i + 1]) for i in range(0, len(lines), 2)]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_calls_match_fp32_on_the_bundled_data(tmp_path: Path, t6, precision: str) -> None:
+    """Issue 3 item 6: >= 99.9% identical chunk and sequence calls against --precision fp32."""
+    from virnucpro.classify import CallRule
+    from virnucpro.contracts import PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS
+    from virnucpro.pipeline import PredictOptions, run_predict
+
+    assets = Path(__file__).resolve().parents[2] / "assets"
+    inputs = [str(assets / "test_reads.fa"), str(assets / "test_reads.fq.gz")]
+    calls: dict[str, tuple[list[str], list[str]]] = {}
+    for name in ("fp32", precision):
+        options = PredictOptions(
+            classifier=str(t6.classifier),
+            esm=EmbedderSpec("esm", str(t6.esm), precision=name),
+            dna=EmbedderSpec("dna", str(t6.dna), precision=name),
+            rule=CallRule(),
+            progress="log",
+        )
+        assert run_predict(inputs, tmp_path / name, options) == EXIT_OK
+        chunks = [line.split("\t")[1] for line in (tmp_path / name / PREDICTION_HIGHEST).read_text().splitlines()[1:]]
+        sequences = [line.split("\t")[8] for line in (tmp_path / name / SEQUENCE_PREDICTIONS).read_text().splitlines()[1:]]
+        calls[name] = (chunks, sequences)
+    for level, (reference, half) in zip(("chunk", "sequence"), zip(calls["fp32"], calls[precision])):
+        agreement = sum(a == b for a, b in zip(reference, half)) / len(reference)
+        print(f"{precision}: {level} calls identical to fp32: {agreement:.4%} of {len(reference)}")
+        assert len(reference) == len(half) and agreement >= 0.999
