@@ -114,7 +114,7 @@ def table(results: dict) -> str:
         f"  predict: {predict['wall_spread_s']['n']} run(s), wall min/median/max {predict['wall_spread_s']['min']:.2f}/"
         f"{predict['wall_spread_s']['median']:.2f}/{predict['wall_spread_s']['max']:.2f} s; stages (medians) "
         + ", ".join(f"{k} {v:.2f}" for k, v in predict["timings_s"].items())
-        + f"; workers peak RSS {_fmt(predict['workers_peak_rss_mb'], 0)} MB"
+        + f"; child processes peak RSS {_fmt(predict['workers_peak_rss_mb'], 0)} MB"
     )
     lines.append(
         f"  predict time not in model calls: {predict['non_model_s']:.2f} s "
@@ -142,7 +142,7 @@ def table(results: dict) -> str:
         lines += [
             "",
             f"memory scaling: {scale['reads'][0]} reads -> {scale['peak_total_mb'][0]:.0f} MB, "
-            f"{scale['reads'][1]} reads -> {scale['peak_total_mb'][1]:.0f} MB (main + largest worker): "
+            f"{scale['reads'][1]} reads -> {scale['peak_total_mb'][1]:.0f} MB (main + largest child process): "
             f"{scale['ratio']:.2f}x for {scale['factor']}x the reads",
         ]
     return "\n".join(lines)

@@ -165,7 +165,7 @@ def _median_phase(runs: list[dict], phase: str) -> float:
 
 
 def scale_memory(args: argparse.Namespace, outdir: Path, first: dict, predict_kwargs: dict) -> dict:
-    """predict on ``--scale`` times the reads: peak memory (main process + largest worker) of both runs."""
+    """predict on ``--scale`` times the reads: peak memory (main process + largest child) of both runs."""
     count = args.reads * args.scale
     reads = write_read_set(outdir / f"reads_x{args.scale}.fa", count, args.length, args.coding_fraction, args.seed + 1)
     bigger = run_child(

@@ -171,3 +171,34 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert main(["predict"]) == 1
     assert main(["predict", "x.fa", "--outdir", "o", "--chunk-length", "400"]) == 1
     assert main(["no-such-command"]) == 1
+
+
+def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_models, inputs, capsys):
+    from virnucpro.classifier.checkpoints import save_native
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+    from virnucpro.embeddings.probe import dna_shape, esm_shape
+
+    dna, esm = dna_shape(str(test_models.dna)), esm_shape(str(test_models.esm))
+    assert dna is not None and esm is not None and esm.layers is not None
+    layer_classifier = tmp_path / "layer.pt"
+    meta = ClassifierMeta(dna_dim=dna.dim, esm_dim=esm.dim, chunk_length=300, esm_layer=esm.layers - 1)
+    save_native(layer_classifier, MLPClassifier(meta.input_dim), meta)
+    out = tmp_path / "o"
+    args = ["predict", inputs[0], "--outdir", str(out), *model_args(test_models), "--classifier", str(layer_classifier)]
+    assert main(args) == c.EXIT_FAILED
+    assert f"ESM layer {esm.layers - 1}, not layer {esm.layers}" in capsys.readouterr().err
+    assert not (out / "work").exists()  # refused before prepare and embedding
+    assert main([*args, "--esm-layer", str(esm.layers - 1)]) == c.EXIT_OK
+
+
+def test_model_shapes_are_read_without_loading_models(tmp_path, test_models):
+    from virnucpro.embeddings.probe import ModelShape, dna_shape, esm_shape
+
+    assert esm_shape("esm2_t36_3B_UR50D") == ModelShape(2560, 36)
+    assert esm_shape("esm2_t33_650M_UR50D") == ModelShape(1280, 33)
+    assert esm_shape("esm1b_t33_650M_UR50S") is None  # not ESM-2: checked after embedding
+    assert esm_shape(str(tmp_path / "missing.pt")) is None  # the loader reports it
+    assert dna_shape(str(tmp_path / "no-such-dir")) is None
+    loaded = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    assert esm_shape(str(test_models.esm)) == ModelShape(loaded.dim, loaded.layer)
+    assert dna_shape(str(test_models.dna)) == ModelShape(EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim)

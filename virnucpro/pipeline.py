@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virnucpro import contracts as c
+from virnucpro.classifier.checkpoints import check_compatible
+from virnucpro.classifier.model import ClassifierMeta
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.esm import resolve_layer
+from virnucpro.embeddings.probe import dna_shape, esm_shape
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
 from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
@@ -42,11 +46,34 @@ class PredictOptions:
     progress: str = "auto"
 
 
+def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
+    """Refuse embedding models the classifier cannot use, from their configs (before any embedding).
+
+    Models whose shape cannot be read cheaply are checked after embedding, from the embedding files.
+    """
+    dna, esm = dna_shape(options.dna.model), esm_shape(options.esm.model)
+    if dna is None or esm is None:
+        return
+    layer = options.esm.layer
+    if esm.layers is not None:
+        layer = resolve_layer(layer, esm.layers, options.esm.model)
+    check_compatible(
+        meta,
+        dna_dim=dna.dim,
+        esm_dim=esm.dim,
+        chunk_length=options.chunk_length,
+        dna_model=options.dna.model,
+        esm_model=options.esm.model,
+        esm_layer=layer,
+    )
+
+
 def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) -> int:
     """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
     timer = StageTimer()
-    with timer.stage("load_classifier"):  # first, so a missing classifier fails before hours of GPU work
+    with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
         classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
+        check_models_early(classifier[1], options)
     prepared = outdir / PREPARED_DIR
     with timer.stage("prepare"):
         if options.resume and prepare_is_current(prepared, inputs, options.chunk_length, options.shard_size):

@@ -456,7 +456,8 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
     return network, alphabet, model
 
 
-def _resolve_layer(layer: int | None, num_layers: int, name: str) -> int:
+def resolve_layer(layer: int | None, num_layers: int, name: str) -> int:
+    """``--esm-layer`` as a layer number (None: the last; negative: from the end); ModelError if absent."""
     if layer is None:
         return num_layers
     resolved = layer + num_layers + 1 if layer < 0 else layer
@@ -496,7 +497,7 @@ def load_esm_embedder(
     """
     dtype = resolve_dtype(precision, device)
     network, alphabet, name = _load_fair_esm(model)
-    resolved = _resolve_layer(layer, int(network.num_layers), model)
+    resolved = resolve_layer(layer, int(network.num_layers), model)
     network = cast_model(network.eval(), device, dtype)
     log.debug("ESM model %s loaded on %s (%s, layer %d)", name, device, dtype_name(dtype), resolved)
     return EsmEmbedder(network, alphabet, name, resolved, device=device, dtype=dtype, packed=packed)
