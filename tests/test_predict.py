@@ -202,3 +202,20 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models):
     loaded = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
     assert esm_shape(str(test_models.esm)) == ModelShape(loaded.dim, loaded.layer)
     assert dna_shape(str(test_models.dna)) == ModelShape(EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim)
+
+
+def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):
+    import os
+    import shutil
+
+    for kind, source in (("esm", test_models.esm), ("dna", test_models.dna)):
+        copy = tmp_path / kind / source.name
+        copy.parent.mkdir()
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
+        if kind == "esm":
+            shutil.copy2(source.with_name(f"{source.stem}-contact-regression.pt"), copy.parent)
+        before = EmbedderSpec(kind, str(copy)).load("cpu").identity()
+        target = copy if copy.is_file() else next(p for p in copy.iterdir() if p.is_file())
+        later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
+        os.utime(target, ns=(later, later))
+        assert EmbedderSpec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds

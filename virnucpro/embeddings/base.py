@@ -63,3 +63,21 @@ class EmbedderSpec:
         from virnucpro.embeddings.dna import load_dna_embedder
 
         return load_dna_embedder(self.model, device=device, precision=self.precision)
+
+
+def local_model_fingerprint(model: str) -> str:
+    """Size and modification time of a local model file or directory ("" for a hub name).
+
+    Stored in the embedders' identity, so ``--resume`` notices a model replaced under the same name.
+    """
+    import os
+
+    path = os.path.expanduser(model)
+    if os.path.isfile(path):
+        files = [path]
+    elif os.path.isdir(path):
+        files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    else:
+        return ""
+    stats = [os.stat(name) for name in files]
+    return f"{len(stats)} files, {sum(s.st_size for s in stats)} bytes, mtime {max(s.st_mtime_ns for s in stats)}"

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_DNA
+from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
 from virnucpro.embeddings.precision import dtype_name, is_cuda, resolve_dtype
@@ -87,6 +88,7 @@ class DnaEmbedder:
         return {
             "kind": "dna",
             "model": self.name,
+            "model_files": local_model_fingerprint(self.name),
             "precision": dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over all tokens ([CLS] and [SEP] included)",

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
+from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
 from virnucpro.embeddings.cpu_linear import linear
 from virnucpro.embeddings.precision import dtype_name, resolve_dtype
@@ -124,6 +125,7 @@ class EsmEmbedder:
         return {
             "kind": "esm",
             "model": self.name,
+            "model_files": local_model_fingerprint(self.name),
             "layer": str(self.layer),
             "precision": dtype_name(self.dtype),
             "dim": str(self.dim),
