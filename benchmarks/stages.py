@@ -14,26 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.flops import EncoderShape
+from virnucpro.embeddings.base import EmbedderWrapper
 
 
-class TimedEmbedder:
+class TimedEmbedder(EmbedderWrapper):
     """Wraps an embedder: the same interface, plus the seconds spent in ``embed_batch``."""
 
     def __init__(self, inner) -> None:
-        self.inner = inner
-        self.stage, self.dim = inner.stage, inner.dim
+        super().__init__(inner)
         self.model_s = 0.0
         self.batches = 0
         self.padded_tokens = 0
-
-    def identity(self) -> dict[str, str]:
-        return self.inner.identity()
-
-    def token_count(self, sequence: str) -> int:
-        return self.inner.token_count(sequence)
-
-    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
-        return self.inner.make_batches(sequences, token_budget)
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray:
         start = time.perf_counter()

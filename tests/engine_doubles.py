@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.contracts import STAGE_ESM
+from virnucpro.embeddings.base import EmbedderWrapper
 from virnucpro.errors import ModelError
 
 DIM = 8
@@ -150,21 +151,12 @@ def protein(seed: int, length: int) -> str:
     return "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=length))
 
 
-class WrappedEmbedder:
+class WrappedEmbedder(EmbedderWrapper):
     """A real embedder that can die on a sequence or hit a genuine allocator out-of-memory error."""
 
     def __init__(self, inner, die_on: str | None, marker: str | None, oom_above: int | None) -> None:
-        self.inner, self.die_on, self.marker, self.oom_above = inner, die_on, marker, oom_above
-        self.stage, self.dim = inner.stage, inner.dim
-
-    def identity(self) -> dict[str, str]:
-        return self.inner.identity()
-
-    def token_count(self, sequence: str) -> int:
-        return self.inner.token_count(sequence)
-
-    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
-        return self.inner.make_batches(sequences, token_budget)
+        super().__init__(inner)
+        self.die_on, self.marker, self.oom_above = die_on, marker, oom_above
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray:
         die_if_asked(sequences, self.die_on, self.marker)

@@ -40,6 +40,27 @@ class Embedder(Protocol):
         """
 
 
+class EmbedderWrapper:
+    """Passes the Embedder protocol through to ``inner``; subclasses override ``embed_batch``
+    to observe or alter model calls (timing in benchmarks, failure injection in tests)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.stage, self.dim = inner.stage, inner.dim
+
+    def identity(self) -> dict[str, str]:
+        return self.inner.identity()
+
+    def token_count(self, sequence: str) -> int:
+        return self.inner.token_count(sequence)
+
+    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
+        return self.inner.make_batches(sequences, token_budget)
+
+    def embed_batch(self, sequences: list[str]) -> np.ndarray:
+        return self.inner.embed_batch(sequences)
+
+
 class EmbedderSpec:
     """What to load, as plain picklable data, so spawned workers can load the model themselves."""
 
