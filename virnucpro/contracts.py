@@ -104,7 +104,15 @@ def write_failures(path: Path, failures: list[Failure]) -> None:
 
 
 def read_failures(path: Path) -> list[Failure]:
-    """Read a failed_files.txt; a missing file means no failure."""
+    """Read a failed_files.txt; a missing file means no failure, a malformed line is a failure of its own."""
     if not path.exists():
         return []
-    return [Failure.parse(line) for line in path.read_text().splitlines() if line.strip()]
+    failures = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            failures.append(Failure.parse(line))
+        except ValueError:
+            failures.append(Failure(str(path), STAGE_CLASSIFY, f"malformed failure line {number}: {line}"))
+    return failures

@@ -105,21 +105,6 @@ def run_status(sample_statuses: Sequence[int]) -> int:
     return c.EXIT_PARTIAL
 
 
-def _read_failure_lines(path: Path) -> list[c.Failure]:
-    """failed_files.txt of one sample; a malformed line becomes a failure of its own."""
-    if not path.exists():
-        return []
-    failures = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            failures.append(c.Failure.parse(line))
-        except ValueError:
-            failures.append(c.Failure(str(path), c.STAGE_CLASSIFY, f"malformed failure line {number}: {line}"))
-    return failures
-
-
 def _lost(sample: str, directory: Path, failures: list[c.Failure], problem: str) -> SampleStatus:
     lost = c.Failure(str(directory), c.STAGE_CLASSIFY, problem)
     return SampleStatus(sample, directory, c.EXIT_FAILED, [*failures, lost], problem=problem)
@@ -129,7 +114,7 @@ def read_sample(directory: Path) -> SampleStatus:
     """The status of one sample directory (never raises for a missing or broken sample)."""
     directory = Path(directory)
     sample = directory.name
-    failures = _read_failure_lines(directory / c.FAILED_FILES)
+    failures = c.read_failures(directory / c.FAILED_FILES)
     summary_path = directory / c.SUMMARY_JSON
     if not summary_path.is_file():
         return _lost(sample, directory, failures, f"no {c.SUMMARY_JSON}: the sample was not classified")
