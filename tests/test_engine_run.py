@@ -240,3 +240,8 @@ def test_a_model_that_cannot_load_in_process_is_a_systemic_failure(tmp_path: Pat
         "systemic failure: 1 of 1 workers failed, stopping (worker 0 (cpu): could not load the model: "
         "esm model 'nope' not found)"
     )
+
+
+def test_no_files_loads_no_model(tmp_path: Path) -> None:
+    result = _run([], tmp_path / "out", FakeSpec(load_error="must not be loaded"), workers=1)
+    assert (result.exit_code, result.failures, result.message) == (EXIT_OK, [], None)

@@ -72,10 +72,12 @@ def run_embedding(
     log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
     display = Progress(progress, _spec_stage(spec), len(items), labels)
     try:
-        if len(slots) == 1 and slots[0].device == "cpu" and not isolate:
+        if not items:  # nothing to embed: load no model
+            outcome = ManagerOutcome()
+        elif len(slots) == 1 and slots[0].device == "cpu" and not isolate:
             outcome = InProcessRunner(items, spec, token_budget, slots[0], display, resume=resume).run()
         else:
-            outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run() if items else ManagerOutcome()
+            outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run()
     finally:
         display.close()
     stage = outcome.stage or _spec_stage(spec)
