@@ -64,6 +64,7 @@ class FakeEmbedder:
     die_on: str | None = None  # embedding this sequence SIGKILLs the process ...
     marker: str | None = None  # ... only while this file does not exist (it is created first)
     fail_on: str | None = None  # embedding this sequence raises a non-memory error
+    nan_on: str | None = None  # this sequence's embedding is NaN (an overflow)
     delay_s: float = 0.0  # seconds every embed_batch call takes
     budgets: list[int] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)  # padded tokens of every embed_batch call
@@ -102,7 +103,7 @@ class FakeEmbedder:
             if self.oom_error == "torch":
                 raise out_of_memory()
             raise RuntimeError("CUDA error: out of memory")
-        return np.stack([fake_vector(s, self.dim) for s in sequences])
+        return np.stack([np.full(self.dim, np.nan) if s == self.nan_on else fake_vector(s, self.dim) for s in sequences])
 
 
 @dataclass

@@ -55,6 +55,10 @@ def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
     summary = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())
     assert summary["command"] == "embed-esm" and summary["exit_status"] == 0
     assert summary["engine"]["embedded"] == 18 and summary["engine"]["devices"]["cpu"]["workers"] == 2
+    assert (summary["engine"]["devices"]["cpu"]["precision"], summary["engine"]["devices"]["cpu"]["parity_checks"]) == (
+        "fp32",
+        None,  # the CPU runs fp32 unchecked; spawned workers report it through their ready message
+    )
     assert not (tmp_path / "one" / FAILED_FILES).exists()
 
     assert main(["embed-esm", *proteins, "--outdir", str(tmp_path / "one"), "--resume", *common]) == EXIT_OK

@@ -77,6 +77,17 @@ def test_a_budget_that_fits_after_one_halving_stops_halving(tmp_path: Path, fast
     assert result.failures == [] and result.embedded == 8
 
 
+def test_a_sequence_whose_embedding_is_not_finite_is_recorded_and_the_rest_kept(tmp_path: Path, fasta: Path) -> None:
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    result = embed_file(str(fasta), FakeEmbedder(nan_on=seqs[2]), tmp_path / "out.npz", BUDGET)
+    assert [line.line() for line in result.failures] == [
+        f"{fasta}|ESM-2|sequence {rid}: embedding not finite in fp32" for rid in ("s2", "s4")  # s4 repeats s2
+    ]
+    stored = load_embeddings(tmp_path / "out.npz")
+    assert stored.ids == ["s0", "s1", "s3", "s5", "s6", "s7"] and np.isfinite(stored.matrix).all()
+    assert stored.meta[META_FAILED] == "2" and result.embedded == 6
+
+
 def test_out_of_memory_is_recognised_by_type_or_message() -> None:
     from engine_doubles import out_of_memory
 

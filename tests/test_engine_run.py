@@ -231,6 +231,7 @@ def test_one_cpu_worker_runs_in_this_process_with_the_same_bytes(
     assert [p.stem for p in report.glob("*.json")] == [str(os.getpid())]  # loaded here, once
     assert _bytes(tmp_path / "out") == reference
     assert result.stats["devices"]["cpu"]["files"] == len(inputs)
+    assert result.stats["devices"]["cpu"]["precision"] == "fp32"
 
 
 def test_a_model_that_cannot_load_in_process_is_a_systemic_failure(tmp_path: Path, inputs: list[str]) -> None:

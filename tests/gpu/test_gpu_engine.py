@@ -18,6 +18,7 @@ from engine_doubles import FakeSpec, WrappedSpec, protein, write_fasta
 
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
 from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.parity import min_cosine
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
 
@@ -30,7 +31,7 @@ pytestmark = [
 
 ESM_BUDGET = 4096
 DNA_BUDGET = 16384
-PARITY_COSINE = 0.9999
+PARITY_COSINE = 0.9999  # the limit, stated here rather than imported from the code under test
 KILLER = protein(4242, 120)
 
 
@@ -80,12 +81,6 @@ def _matrices(outdir: Path) -> dict[str, np.ndarray]:
     return {p.name: load_embeddings(p).matrix for p in sorted(outdir.glob("*.npz"))}
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    cosine = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-    return float(cosine.min())
-
-
 def test_the_parent_never_initialises_cuda() -> None:
     devices.plan_workers(None, None)
     devices.plan_workers("0", None)
@@ -132,11 +127,28 @@ def test_half_precision_matches_fp32(
     half = _run(files, EmbedderSpec(kind, model, precision=precision), tmp_path / precision, budget)
     assert reference.exit_code == half.exit_code == EXIT_OK
     ref, low = _matrices(tmp_path / "fp32"), _matrices(tmp_path / precision)
-    worst = min(_min_cosine(ref[name], low[name]) for name in ref)
+    worst = min(min_cosine(ref[name], low[name]) for name in ref)
     print(f"{kind} {precision}: minimum cosine to fp32 {worst:.6f} over {sum(len(m) for m in ref.values())} embeddings")
     assert worst >= PARITY_COSINE
     stored = load_embeddings(next((tmp_path / precision).glob("*.npz")))
     assert json.loads(stored.meta["embedder"])["precision"] == precision
+
+
+@pytest.mark.parametrize("kind", ["esm", "dna"])
+def test_auto_precision_is_chosen_by_a_measured_parity_check(
+    tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str
+) -> None:
+    model, files, budget = (str(t6.esm), proteins, ESM_BUDGET) if kind == "esm" else (str(t6.dna), nucleotides, DNA_BUDGET)
+    result = _run(files, EmbedderSpec(kind, model, precision="auto"), tmp_path / "auto", budget)
+    assert result.exit_code == EXIT_OK
+    for label, device in result.stats["devices"].items():
+        checks = device["parity_checks"]
+        print(f"{kind} auto on {label}: {device['precision']}; checks {json.dumps(checks)}")
+        assert checks and checks[0]["precision"] in ("bf16", "fp16")
+        passed = [c["precision"] for c in checks if c["passed"]]
+        assert device["precision"] == (passed[0] if passed else "fp32")
+        stored = load_embeddings(next((tmp_path / "auto").glob("*.npz")))
+        assert json.loads(stored.meta["embedder"])["precision"] == device["precision"]
 
 
 def test_a_killed_gpu_worker_has_its_file_redone(tmp_path: Path, t6, proteins: list[str]) -> None:

@@ -91,7 +91,10 @@ device_options = _stack(
         type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
         default="auto",
         show_default=True,
-        help="GPU precision; auto = bf16 on Ampere or newer, else fp16; CPU always fp32.",
+        help=(
+            "GPU precision; auto = bf16 (Ampere or newer) or fp16 where a parity check against fp32 "
+            "passes at model load, else fp32; CPU always fp32."
+        ),
     ),
     click.option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),
 )

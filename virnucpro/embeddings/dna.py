@@ -56,7 +56,8 @@ from virnucpro.contracts import STAGE_DNA
 from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
-from virnucpro.embeddings.precision import dtype_name, is_cuda, resolve_dtype
+from virnucpro.embeddings.parity import load_checked, probe_frames
+from virnucpro.embeddings.precision import dtype_name, is_cuda, parity_candidates, resolve_dtype
 from virnucpro.errors import InputError, ModelError, describe
 from virnucpro.log import get_logger
 
@@ -82,6 +83,10 @@ class DnaEmbedder:
         self.dim = int(model.config.hidden_size)
         widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=1)
         self._cpu_tokens = cpu_token_cap(widest)
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Run in ``dtype`` from now on (on CUDA by autocast: the weights stay fp32)."""
+        self.dtype = dtype
 
     def identity(self) -> dict[str, str]:
         """Model, precision and pooling: what determines the numbers."""
@@ -270,8 +275,11 @@ def _load_error(model: str, source: str, error: BaseException) -> ModelError:
 
 
 def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") -> DnaEmbedder:
-    """Load a DNA model once (hub id or local directory) on ``device``; errors are one-line ModelErrors."""
-    dtype = resolve_dtype(precision, device)
+    """Load a DNA model once (hub id or local directory) on ``device``; errors are one-line ModelErrors.
+
+    ``precision`` auto on a GPU: half precision only after the parity check of
+    :mod:`virnucpro.embeddings.parity`.
+    """
     source = _resolve_source(model)
     try:
         from transformers import AutoTokenizer
@@ -288,7 +296,14 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
         log.debug("Triton flash attention disabled in %s: PyTorch attention", ", ".join(sorted(changed)))
     network = network.to(device).eval()
     rebuild_alibi(network, device)
-    if torch.device(device).type == "cpu" and dtype == torch.float32:
-        use_onednn_linears(network)  # same weights and numbers, about twice the GEMM rate on AVX-512 CPUs
-    log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
-    return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)
+
+    def load(dtype: torch.dtype) -> DnaEmbedder:  # the weights stay fp32 (autocast): nothing is reloaded
+        if torch.device(device).type == "cpu" and dtype == torch.float32:
+            use_onednn_linears(network)  # same weights and numbers, about twice the GEMM rate on AVX-512 CPUs
+        log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
+        return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)
+
+    candidates = parity_candidates(precision, device)
+    if candidates:
+        return load_checked(load, candidates, [nucleotide for nucleotide, _ in probe_frames()], f"DNA model on {device}")
+    return load(resolve_dtype(precision, device))

@@ -21,7 +21,8 @@
   the pooled layer): equal to fair-esm's forward within 1e-5 in fp32, about 2.5x faster on the
   CPU (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
 - **Precision**: fp32 on the CPU; on CUDA the model is cast to bf16/fp16 (see
-  :mod:`virnucpro.embeddings.precision`) except its rotary position tables, which are computed
+  :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check,
+  :mod:`virnucpro.embeddings.parity`) except its rotary position tables, which are computed
   in fp32 and then cast (bf16 cannot represent positions above 256 exactly).
 """
 
@@ -42,7 +43,8 @@ from virnucpro.contracts import STAGE_ESM
 from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
 from virnucpro.embeddings.cpu_linear import linear
-from virnucpro.embeddings.precision import dtype_name, resolve_dtype
+from virnucpro.embeddings.parity import load_checked, probe_frames
+from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
 from virnucpro.errors import InputError, ModelError, describe
 from virnucpro.log import get_logger
 
@@ -119,6 +121,13 @@ class EsmEmbedder:
         self._cpu_tokens = cpu_token_cap(max(block.fc1.out_features for block in model.layers) if model.layers else 1)
         for block in model.layers:
             fused_qkv(block.self_attn)
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Cast the model to ``dtype`` in place (from fp32 to half is one-way: load again for fp32)."""
+        self.model = cast_model(self.model, str(self.device), dtype)
+        self.dtype = dtype
+        for block in self.model.layers:
+            fused_qkv(block.self_attn)  # rebuilt now, so the fp32 copy is freed at once
 
     def identity(self) -> dict[str, str]:
         """Model, layer, precision and pooling: what determines the numbers."""
@@ -495,11 +504,19 @@ def load_esm_embedder(
 ) -> EsmEmbedder:
     """Load a fair-esm model once (name or local ``.pt``) on ``device``; errors are one-line ModelErrors.
 
-    ``packed``: unpadded batches (see :class:`EsmEmbedder`); None reads ``VIRNUCPRO_ESM_PACKED``.
+    ``precision`` auto on a GPU: half precision only after the parity check of
+    :mod:`virnucpro.embeddings.parity`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
+    None reads ``VIRNUCPRO_ESM_PACKED``.
     """
-    dtype = resolve_dtype(precision, device)
-    network, alphabet, name = _load_fair_esm(model)
-    resolved = resolve_layer(layer, int(network.num_layers), model)
-    network = cast_model(network.eval(), device, dtype)
-    log.debug("ESM model %s loaded on %s (%s, layer %d)", name, device, dtype_name(dtype), resolved)
-    return EsmEmbedder(network, alphabet, name, resolved, device=device, dtype=dtype, packed=packed)
+
+    def load(dtype: torch.dtype) -> EsmEmbedder:
+        network, alphabet, name = _load_fair_esm(model)
+        resolved = resolve_layer(layer, int(network.num_layers), model)
+        network = cast_model(network.eval(), device, dtype)
+        log.debug("ESM model %s loaded on %s (%s, layer %d)", name, device, dtype_name(dtype), resolved)
+        return EsmEmbedder(network, alphabet, name, resolved, device=device, dtype=dtype, packed=packed)
+
+    candidates = parity_candidates(precision, device)
+    if candidates:
+        return load_checked(load, candidates, [protein for _, protein in probe_frames()], f"ESM-2 on {device}")
+    return load(resolve_dtype(precision, device))

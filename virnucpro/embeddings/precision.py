@@ -1,7 +1,8 @@
 """Which floating-point type a model runs in, from ``--precision`` and the device.
 
-``auto`` picks bf16 on CUDA devices of compute capability 8.0 or newer (Ampere, Hopper, ...),
-fp16 on older CUDA devices and fp32 on the CPU. The CPU always runs in fp32, whatever is
+``auto`` on a CUDA device tries bf16 then fp16 (compute capability 8.0 or newer: Ampere,
+Hopper, ...) or fp16 alone (older GPUs) and keeps the first that matches fp32 on a probe set,
+else fp32 (:mod:`virnucpro.embeddings.parity`). The CPU always runs in fp32, whatever is
 asked: a request for bf16/fp16 there is overridden, with one log line per request.
 """
 
@@ -37,6 +38,15 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
         major, _minor = torch.cuda.get_device_capability(torch.device(device))
         return torch.bfloat16 if major >= 8 else torch.float16
     return _DTYPES[precision]
+
+
+def parity_candidates(precision: str, device: str) -> list[torch.dtype]:
+    """Half precisions ``--precision auto`` tries on ``device``, best first; [] when nothing is checked
+    (the CPU, or an explicit precision: the user's choice is used as given)."""
+    if precision != "auto" or not is_cuda(device):
+        return []
+    major, _minor = torch.cuda.get_device_capability(torch.device(device))
+    return [torch.bfloat16, torch.float16] if major >= 8 else [torch.float16]
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -3,7 +3,7 @@
 Identical sequences are embedded once. Batches come from ``embedder.make_batches``; a batch
 that runs out of memory is re-batched with half the token budget, down to one sequence per
 batch; a sequence that still does not fit is recorded as a failure and the rest of the file
-is kept. A file that cannot be read, is empty or holds invalid letters is one failure. Every
+is kept, and so is a sequence whose embedding is not finite (an overflow in half precision). A file that cannot be read, is empty or holds invalid letters is one failure. Every
 problem becomes a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
 """
 
@@ -46,6 +46,9 @@ META_FAILED = "failed_sequences"
 META_UNIQUE = "unique_sequences"
 
 ProgressCallback = Callable[[int, int], None]  # (sequences, tokens) embedded by one batch
+
+# State of each distinct sequence of a file.
+_PENDING, _EMBEDDED, _NOT_FINITE = 0, 1, 2  # pending after all batches: out of memory alone
 
 
 @dataclass
@@ -150,19 +153,25 @@ def embed_file(
     unique = list(unique_of)
     result.records, result.unique = len(ids), len(unique)
     matrix = np.zeros((len(unique), embedder.dim), dtype=np.float32)
-    done = np.zeros(len(unique), dtype=bool)
+    state = np.full(len(unique), _PENDING, dtype=np.int8)
     try:
         tokens = [embedder.token_count(seq) for seq in unique]
         for batch in embedder.make_batches(unique, token_budget):
-            _embed_batch(embedder, unique, tokens, batch, token_budget, matrix, done, result, on_batch)
+            _embed_batch(embedder, unique, tokens, batch, token_budget, matrix, state, result, on_batch)
     except Exception as error:  # noqa: BLE001  (a model error that is not out-of-memory fails the file)
         return _file_failed(result, out_path, embedder.stage, error, start)
 
-    kept = [i for i, u in enumerate(record_unique) if done[u]]
+    kept = [i for i, u in enumerate(record_unique) if state[u] == _EMBEDDED]
     for i, u in enumerate(record_unique):
-        if not done[u]:
+        if state[u] == _PENDING:
             message = f"sequence {ids[i]}: out of memory with one sequence per batch ({tokens[u]} tokens)"
-            result.failures.append(Failure(path, embedder.stage, message))
+        elif state[u] == _NOT_FINITE:
+            precision = embedder.identity().get("precision", "fp32")
+            hint = "" if precision == "fp32" else " (an overflow: try --precision fp32)"
+            message = f"sequence {ids[i]}: embedding not finite in {precision}{hint}"
+        else:
+            continue
+        result.failures.append(Failure(path, embedder.stage, message))
     stored_meta = {
         **(meta or {}),
         **embedder.identity(),  # model, layer, precision: read by classify's compatibility check
@@ -210,11 +219,12 @@ def _embed_batch(
     batch: list[int],
     budget: int,
     matrix: np.ndarray,
-    done: np.ndarray,
+    state: np.ndarray,
     result: FileResult,
     on_batch: ProgressCallback | None,
 ) -> None:
-    """Embed ``batch`` (indices into ``unique``); on out-of-memory split it with half ``budget``."""
+    """Embed ``batch`` (indices into ``unique``) and set their ``state``; on out-of-memory split it
+    with half ``budget``."""
     try:
         vectors = embedder.embed_batch([unique[i] for i in batch])
     except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
@@ -230,10 +240,11 @@ def _embed_batch(
         sequences = [unique[i] for i in batch]
         subs = embedder.make_batches(sequences, half) if half < budget else [[j] for j in range(len(batch))]
         for sub in subs:
-            _embed_batch(embedder, unique, tokens, [batch[j] for j in sub], half, matrix, done, result, on_batch)
+            _embed_batch(embedder, unique, tokens, [batch[j] for j in sub], half, matrix, state, result, on_batch)
         return
-    matrix[batch] = np.asarray(vectors, dtype=np.float32)
-    done[batch] = True
+    vectors = np.asarray(vectors, dtype=np.float32)
+    matrix[batch] = vectors
+    state[batch] = np.where(np.isfinite(vectors).all(axis=1), _EMBEDDED, _NOT_FINITE)
     batch_tokens = sum(tokens[i] for i in batch)
     result.tokens += batch_tokens
     if on_batch is not None:

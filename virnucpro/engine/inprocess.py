@@ -54,6 +54,7 @@ class InProcessRunner:
             log.error("%s", self.outcome.systemic)
             return self.outcome
         self.outcome.stage = embedder.stage
+        worker.model_loaded(embedder.identity(), getattr(embedder, "parity_checks", None))
         for item in self.items:
             worker.state, worker.item = PROCESSING, item
             self.progress.set_state(0, PROCESSING, Path(item.path).name)

@@ -11,6 +11,8 @@ stops: a systemic failure.
 
 from __future__ import annotations
 
+import json
+
 import logging
 import multiprocessing
 import signal
@@ -54,6 +56,14 @@ class WorkerRecord:
     tokens: int = 0
     busy_s: float = 0.0
     failures: int = 0
+    precision: str | None = None  # what the loaded model runs in (fp32, bf16, fp16)
+    parity_checks: list[dict] | None = None  # --precision auto on a GPU: what was measured
+
+    def model_loaded(self, identity: dict[str, str], parity_checks: list[dict] | None) -> None:
+        """The worker's model is loaded: note its precision; the worker is idle."""
+        self.precision = identity.get("precision")
+        self.parity_checks = parity_checks
+        self.state = IDLE
 
     def add_progress(self, sequences: int, tokens: int) -> None:
         """Count a batch the worker embedded."""
@@ -181,9 +191,9 @@ class Manager:
     def _handle(self, worker: WorkerRecord, message: tuple) -> None:
         kind = message[0]
         if kind == "ready":
-            _, stage, _fingerprint = message
+            _, stage, fingerprint, parity_checks = message
             self.outcome.stage = self.outcome.stage or stage
-            worker.state = IDLE
+            worker.model_loaded(json.loads(fingerprint), parity_checks)
             self.progress.set_state(worker.number, IDLE)
             log.debug("worker %d (%s) loaded the model", worker.number, worker.slot.label)
         elif kind == "load_failed":

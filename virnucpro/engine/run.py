@@ -137,7 +137,8 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         device = devices.setdefault(
             worker.slot.label,
             {"workers": 0, "files": 0, "sequences": 0, "tokens": 0, "busy_s": 0.0, "failures": 0,
-             "sequences_per_s": 0.0, "tokens_per_s": 0.0, "failed_workers": 0},
+             "sequences_per_s": 0.0, "tokens_per_s": 0.0, "failed_workers": 0,
+             "precision": worker.precision, "parity_checks": worker.parity_checks},
         )
         device["workers"] += 1
         device["failed_workers"] += worker.state == "failed"

@@ -3,7 +3,8 @@
 It talks to the manager through its own pipe only (a killed worker can corrupt nothing but
 its own channel). Messages to the manager:
 
-- ``("ready", stage, fingerprint)`` after the model loaded;
+- ``("ready", stage, fingerprint, parity_checks)`` after the model loaded (the embedder's
+  identity as JSON; the ``--precision auto`` measurements, or None);
 - ``("load_failed", message, traceback)`` when it could not load (then it exits);
 - ``("progress", sequences, tokens)`` at most every ``PROGRESS_INTERVAL_S`` while embedding;
 - ``("log", level, message)`` for each log record (the manager logs it, so a live display stays intact);
@@ -74,7 +75,8 @@ def worker_main(
         return
     from virnucpro.engine.embed_file import embed_file, embedder_fingerprint
 
-    if not _send(conn, ("ready", embedder.stage, embedder_fingerprint(embedder))):
+    ready = ("ready", embedder.stage, embedder_fingerprint(embedder), getattr(embedder, "parity_checks", None))
+    if not _send(conn, ready):
         return
     progress = _Throttled(conn)
     while True:

@@ -1,0 +1,149 @@
+"""``--precision auto`` on a GPU: half precision only after a measured parity check.
+
+The CPU never takes this path in production (it always runs fp32), so these tests drive the
+check directly: with a double whose half-precision error is set per dtype, and with the real
+loaders on the CPU, where bf16 is a real cast (ESM-2) and the candidates are patched in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from helpers import captured_log
+
+from virnucpro.embeddings import dna, esm, parity
+from virnucpro.embeddings.esm import load_esm_embedder
+from virnucpro.embeddings.parity import PARITY_MIN_COSINE, check_candidate, load_checked, min_cosine, probe_frames
+from virnucpro.embeddings.precision import parity_candidates
+
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
+
+
+def test_min_cosine_is_the_worst_row_and_nan_for_non_finite_values() -> None:
+    a = np.array([[1.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    assert min_cosine(a, a) == pytest.approx(1.0)
+    assert min_cosine(a, np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(np.sqrt(0.5))
+    assert np.isnan(min_cosine(a, np.array([[1.0, 0.0], [np.inf, 1.0]])))
+
+
+def test_the_probe_is_fixed_and_holds_frames_of_both_chunk_lengths() -> None:
+    frames = probe_frames()
+    assert frames == probe_frames.__wrapped__()  # same sequences every time, every process
+    assert len(frames) >= 64
+    lengths = {len(protein) for _, protein in frames}
+    assert min(lengths) >= 99 and max(lengths) <= 167  # 300 and 500 bp reads -> 99-166 residue proteins
+    assert all(set(nucleotide) <= set("ACGT") for nucleotide, _ in frames)
+
+
+def test_candidates_by_gpu_generation_and_none_for_the_cpu_or_an_explicit_choice(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert parity_candidates("auto", "cuda:0") == [BF16, FP16]
+    assert parity_candidates("bf16", "cuda:0") == [] and parity_candidates("fp32", "cuda:0") == []
+    assert parity_candidates("auto", "cpu") == []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert parity_candidates("auto", "cuda:1") == [FP16]
+
+
+@dataclass
+class NoisyEmbedder:
+    """A Recastable double: fp32 vectors, plus noise of a set relative size in each half precision."""
+
+    noise: dict[torch.dtype, float]
+    dtype: torch.dtype = FP32
+    casts: list[torch.dtype] = field(default_factory=list)
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        assert self.dtype == FP32, "a half-precision model was cast again"
+        self.dtype = dtype
+        self.casts.append(dtype)
+
+    def embed_batch(self, sequences: list[str]) -> np.ndarray:
+        rng = np.random.default_rng([len(s) for s in sequences])
+        vectors = rng.normal(size=(len(sequences), 64))
+        scale = self.noise.get(self.dtype, 0.0)
+        return vectors + scale * np.linalg.norm(vectors, axis=1, keepdims=True) * rng.normal(size=vectors.shape) / 8
+
+
+class Loader:
+    """``load(dtype)`` for load_checked: counts the loads, each a fresh NoisyEmbedder."""
+
+    def __init__(self, noise: dict[torch.dtype, float]) -> None:
+        self.noise, self.loads = noise, []
+
+    def __call__(self, dtype: torch.dtype) -> NoisyEmbedder:
+        self.loads.append(dtype)
+        return NoisyEmbedder(self.noise)
+
+
+PROBE = ["M" * n for n in range(40, 80)]
+
+
+def test_the_first_candidate_that_matches_fp32_is_kept(caplog: pytest.LogCaptureFixture) -> None:
+    load = Loader({BF16: 1e-6, FP16: 1e-7})
+    with captured_log(caplog):
+        embedder = load_checked(load, [BF16, FP16], PROBE, "model on cuda:0")
+    assert (embedder.dtype, load.loads) == (BF16, [FP32])  # one load, cast once
+    assert [(c["precision"], c["passed"]) for c in embedder.parity_checks] == [("bf16", True)]
+    assert embedder.parity_checks[0]["sequences"] == len(PROBE)
+    assert "model on cuda:0: bf16 (auto; min cosine 1.000000 to fp32 over 40 probe sequences)" in caplog.text
+
+
+def test_a_failing_candidate_means_a_fresh_fp32_model_for_the_next() -> None:
+    load = Loader({BF16: 0.05, FP16: 1e-6})
+    embedder = load_checked(load, [BF16, FP16], PROBE, "model")
+    assert (embedder.dtype, embedder.casts, load.loads) == (FP16, [FP16], [FP32, FP32])
+    first, second = embedder.parity_checks
+    assert (first["precision"], first["passed"], second["precision"], second["passed"]) == ("bf16", False, "fp16", True)
+    assert first["min_cosine"] < PARITY_MIN_COSINE <= second["min_cosine"]
+
+
+def test_when_nothing_matches_the_model_runs_in_fp32_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    load = Loader({BF16: 0.05, FP16: float("inf")})  # fp16 overflows: not finite
+    with captured_log(caplog):
+        embedder = load_checked(load, [BF16, FP16], PROBE, "model on cuda:0")
+    assert (embedder.dtype, embedder.casts, load.loads) == (FP32, [], [FP32, FP32, FP32])
+    assert [c["min_cosine"] for c in embedder.parity_checks][1] is None  # nan, stored as null
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "model on cuda:0: fp32 (auto; below the 0.9999 parity limit: bf16 min cosine" in warning[0].getMessage()
+
+
+def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:
+    """On the CPU, bf16 is a real cast of the tiny ESM-2: the check reports what the cast does."""
+    probe = [protein for _, protein in probe_frames()]
+    full = load_esm_embedder(str(test_models.esm), precision="fp32")
+    reference = full.embed_batch(probe)
+    check = check_candidate(full, reference, probe, BF16)
+    assert full.dtype == BF16 and next(full.model.parameters()).dtype == BF16
+    assert check.min_cosine == pytest.approx(min_cosine(reference, full.embed_batch(probe)), abs=1e-12)
+    assert 0.99 < check.min_cosine < 1.0  # measured, not assumed: bf16 differs a little
+    assert full.identity()["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("limit", [0.5, 1.5])  # a limit every bf16 cast meets; one none can
+def test_the_esm_loader_keeps_bf16_or_reloads_the_exact_fp32_weights(
+    monkeypatch: pytest.MonkeyPatch, test_models, limit: float
+) -> None:
+    monkeypatch.setattr(esm, "parity_candidates", lambda precision, device: [BF16])
+    monkeypatch.setattr(parity, "PARITY_MIN_COSINE", limit)
+    embedder = load_esm_embedder(str(test_models.esm), precision="auto")
+    expected = "bf16" if limit < 1 else "fp32"
+    assert embedder.identity()["precision"] == expected and len(embedder.parity_checks) == 1
+    if expected == "fp32":  # reloaded, not cast back: the numbers are exactly the fp32 model's
+        probe = [protein for _, protein in probe_frames()][:8]
+        plain = load_esm_embedder(str(test_models.esm), precision="fp32")
+        np.testing.assert_array_equal(embedder.embed_batch(probe), plain.embed_batch(probe))
+
+
+def test_the_dna_loader_goes_back_to_fp32_without_reloading(monkeypatch: pytest.MonkeyPatch, test_models) -> None:
+    monkeypatch.setattr(dna, "parity_candidates", lambda precision, device: [BF16])
+    monkeypatch.setattr(parity, "PARITY_MIN_COSINE", 1.5)
+    loads = []
+    original = dna._load_network
+    monkeypatch.setattr(dna, "_load_network", lambda source: loads.append(source) or original(source))
+    embedder = dna.load_dna_embedder(str(test_models.dna), precision="auto")
+    assert embedder.identity()["precision"] == "fp32" and len(loads) == 1
+    assert embedder.parity_checks[0]["precision"] == "bf16" and not embedder.parity_checks[0]["passed"]

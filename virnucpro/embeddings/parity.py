@@ -1,0 +1,125 @@
+"""``--precision auto`` on a GPU: half precision only where it measurably matches fp32.
+
+The loader loads the model in fp32 and embeds a fixed probe set, then casts the model to each
+candidate in turn (bf16 then fp16 on Ampere or newer GPUs; fp16 before) and embeds the probe
+again. The first candidate whose every probe embedding is finite and has cosine >= 0.9999 to
+its fp32 embedding is kept; after a candidate fails, the loader gives a fresh fp32 embedder
+(ESM-2 loads its weights again, as casting back would not restore them; the DNA model keeps
+fp32 weights under autocast) and the next candidate is tried, else fp32 stays. One log line
+says what was chosen and why; the measurements go into summary.json.
+
+The probe is the kept frames of 32 synthetic coding reads of 300 bp and 32 of 500 bp (the two
+chunk lengths; :mod:`virnucpro.synthetic`, fixed seed): the same sequences everywhere, so
+workers on the same kind of GPU measure the same thing and make the same choice. It costs
+two forward passes over about 64 frames per model load.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Protocol, TypeVar
+
+import numpy as np
+import torch
+
+from virnucpro.embeddings.precision import dtype_name
+from virnucpro.log import get_logger
+
+log = get_logger("precision")
+
+PARITY_MIN_COSINE = 0.9999
+PROBE_READS_PER_LENGTH = 32
+PROBE_SEED = 20261129
+
+
+class Recastable(Protocol):
+    """An embedder whose model can be cast to another floating-point type in place."""
+
+    dtype: torch.dtype
+
+    def set_precision(self, dtype: torch.dtype) -> None: ...
+
+    def embed_batch(self, sequences: list[str]) -> np.ndarray: ...
+
+
+E = TypeVar("E", bound=Recastable)
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """One candidate precision measured against fp32 on the probe set."""
+
+    precision: str
+    min_cosine: float  # nan when an embedding was not finite
+    sequences: int
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.min_cosine >= PARITY_MIN_COSINE)  # False for nan
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "min_cosine": None if np.isnan(self.min_cosine) else round(self.min_cosine, 7),
+                "passed": self.passed}
+
+
+def min_cosine(reference: np.ndarray, other: np.ndarray) -> float:
+    """Smallest row-wise cosine similarity of two ``[n, dim]`` matrices (float64); nan if any value is not finite."""
+    a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cosine.min())
+
+
+@lru_cache(maxsize=1)
+def probe_frames() -> tuple[tuple[str, str], ...]:
+    """The probe set: ``(nucleotide, protein)`` of every kept frame of the probe reads."""
+    from virnucpro.frames import kept_frames
+    from virnucpro.synthetic import synthetic_reads
+
+    frames = []
+    for length in (300, 500):
+        reads = synthetic_reads(PROBE_READS_PER_LENGTH, length, coding_fraction=1.0, seed=PROBE_SEED + length)
+        for read_id, seq in reads:
+            frames.extend((frame.nucleotide, frame.protein) for frame in kept_frames(read_id, seq))
+    return tuple(frames)
+
+
+def check_candidate(embedder: Recastable, reference: np.ndarray, probe: list[str], dtype: torch.dtype) -> ParityCheck:
+    """Cast ``embedder`` to ``dtype`` and compare its probe embeddings with ``reference`` (fp32)."""
+    embedder.set_precision(dtype)
+    return ParityCheck(dtype_name(dtype), min_cosine(reference, embedder.embed_batch(probe)), len(probe))
+
+
+def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype], probe: list[str], what: str) -> E:
+    """Load with ``load(dtype)`` in the first of ``candidates`` that matches fp32 on ``probe``, else in fp32.
+
+    The returned embedder carries the measurements in ``parity_checks`` (a list of dicts).
+    """
+    embedder = load(torch.float32)
+    reference = embedder.embed_batch(probe)
+    checks: list[ParityCheck] = []
+    for dtype in candidates:
+        check = check_candidate(embedder, reference, probe, dtype)
+        checks.append(check)
+        if check.passed:
+            log.info("%s: %s (auto; min cosine %.6f to fp32 over %d probe sequences)",
+                     what, check.precision, check.min_cosine, check.sequences)
+            break
+        del embedder
+        _free_memory()
+        embedder = load(torch.float32)
+    else:
+        tried = ", ".join(f"{c.precision} min cosine {c.min_cosine:.6f}" for c in checks)
+        log.warning("%s: fp32 (auto; below the %.4f parity limit: %s)", what, PARITY_MIN_COSINE, tried)
+    embedder.parity_checks = [c.as_dict() for c in checks]
+    return embedder
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
