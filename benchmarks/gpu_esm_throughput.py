@@ -112,6 +112,7 @@ def measure(embedder, sequences: list[str], budget: int, device: str) -> dict:
 def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sample: list[str]) -> dict:
     """bf16 vs fp32 cosine per embedding, and our fp32 forward vs fair-esm's forward."""
     from virnucpro.embeddings.esm import EsmEmbedder, cast_model
+    from virnucpro.embeddings.parity import cosines
 
     layers = ARCHITECTURES[arch][0]
     full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32)
@@ -129,7 +130,7 @@ def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sam
         except Exception as error:  # noqa: BLE001  (report, keep going)
             out["packed" if packed else "padded"] = {"error": _first_line(error)}
             continue
-        cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+        cosine = cosines(reference, got)
         out["packed" if packed else "padded"] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
     del half_model
     return out

@@ -77,3 +77,22 @@ def test_flop_formula() -> None:
     assert abs(shape.flops_per_token() / 1e9 - 5.66) < 0.01
     small = EncoderShape(layers=2, width=4, matrix_params_per_layer=10)
     assert small.flops([3]) == 2 * (2 * 10 * 3 + 4 * 4 * 9)
+
+
+@pytest.mark.parametrize("mode", [[], ["--scaling"]])
+def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_path: Path, mode: list[str]) -> None:
+    """The GPU benchmark only runs for real on a device machine: its --dry-run keeps the script honest here."""
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_esm_throughput.py", "--dry-run", *mode, "--json", str(out)],
+        cwd=repo_root, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    if mode:
+        assert results["scaling"] and "tokens/s" in done.stdout
+    else:
+        (model,) = results["models"]
+        assert model["runs"] and all(run["tokens_per_s"] > 0 for run in model["runs"] if "error" not in run)
+        assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
+        assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0

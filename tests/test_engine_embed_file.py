@@ -12,7 +12,8 @@ from engine_doubles import FakeEmbedder, fake_vector, protein, write_fasta
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
-from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, is_out_of_memory, output_is_current
+from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, output_is_current
+from virnucpro.memory import is_out_of_memory
 
 BUDGET = 64
 

@@ -69,14 +69,19 @@ class NoisyEmbedder:
 
 
 class Loader:
-    """``load(dtype)`` for load_checked: counts the loads, each a fresh NoisyEmbedder."""
+    """``load(dtype)`` for load_checked: counts the loads, each a fresh NoisyEmbedder.
 
-    def __init__(self, noise: dict[torch.dtype, float]) -> None:
-        self.noise, self.loads = noise, []
+    ``fp32_fits=False``: loading in fp32 runs out of memory, as a 3B model on a 10 GB GPU would.
+    """
+
+    def __init__(self, noise: dict[torch.dtype, float], fp32_fits: bool = True) -> None:
+        self.noise, self.loads, self.fp32_fits = noise, [], fp32_fits
 
     def __call__(self, dtype: torch.dtype) -> NoisyEmbedder:
         self.loads.append(dtype)
-        return NoisyEmbedder(self.noise)
+        if dtype == FP32 and not self.fp32_fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.00 GiB")
+        return NoisyEmbedder(self.noise, dtype=dtype)
 
 
 PROBE = ["M" * n for n in range(40, 80)]
@@ -109,6 +114,25 @@ def test_when_nothing_matches_the_model_runs_in_fp32_and_says_why(caplog: pytest
     assert [c["min_cosine"] for c in embedder.parity_checks][1] is None  # nan, stored as null
     warning = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warning) == 1 and "model on cuda:0: fp32 (auto; below the 0.9999 parity limit: bf16 min cosine" in warning[0].getMessage()
+
+
+def test_a_model_too_big_for_fp32_runs_its_first_candidate_unchecked_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    load = Loader({BF16: 0.05}, fp32_fits=False)
+    with captured_log(caplog):
+        embedder = load_checked(load, [BF16, FP16], PROBE, "ESM-2 on cuda:0")
+    assert (embedder.dtype, load.loads) == (BF16, [FP32, BF16])
+    assert embedder.parity_checks == [{"precision": "bf16", "min_cosine": None, "sequences": 0, "passed": None}]
+    assert "ESM-2 on cuda:0: bf16 unchecked (auto; the model does not fit in this device's memory in fp32" in caplog.text
+
+
+def test_an_error_other_than_memory_while_checking_is_not_swallowed() -> None:
+    def broken(dtype: torch.dtype) -> NoisyEmbedder:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        load_checked(broken, [BF16], PROBE, "model")
 
 
 def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:

@@ -5,8 +5,10 @@ candidate in turn (bf16 then fp16 on Ampere or newer GPUs; fp16 before) and embe
 again. The first candidate whose every probe embedding is finite and has cosine >= 0.9999 to
 its fp32 embedding is kept; after a candidate fails, the loader gives a fresh fp32 embedder
 (ESM-2 loads its weights again, as casting back would not restore them; the DNA model keeps
-fp32 weights under autocast) and the next candidate is tried, else fp32 stays. One log line
-says what was chosen and why; the measurements go into summary.json.
+fp32 weights under autocast) and the next candidate is tried, else fp32 stays. When fp32 does
+not fit in the GPU's memory, nothing can be measured: the first candidate is used unchecked,
+with a warning. One log line says what was chosen and why; the measurements go into
+summary.json.
 
 The probe is the kept frames of 32 synthetic coding reads of 300 bp and 32 of 500 bp (the two
 chunk lengths; :mod:`virnucpro.synthetic`, fixed seed): the same sequences everywhere, so
@@ -16,7 +18,6 @@ two forward passes over about 64 frames per model load.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -27,6 +28,7 @@ import torch
 
 from virnucpro.embeddings.precision import dtype_name
 from virnucpro.log import get_logger
+from virnucpro.memory import is_out_of_memory, release_cached_memory
 
 log = get_logger("precision")
 
@@ -53,25 +55,30 @@ class ParityCheck:
     """One candidate precision measured against fp32 on the probe set."""
 
     precision: str
-    min_cosine: float  # nan when an embedding was not finite
-    sequences: int
+    min_cosine: float  # nan when an embedding was not finite, or when nothing could be measured
+    sequences: int  # 0: not measured (fp32 does not fit in the device's memory)
 
     @property
-    def passed(self) -> bool:
-        return bool(self.min_cosine >= PARITY_MIN_COSINE)  # False for nan
+    def passed(self) -> bool | None:
+        """Whether the candidate matches fp32; None when it could not be measured."""
+        return bool(self.min_cosine >= PARITY_MIN_COSINE) if self.sequences else None  # False for nan
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "min_cosine": None if np.isnan(self.min_cosine) else round(self.min_cosine, 7),
                 "passed": self.passed}
 
 
-def min_cosine(reference: np.ndarray, other: np.ndarray) -> float:
-    """Smallest row-wise cosine similarity of two ``[n, dim]`` matrices (float64); nan if any value is not finite."""
+def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[n, dim]`` matrices, in float64."""
     a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def min_cosine(reference: np.ndarray, other: np.ndarray) -> float:
+    """Smallest row-wise cosine similarity (:func:`cosines`); nan if any value is not finite."""
+    if not (np.isfinite(reference).all() and np.isfinite(other).all()):
         return float("nan")
-    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return float(cosine.min())
+    return float(cosines(reference, other).min())
 
 
 @lru_cache(maxsize=1)
@@ -97,10 +104,17 @@ def check_candidate(embedder: Recastable, reference: np.ndarray, probe: list[str
 def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype], probe: list[str], what: str) -> E:
     """Load with ``load(dtype)`` in the first of ``candidates`` that matches fp32 on ``probe``, else in fp32.
 
-    The returned embedder carries the measurements in ``parity_checks`` (a list of dicts).
+    The returned embedder carries the measurements in ``parity_checks`` (a list of dicts). When
+    the model does not fit in the device's memory in fp32, nothing can be measured: the first
+    candidate is used unchecked, with a warning.
     """
-    embedder = load(torch.float32)
-    reference = embedder.embed_batch(probe)
+    try:
+        embedder = load(torch.float32)
+        reference = embedder.embed_batch(probe)
+    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
+        if not is_out_of_memory(error):
+            raise
+        return _unchecked(load, candidates[0], what)
     checks: list[ParityCheck] = []
     for dtype in candidates:
         check = check_candidate(embedder, reference, probe, dtype)
@@ -110,7 +124,7 @@ def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype]
                      what, check.precision, check.min_cosine, check.sequences)
             break
         del embedder
-        _free_memory()
+        release_cached_memory(collect=True)
         embedder = load(torch.float32)
     else:
         tried = ", ".join(f"{c.precision} min cosine {c.min_cosine:.6f}" for c in checks)
@@ -119,7 +133,12 @@ def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype]
     return embedder
 
 
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+def _unchecked(load: Callable[[torch.dtype], E], dtype: torch.dtype, what: str) -> E:
+    """``load(dtype)`` without a parity check (fp32 did not fit), said in a warning and in ``parity_checks``."""
+    release_cached_memory(collect=True)
+    embedder = load(dtype)
+    check = ParityCheck(dtype_name(dtype), float("nan"), 0)
+    log.warning("%s: %s unchecked (auto; the model does not fit in this device's memory in fp32, so parity "
+                "cannot be measured; --precision fp32 or a larger GPU for the reference numbers)", what, check.precision)
+    embedder.parity_checks = [check.as_dict()]
+    return embedder

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
+from virnucpro.memory import is_out_of_memory, release_cached_memory
 from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
 
 log = get_logger("engine.embed_file")
@@ -65,21 +65,6 @@ class FileResult:
     oom_retries: int = 0  # batches re-run with half the budget
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
-
-
-class _OutOfMemory(Exception):
-    """One sequence alone still ran out of memory."""
-
-
-_OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA/HIP; torch's CPU allocator
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """torch.OutOfMemoryError, or a RuntimeError whose message says the memory ran out."""
-    if type(error).__name__ == "OutOfMemoryError":
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and any(message in text for message in _OOM_MESSAGES)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -230,7 +215,7 @@ def _embed_batch(
     except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
         if not is_out_of_memory(error):
             raise
-        _release_cached_memory()
+        release_cached_memory()
         if len(batch) == 1:
             log.warning("out of memory on one sequence alone (%d tokens): recorded as failed", tokens[batch[0]])
             return
@@ -249,13 +234,6 @@ def _embed_batch(
     result.tokens += batch_tokens
     if on_batch is not None:
         on_batch(len(batch), batch_tokens)
-
-
-def _release_cached_memory() -> None:
-    """Give cached CUDA blocks back after an out-of-memory error (no-op without CUDA)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseException, start: float) -> FileResult:
