@@ -94,3 +94,13 @@ def test_a_missing_model_is_one_error_line_and_exit_1(tmp_path: Path, proteins: 
     assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
     assert "systemic failure: 1 of 1 workers failed" in lines[0] and "could not load the model" in lines[0]
     assert str(missing) in lines[0] or missing.name in lines[0]
+
+
+@pytest.mark.parametrize("command", ["embed-esm", "predict"])
+def test_a_malformed_gpus_list_is_refused_before_any_work(
+    tmp_path: Path, proteins: list[str], command: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main([command, proteins[0], "--outdir", str(tmp_path / "out"), "--gpus", "0,,1"]) == EXIT_FAILED
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["virnucpro: error: Invalid value for '--gpus': expected comma-separated GPU indices such as 0,2"]
+    assert not (tmp_path / "out").exists()  # nothing prepared, nothing loaded

@@ -25,6 +25,17 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+def _check_gpus(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a malformed ``--gpus`` before any work (the engine parses it again where it is used)."""
+    if value is not None:
+        from virnucpro.engine.devices import parse_gpus
+        from virnucpro.errors import InputError
+
+        try:
+            parse_gpus(value)
+        except InputError as error:
+            raise click.BadParameter(str(error).removeprefix(f"--gpus {value!r}: ")) from None
+    return value
 
 
 verbosity_options = _stack(
@@ -78,6 +89,7 @@ device_options = _stack(
     click.option(
         "--gpus",
         default=None,
+        callback=_check_gpus,
         help="Comma-separated GPU indices to use (overrides CUDA_VISIBLE_DEVICES); default all visible, CPU if none.",
     ),
     click.option(
