@@ -145,6 +145,10 @@ def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:
     assert check.min_cosine == pytest.approx(min_cosine(reference, full.embed_batch(probe)), abs=1e-12)
     assert 0.99 < check.min_cosine < 1.0  # measured, not assumed: bf16 differs a little
     assert full.identity()["precision"] == "bf16"
+    # Cast after loading (what the check keeps) == cast while loading (what --precision bf16 does on a GPU).
+    network, alphabet, name = esm._load_fair_esm(str(test_models.esm))
+    direct = esm.EsmEmbedder(esm.cast_model(network.eval(), "cpu", BF16), alphabet, name, full.layer, dtype=BF16)
+    np.testing.assert_array_equal(full.embed_batch(probe[:16]), direct.embed_batch(probe[:16]))
 
 
 @pytest.mark.parametrize("limit", [0.5, 1.5])  # a limit every bf16 cast meets; one none can

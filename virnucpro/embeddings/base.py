@@ -75,6 +75,12 @@ class EmbedderSpec:
     def __repr__(self) -> str:
         return f"EmbedderSpec({self.kind!r}, {self.model!r}, layer={self.layer!r}, precision={self.precision!r})"
 
+    def __str__(self) -> str:
+        """For log lines: ``ESM-2 model esm2_t36_3B_UR50D (layer 36, precision auto)``."""
+        what = "ESM-2 model" if self.kind == "esm" else "DNA model"
+        layer = f"layer {self.layer}, " if self.layer is not None else ""
+        return f"{what} {self.model} ({layer}precision {self.precision})"
+
     def load(self, device: str = "cpu") -> Embedder:
         """Load the model on ``device`` ("cpu" or "cuda:N"); call once per process."""
         if self.kind == "esm":
