@@ -182,6 +182,22 @@ def runStatusMessage(status, outdir, fail_on_partial) {
 }
 
 /*
+ * Copy the run's status files into <outdir>/pipeline_info now. publishDir copies them too, but
+ * in the background: a run that is about to fail (error() aborts the session, which stops
+ * publishing) must not lose the files that say why.
+ */
+def publishRunStatus(status_file, outdir) {
+    def info = file("${outdir}/pipeline_info")
+    info.mkdirs()
+    ['run_status.txt', 'run_summary.json', 'failed_files.txt'].each { name ->
+        def source = status_file.resolveSibling(name)
+        if (source.exists()) {
+            source.copyTo(info.resolve(name))
+        }
+    }
+}
+
+/*
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     ENTRY WORKFLOW
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -214,12 +230,14 @@ workflow {
             .unique()
             .collectFile(name: 'virnucpro_software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
 
-        // Status 1 always fails the run, status 2 only with --fail_on_partial (the status files are published first).
+        // Status 1 always fails the run, status 2 only with --fail_on_partial, after the status
+        // files are copied. SUMMARIZE runs once: `outcome` has one writer, read by onComplete.
         VIRNUCPRO.out.status
-            .map { status_file -> status_file.text.trim().toInteger() }
-            .subscribe { status ->
-                outcome.status = status
+            .subscribe { status_file ->
+                def status = status_file.text.trim().toInteger()
+                outcome.put('status', status)
                 if (status == 1 || (status == 2 && fail_on_partial)) {
+                    publishRunStatus(status_file, params.outdir)
                     error(runStatusMessage(status, params.outdir, fail_on_partial))
                 }
             }
