@@ -58,7 +58,7 @@ def test_out_of_memory_halves_the_budget_down_to_one_sequence_and_records_what_n
     result = embed_file(str(fasta), embedder, tmp_path / "out.npz", BUDGET)
 
     distinct = list(dict.fromkeys(embedder.budgets))
-    assert distinct == [64, 32, 16]  # 60 -> 24 -> 12 padded tokens: halved until one sequence per batch
+    assert distinct == [64, 30, 12]  # half the failed batch's padded tokens each time: 60 -> 24 -> 12
     assert embedder.calls[:3] == [60, 24, 12]
     assert [line.line() for line in result.failures] == [
         f"{fasta}|ESM-2|sequence s6: out of memory with one sequence per batch (12 tokens)"
@@ -74,8 +74,42 @@ def test_out_of_memory_halves_the_budget_down_to_one_sequence_and_records_what_n
 def test_a_budget_that_fits_after_one_halving_stops_halving(tmp_path: Path, fasta: Path) -> None:
     embedder = FakeEmbedder(oom_above=36)  # three sequences of 12 tokens fit
     result = embed_file(str(fasta), embedder, tmp_path / "out.npz", BUDGET)
-    assert list(dict.fromkeys(embedder.budgets)) == [64, 32]
+    assert list(dict.fromkeys(embedder.budgets)) == [64, 30]  # 60 padded tokens failed: batches of <= 30
     assert result.failures == [] and result.embedded == 8
+
+
+def test_a_small_batch_under_a_large_budget_is_split_not_run_again(tmp_path: Path) -> None:
+    fasta = write_fasta(tmp_path / "two.faa", [("a", protein(1, 10)), ("b", protein(2, 10))])
+    embedder = FakeEmbedder(oom_above=12)
+    result = embed_file(str(fasta), embedder, tmp_path / "out.npz", 100_000)
+    assert embedder.calls == [24, 12, 12] and result.embedded == 2 and result.oom_retries == 1
+
+
+def test_the_failed_attempt_is_released_before_the_retry(tmp_path: Path, fasta: Path) -> None:
+    """Its tensors live in the error's traceback: a retry inside the except block would keep them."""
+    import gc
+    import weakref
+
+    alive: list[weakref.ref] = []
+
+    class Remembering(FakeEmbedder):
+        def embed_batch(self, sequences: list[str]) -> np.ndarray:
+            gc.collect()
+            still = [ref for ref in alive if ref() is not None]
+            assert not still, f"{len(still)} failed attempt(s) still alive at a retry"
+            activations = np.ones(1000)  # what a forward pass would hold when it runs out of memory
+            alive.append(weakref.ref(activations := _Activations(activations)))
+            return super().embed_batch(sequences)
+
+    result = embed_file(str(fasta), Remembering(oom_above=12), tmp_path / "out.npz", BUDGET)
+    assert result.oom_retries > 0 and result.embedded == 8
+
+
+class _Activations:
+    """A weak-referenceable stand-in for a forward pass's tensors."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
 
 
 def test_a_sequence_whose_embedding_is_not_finite_is_recorded_and_the_rest_kept(tmp_path: Path, fasta: Path) -> None:
@@ -95,6 +129,7 @@ def test_out_of_memory_is_recognised_by_type_or_message() -> None:
     assert is_out_of_memory(out_of_memory())
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 7 GB"))
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert not is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_out_of_memory(ValueError("out of memory"))
 

@@ -127,6 +127,29 @@ def test_a_model_too_big_for_fp32_runs_its_first_candidate_unchecked_and_says_so
     assert "ESM-2 on cuda:0: bf16 unchecked (auto; the model does not fit in this device's memory in fp32" in caplog.text
 
 
+def test_when_the_fp32_probe_runs_out_of_memory_the_fp32_model_is_gone_before_the_candidate_loads() -> None:
+    import gc
+    import weakref
+
+    made: list[weakref.ref] = []
+
+    class TightGpu(NoisyEmbedder):
+        def embed_batch(self, sequences: list[str]) -> np.ndarray:
+            if self.dtype == FP32:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().embed_batch(sequences)
+
+    def load(dtype: torch.dtype) -> TightGpu:
+        gc.collect()
+        assert all(ref() is None for ref in made), "the fp32 model is still held while another loads"
+        embedder = TightGpu({}, dtype=dtype)
+        made.append(weakref.ref(embedder))
+        return embedder
+
+    embedder = load_checked(load, [BF16], PROBE, "model")
+    assert embedder.dtype == BF16 and embedder.parity_checks[0]["passed"] is None and len(made) == 2
+
+
 def test_an_error_other_than_memory_while_checking_is_not_swallowed() -> None:
     def broken(dtype: torch.dtype) -> NoisyEmbedder:
         raise RuntimeError("CUDA error: device-side assert triggered")

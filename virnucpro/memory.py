@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import sys
 
-_OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA/HIP; torch's CPU allocator
+# CUDA/HIP; torch's CPU allocator; cuBLAS failing to allocate its workspace.
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -108,12 +108,8 @@ def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype]
     the model does not fit in the device's memory in fp32, nothing can be measured: the first
     candidate is used unchecked, with a warning.
     """
-    try:
-        embedder = load(torch.float32)
-        reference = embedder.embed_batch(probe)
-    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
-        if not is_out_of_memory(error):
-            raise
+    embedder, reference = _fp32_reference(load, probe)
+    if embedder is None:  # fp32 does not fit; nothing of the attempt is held any more
         return _unchecked(load, candidates[0], what)
     checks: list[ParityCheck] = []
     for dtype in candidates:
@@ -131,6 +127,21 @@ def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype]
         log.warning("%s: fp32 (auto; below the %.4f parity limit: %s)", what, PARITY_MIN_COSINE, tried)
     embedder.parity_checks = [c.as_dict() for c in checks]
     return embedder
+
+
+def _fp32_reference(load: Callable[[torch.dtype], E], probe: list[str]) -> tuple[E | None, np.ndarray | None]:
+    """The fp32 embedder and its probe embeddings; (None, None) when fp32 runs out of memory.
+
+    Returns outside the ``except`` block, so the error's traceback (and the fp32 model or
+    activations it holds) is released before anything else is loaded.
+    """
+    try:
+        embedder = load(torch.float32)
+        return embedder, embedder.embed_batch(probe)
+    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
+        if not is_out_of_memory(error):
+            raise
+    return None, None
 
 
 def _unchecked(load: Callable[[torch.dtype], E], dtype: torch.dtype, what: str) -> E:

@@ -209,21 +209,22 @@ def _embed_batch(
     on_batch: ProgressCallback | None,
 ) -> None:
     """Embed ``batch`` (indices into ``unique``) and set their ``state``; on out-of-memory split it
-    with half ``budget``."""
-    try:
-        vectors = embedder.embed_batch([unique[i] for i in batch])
-    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
-        if not is_out_of_memory(error):
-            raise
-        release_cached_memory()
+    into batches of at most half its padded tokens, recursively."""
+    sequences = [unique[i] for i in batch]
+    vectors = _embed_or_none(embedder, sequences)
+    if vectors is None:  # out of memory; the failed attempt's tensors are unreachable by now
+        release_cached_memory(collect=True)
         if len(batch) == 1:
             log.warning("out of memory on one sequence alone (%d tokens): recorded as failed", tokens[batch[0]])
             return
-        half = max(1, budget // 2)
+        padded = max(tokens[i] for i in batch) * len(batch)
+        half = max(1, min(budget, padded) // 2)
         result.oom_retries += 1
-        log.info("out of memory on %d sequences: retrying with a token budget of %d", len(batch), half)
-        sequences = [unique[i] for i in batch]
-        subs = embedder.make_batches(sequences, half) if half < budget else [[j] for j in range(len(batch))]
+        log.info("out of memory on %d sequences (%d padded tokens): retrying in batches of at most %d tokens",
+                 len(batch), padded, half)
+        subs = embedder.make_batches(sequences, half)
+        if len(subs) == 1:  # still one batch: split it in two, so every retry is smaller
+            subs = [subs[0][: len(batch) // 2], subs[0][len(batch) // 2 :]]
         for sub in subs:
             _embed_batch(embedder, unique, tokens, [batch[j] for j in sub], half, matrix, state, result, on_batch)
         return
@@ -234,6 +235,20 @@ def _embed_batch(
     result.tokens += batch_tokens
     if on_batch is not None:
         on_batch(len(batch), batch_tokens)
+
+
+def _embed_or_none(embedder: Embedder, sequences: list[str]) -> np.ndarray | None:
+    """The embeddings, or None when the model ran out of memory.
+
+    None is returned outside the ``except`` block: the error's traceback, which holds the failed
+    forward pass's tensors, is gone before anything is retried.
+    """
+    try:
+        return embedder.embed_batch(sequences)
+    except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
+        if not is_out_of_memory(error):
+            raise
+    return None
 
 
 def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseException, start: float) -> FileResult:
