@@ -40,14 +40,20 @@ def out_of_memory(message: str = "CUDA out of memory. Tried to allocate 2.00 GiB
     return torch.OutOfMemoryError(message)
 
 
-def die_if_asked(sequences: list[str], die_on: str | None, marker: str | None) -> None:
-    """SIGKILL this process when ``die_on`` is in the batch (only once when ``marker`` is given)."""
+DEVICE_FAILURE = "CUDA error: an illegal memory access was encountered"
+
+
+def die_if_asked(sequences: list[str], die_on: str | None, marker: str | None, death: str = "kill") -> None:
+    """When ``die_on`` is in the batch (only once when ``marker`` is given): SIGKILL this process
+    (``death="kill"``), or raise the error of a GPU that failed for good (``death="device"``)."""
     if die_on is None or die_on not in sequences:
         return
     if marker is not None:
         if os.path.exists(marker):
             return
         Path(marker).touch()
+    if death == "device":
+        raise RuntimeError(DEVICE_FAILURE)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -63,6 +69,7 @@ class FakeEmbedder:
     oom_error: str = "torch"  # "torch": torch.OutOfMemoryError; "runtime": RuntimeError message
     die_on: str | None = None  # embedding this sequence SIGKILLs the process ...
     marker: str | None = None  # ... only while this file does not exist (it is created first)
+    death: str = "kill"  # "kill": SIGKILL; "device": a CUDA error that leaves the GPU unusable
     fail_on: str | None = None  # embedding this sequence raises a non-memory error
     nan_on: str | None = None  # this sequence's embedding is NaN (an overflow)
     delay_s: float = 0.0  # seconds every embed_batch call takes
@@ -96,7 +103,7 @@ class FakeEmbedder:
         padded = self.padded(sequences)
         self.calls.append(padded)
         time.sleep(self.delay_s)
-        die_if_asked(sequences, self.die_on, self.marker)
+        die_if_asked(sequences, self.die_on, self.marker, self.death)
         if self.fail_on in sequences:
             raise ValueError("model exploded")
         if (self.oom_above is not None and padded > self.oom_above) or any(s in self.oom_always for s in sequences):
@@ -114,6 +121,7 @@ class FakeSpec:
     kind: str = "esm"
     die_on: str | None = None
     marker: str | None = None
+    death: str = "kill"
     load_error: str | None = None  # load raises ModelError with this message
     report_dir: str | None = None  # load writes <pid>.json with the device and CUDA_VISIBLE_DEVICES ...
     report_barrier: int = 0  # ... then waits (up to 60 s) until this many workers have reported
@@ -131,7 +139,9 @@ class FakeSpec:
                 time.sleep(0.05)
         if self.load_error is not None:
             raise ModelError(self.load_error)
-        return FakeEmbedder(model=self.model, die_on=self.die_on, marker=self.marker, delay_s=self.delay_s)
+        return FakeEmbedder(
+            model=self.model, die_on=self.die_on, marker=self.marker, death=self.death, delay_s=self.delay_s
+        )
 
 
 class StaggeredFakeSpec(FakeSpec):

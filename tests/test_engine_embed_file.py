@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import FakeEmbedder, fake_vector, protein, write_fasta
+from engine_doubles import FakeEmbedder, fake_vector, out_of_memory, protein, write_fasta
 
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
 from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, output_is_current
-from virnucpro.memory import is_out_of_memory
+from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory
 
 BUDGET = 64
 
@@ -121,6 +121,27 @@ def test_a_sequence_whose_embedding_is_not_finite_is_recorded_and_the_rest_kept(
     stored = load_embeddings(tmp_path / "out.npz")
     assert stored.ids == ["s0", "s1", "s3", "s5", "s6", "s7"] and np.isfinite(stored.matrix).all()
     assert stored.meta[META_FAILED] == "2" and result.embedded == 6
+
+
+def test_a_device_failure_is_raised_not_recorded(tmp_path: Path, fasta: Path) -> None:
+    """The GPU is unusable: not this file's fault, so no failure line; the worker must stop."""
+    seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
+    with pytest.raises(DeviceFailure, match=r"^RuntimeError: CUDA error: an illegal memory access was encountered$"):
+        embed_file(str(fasta), FakeEmbedder(die_on=seqs[1], death="device"), tmp_path / "out.npz", BUDGET)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_device_failures_are_told_from_out_of_memory_and_from_other_errors() -> None:
+    class AcceleratorError(RuntimeError):  # torch.AcceleratorError's name, as torch >= 2.8 raises it
+        pass
+
+    assert is_device_failure(AcceleratorError("CUDA error: unspecified launch failure"))
+    assert is_device_failure(RuntimeError("CUDA error: device-side assert triggered"))
+    assert is_device_failure(RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasSgemm"))
+    assert not is_device_failure(RuntimeError("CUDA error: out of memory"))  # retried smaller instead
+    assert not is_device_failure(out_of_memory())
+    assert not is_device_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_device_failure(ValueError("CUDA error"))
 
 
 def test_out_of_memory_is_recognised_by_type_or_message() -> None:

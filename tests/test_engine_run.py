@@ -98,6 +98,32 @@ def test_a_killed_worker_has_its_file_redone_and_nothing_is_lost(
     assert _bytes(tmp_path / "out") == reference
 
 
+def test_a_gpu_failing_for_good_stops_its_worker_and_another_redoes_the_file(
+    tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
+) -> None:
+    marker = tmp_path / "failed-once"
+    spec = FakeSpec(die_on=KILLER, marker=str(marker), death="device")
+    result = _run(inputs, tmp_path / "out", spec, workers=2)
+    assert marker.exists()
+    assert (result.exit_code, result.failures) == (EXIT_OK, [])
+    assert (result.stats["requeued"], result.stats["failed_workers"]) == (1, 1)
+    assert _bytes(tmp_path / "out") == reference  # the failed GPU's worker took no other file
+
+
+def test_a_gpu_failure_on_every_worker_is_a_systemic_failure_naming_it(tmp_path: Path, inputs: list[str]) -> None:
+    result = _run(inputs, tmp_path / "out", FakeSpec(die_on=KILLER, death="device"), workers=2)
+    assert result.exit_code == EXIT_FAILED
+    expected = f"device failure while embedding {inputs[3]}: RuntimeError: CUDA error: an illegal memory access"
+    assert result.message.count(expected) == 2
+
+
+def test_a_gpu_failure_in_process_is_a_systemic_failure(tmp_path: Path, inputs: list[str]) -> None:
+    result = _run(inputs, tmp_path / "out", FakeSpec(die_on=KILLER, death="device"), workers=1)
+    assert result.exit_code == EXIT_FAILED
+    assert result.message.startswith("systemic failure: 1 of 1 workers failed, stopping (worker 0 (cpu): device failure")
+    assert inputs[3] in [f.file_path for f in read_failures(tmp_path / "out" / FAILED_FILES)]
+
+
 def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[str]) -> None:
     result = _run(inputs, tmp_path / "out", FakeSpec(die_on=KILLER), workers=2)
     assert result.exit_code == EXIT_FAILED

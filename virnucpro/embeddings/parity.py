@@ -28,7 +28,7 @@ import torch
 
 from virnucpro.embeddings.precision import dtype_name
 from virnucpro.log import get_logger
-from virnucpro.memory import is_out_of_memory, release_cached_memory
+from virnucpro.device_errors import is_out_of_memory, release_cached_memory
 
 log = get_logger("precision")
 

@@ -3,8 +3,9 @@
 Identical sequences are embedded once. Batches come from ``embedder.make_batches``; a batch
 that runs out of memory is re-batched with half the token budget, down to one sequence per
 batch; a sequence that still does not fit is recorded as a failure and the rest of the file
-is kept, and so is a sequence whose embedding is not finite (an overflow in half precision). A file that cannot be read, is empty or holds invalid letters is one failure. Every
-problem becomes a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
+is kept, and so is a sequence whose embedding is not finite (an overflow in half precision). A
+device failure (the GPU is unusable) raises DeviceFailure: the worker must stop. A file that cannot be read, is empty or holds invalid letters is one failure. Every
+other problem becomes a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
-from virnucpro.memory import is_out_of_memory, release_cached_memory
+from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory, release_cached_memory
 from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
 
 log = get_logger("engine.embed_file")
@@ -144,6 +145,8 @@ def embed_file(
         for batch in embedder.make_batches(unique, token_budget):
             _embed_batch(embedder, unique, tokens, batch, token_budget, matrix, state, result, on_batch)
     except Exception as error:  # noqa: BLE001  (a model error that is not out-of-memory fails the file)
+        if is_device_failure(error):  # not this file's fault: the worker stops, the file goes elsewhere
+            raise DeviceFailure(describe(error, typed=True)) from None
         return _file_failed(result, out_path, embedder.stage, error, start)
 
     kept = [i for i, u in enumerate(record_unique) if state[u] == _EMBEDDED]

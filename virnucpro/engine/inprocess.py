@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from virnucpro.device_errors import DeviceFailure
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import embed_file
 from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
@@ -58,14 +59,21 @@ class InProcessRunner:
         for item in self.items:
             worker.state, worker.item = PROCESSING, item
             self.progress.set_state(0, PROCESSING, Path(item.path).name)
-            result = embed_file(
-                item.path,
-                embedder,
-                item.out_path,
-                self.token_budget,
-                skip_if_current=self.resume,
-                on_batch=self._batch_done,
-            )
+            try:
+                result = embed_file(
+                    item.path,
+                    embedder,
+                    item.out_path,
+                    self.token_budget,
+                    skip_if_current=self.resume,
+                    on_batch=self._batch_done,
+                )
+            except DeviceFailure as failure:  # the only worker cannot go on: a systemic failure
+                worker.state, worker.cause = FAILED, f"device failure while embedding {item.path}: {failure}"
+                self.progress.set_state(0, FAILED)
+                self.outcome.systemic = systemic_failure([worker])
+                log.error("%s", self.outcome.systemic)
+                return self.outcome
             self.outcome.results[item.index] = result
             worker.file_done(result)
             self.progress.file_done(0, len(result.failures))

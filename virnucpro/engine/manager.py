@@ -207,6 +207,10 @@ class Manager:
         elif kind == "log":
             _, level, text = message
             log.log(level, "worker %d (%s): %s", worker.number, worker.slot.label, text)
+        elif kind == "device_failed":
+            _, text = message
+            where = f" while embedding {worker.item.path}" if worker.item else ""
+            self._fail(worker, f"device failure{where}: {text}")
         elif kind == "done":
             _, index, result = message
             self.outcome.results[index] = result

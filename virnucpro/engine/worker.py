@@ -8,7 +8,9 @@ its own channel). Messages to the manager:
 - ``("load_failed", message, traceback)`` when it could not load (then it exits);
 - ``("progress", sequences, tokens)`` at most every ``PROGRESS_INTERVAL_S`` while embedding;
 - ``("log", level, message)`` for each log record (the manager logs it, so a live display stays intact);
-- ``("done", item_index, FileResult)`` after each file.
+- ``("done", item_index, FileResult)`` after each file;
+- ``("device_failed", message)`` when the GPU failed beyond recovery (then it exits with
+  ``EXIT_DEVICE_FAILURE``; the manager gives its file to another worker).
 
 Messages from the manager: ``("embed", item_index, path, out_path, resume)`` and ``("stop",)``.
 This module imports nothing heavy at the top: CUDA_VISIBLE_DEVICES must be set before torch
@@ -27,6 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 PROGRESS_INTERVAL_S = 0.5
+EXIT_DEVICE_FAILURE = 3
 
 
 class _Throttled:
@@ -73,6 +76,7 @@ def worker_main(
         _send(conn, ("load_failed", describe(error, typed=True), traceback.format_exc()))
         conn.close()
         return
+    from virnucpro.device_errors import DeviceFailure
     from virnucpro.engine.embed_file import embed_file, embedder_fingerprint
 
     ready = ("ready", embedder.stage, embedder_fingerprint(embedder), getattr(embedder, "parity_checks", None))
@@ -87,7 +91,12 @@ def worker_main(
         if message[0] != "embed":
             return
         _, index, path, out_path, resume = message
-        result = embed_file(path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress)
+        try:
+            result = embed_file(path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress)
+        except DeviceFailure as failure:
+            _send(conn, ("device_failed", str(failure)))
+            conn.close()
+            os._exit(EXIT_DEVICE_FAILURE)  # no CUDA teardown on a broken context
         progress.flush()
         if not _send(conn, ("done", index, result)):
             return
