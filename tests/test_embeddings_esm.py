@@ -119,6 +119,17 @@ def test_long_protein_is_windowed_and_residue_weighted(embedder: EsmEmbedder) ->
     assert embedder.token_count("A" * MAX_RESIDUES) == MAX_RESIDUES + 2
 
 
+def test_window_sums_are_added_per_protein_in_a_fixed_order() -> None:
+    from virnucpro.embeddings.esm import _sum_rows_by_owner
+
+    rows = torch.from_numpy(np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32))
+    owners = [0, 0, 0, 1, 2, 2]
+    got = _sum_rows_by_owner(rows, owners, 3)
+    expected = np.stack([rows[0:3].sum(0).numpy(), rows[3].numpy(), rows[4:6].sum(0).numpy()])
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    assert _sum_rows_by_owner(rows, list(range(6)), 6) is rows  # one window each: nothing to add
+
+
 def test_invalid_and_empty_proteins(embedder: EsmEmbedder) -> None:
     with pytest.raises(InputError, match="invalid residue"):
         embedder.embed_batch(["ACDE*FG"])

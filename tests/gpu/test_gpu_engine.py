@@ -48,12 +48,15 @@ def t6(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def proteins(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Eight protein files (30-600 residues, some repeated); the sixth holds KILLER."""
+    """Eight protein files (30-600 residues, some repeated); the third holds a 2,500-residue protein
+    (three windows, added up per protein), the sixth holds KILLER."""
     directory = tmp_path_factory.mktemp("proteins")
     files = []
     for f in range(8):
         records = [(f"p{f}_{r}", protein(1000 * f + r, 30 + (37 * r + 11 * f) % 570)) for r in range(40 + 10 * f)]
         records.append((f"p{f}_dup", records[3][1]))
+        if f == 2:
+            records.append(("long", protein(77, 2500)))
         if f == 5:
             records.insert(7, ("killer", KILLER))
         files.append(str(write_fasta(directory / f"prot{f}.faa", records)))

@@ -192,10 +192,9 @@ class EsmEmbedder:
             parts = [forward(pieces[g.start : g.stop]) for g in groups]
             sums = torch.cat([part[0] for part in parts]) if len(parts) > 1 else parts[0][0]
             lengths = torch.cat([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
-            owner_index = torch.tensor(owners, device=self.device)
-            totals = torch.zeros(len(sequences), self.dim, device=self.device).index_add_(0, owner_index, sums)
-            counts = torch.zeros(len(sequences), device=self.device).index_add_(0, owner_index, lengths.float())
-            pooled = totals / counts[:, None]
+            totals = _sum_rows_by_owner(sums, owners, len(sequences))
+            counts = _sum_rows_by_owner(lengths.float()[:, None], owners, len(sequences))
+            pooled = totals / counts
         return pooled.cpu().numpy().astype(np.float32, copy=False)
 
     # -- padded batches ------------------------------------------------------------------
@@ -242,11 +241,29 @@ class EsmEmbedder:
             int(spans.max()),
             self.layer,
         ).float()
+        # Each residue's row goes to (window, residue position) of a padded buffer, summed per
+        # window: a fixed order on every device (index_add_ on CUDA adds in whatever order).
         residue_rows = torch.from_numpy(np.flatnonzero(is_residue)).to(device)
-        sums = torch.zeros(len(pieces), self.dim, device=device).index_add_(
-            0, torch.from_numpy(window[is_residue]).to(device), hidden.index_select(0, residue_rows)
-        )
-        return sums, torch.from_numpy(lengths).to(device)
+        buffer = torch.zeros(len(pieces), int(lengths.max()), self.dim, device=device)
+        where = (torch.from_numpy(window[is_residue]).to(device), torch.from_numpy(positions[is_residue] - 1).to(device))
+        buffer[where] = hidden.index_select(0, residue_rows)
+        return buffer.sum(dim=1), torch.from_numpy(lengths).to(device)
+
+
+def _sum_rows_by_owner(rows: torch.Tensor, owners: list[int], count: int) -> torch.Tensor:
+    """``[count, width]``: the rows of each owner added up (owners are ascending and contiguous).
+
+    Deterministic on every device: the rows are placed in a padded ``[count, most, width]``
+    buffer and summed over its middle axis (index_add_ on CUDA adds in whatever order arrives).
+    """
+    if len(owners) == count:  # one row per owner: nothing to add
+        return rows
+    owner = np.asarray(owners)
+    first = np.searchsorted(owner, owner)  # index of each owner's first row
+    slot = np.arange(len(owner)) - first
+    buffer = rows.new_zeros(count, int(slot.max()) + 1, rows.shape[1])
+    buffer[torch.from_numpy(owner).to(rows.device), torch.from_numpy(slot).to(rows.device)] = rows
+    return buffer.sum(dim=1)
 
 
 def packed_from_environment() -> bool:
