@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.flops import esm_shape_from_dims  # noqa: E402
+from virnucpro.engine import devices  # noqa: E402
 
 ARCHITECTURES = {  # name: (layers, width, heads)
     "650M": (33, 1280, 20),
@@ -219,8 +221,8 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
             for index, seq in enumerate(proteins):
                 write_fasta_record(handle, f"p{number}_{index}", seq)
         files.append(str(path))
-    if device.startswith("cuda"):
-        gpus = args.gpus.split(",") if args.gpus else [str(i) for i in range(torch.cuda.device_count())]
+    if device.startswith("cuda"):  # counted without initialising CUDA here: the workers use it
+        gpus = args.gpus.split(",") if args.gpus else [str(i) for i in range(devices.visible_gpu_count())]
         plans = [",".join(gpus[:n]) for n in range(1, len(gpus) + 1)]
     else:
         plans = [None]
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("fair-esm is not installed: pip install fair-esm (offline: carry its wheel, see docs/performance.md)")
         return 1
-    if not args.dry_run and not torch.cuda.is_available():
+    if not args.dry_run and devices.visible_gpu_count() == 0:
         print("no CUDA device: this script measures GPUs (use --dry-run to check it on the CPU)")
         return 1
     device = "cpu" if args.dry_run else "cuda:0"
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     results: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu (dry run)",
+        "device": _gpu_name() if device.startswith("cuda") else "cpu (dry run)",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "precision": args.precision,
@@ -332,6 +334,18 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"results: {args.json}")
     return 0
+
+
+def _gpu_name() -> str:
+    """The first visible GPU's name from nvidia-smi (this process must not initialise CUDA before
+    --scaling spawns its workers); torch's name when nvidia-smi is missing."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", visible],
+                              capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return torch.cuda.get_device_name(0)
 
 
 def _has_varlen() -> bool:
