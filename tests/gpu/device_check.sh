@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One prepared run on the GPU device machine: the GPU tests, then the GPU benchmark.
 # Results land in $OUT (the device tool brings them back); see docs/performance.md, "GPU".
-# Prepare once where pip reaches PyPI (the device image lacks fair-esm):
+# Prepare once where pip reaches PyPI (the device image, Python 3.12, lacks these two packages):
 #   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl fair-esm==2.0.0
-#   (fair-esm is pure Python; biopython is only used by the CPU tests, not needed here)
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl fair-esm==2.0.0 biopython==1.85
 # Then: device run, carry [".whl"], timeout_s 600, command: bash tests/gpu/device_check.sh
 # Time limits below: tests 320 s (about 40 spawned workers, each loading a model), benchmark
 # 160 s, scaling 90 s; together under the device tool's 600 s per command.
