@@ -139,3 +139,11 @@ def test_failure_line_round_trip():
     failure = c.Failure("shards/protein/shard_00001.fa", c.STAGE_ESM, "out of\nmemory | at 1 sequence")
     assert failure.line() == "shards/protein/shard_00001.fa|ESM-2|out of memory / at 1 sequence"
     assert c.Failure.parse(failure.line()) == c.Failure(failure.file_path, "ESM-2", "out of memory / at 1 sequence")
+
+
+def test_a_sequence_failure_names_its_sequence_and_survives_the_file():
+    failure = c.Failure.of_sequence("shard_00001.fa", c.STAGE_ESM, "r1_chunk_1F2", "embedding not finite in fp16")
+    parsed = c.Failure.parse(failure.line())
+    assert parsed.failed_sequence() == ("r1_chunk_1F2", "embedding not finite in fp16")
+    assert c.Failure("shard_00001.fa", c.STAGE_ESM, "no such file").failed_sequence() is None
+    assert c.Failure("shard_00001.fa", c.STAGE_ESM, "sequence file unreadable").failed_sequence() is None

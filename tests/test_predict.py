@@ -122,7 +122,8 @@ def classify_args(prepared: Path, work: Path, outdir: Path, models, *extra: str)
     ]  # fmt: skip
 
 
-def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
+def _prepare_and_embed(tmp_path: Path, test_models, inputs) -> tuple[Path, Path, list[str]]:
+    """prepare (at least 3 shards), embed-dna and embed-esm: (prepared, embeddings dir, shard stems)."""
     prepared = tmp_path / "prepared"
     assert main(["prepare", *inputs, "--outdir", str(prepared), "--shard-size", "1500", "--quiet"]) == 0
     stems = sorted(p.stem for p in (prepared / c.SHARD_PROTEIN_DIR).glob("*.fa"))
@@ -132,6 +133,11 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
         files = [str(prepared / sub / f"{stem}.fa") for stem in stems]
         model = ["--dna-model", str(test_models.dna)] if kind == "embed-dna" else ["--esm-model", str(test_models.esm)]
         assert main([kind, *files, "--outdir", str(work / kind[6:]), *model, "--quiet"]) == 0
+    return prepared, work, stems
+
+
+def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
+    prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
     (work / "esm" / f"{stems[1]}.npz").unlink()  # a lost ESM task
 
     out = tmp_path / "out"
@@ -147,6 +153,26 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     for stem in stems:  # every shard lost: total failure
         (work / "esm" / f"{stem}.npz").unlink(missing_ok=True)
     assert main(classify_args(prepared, work, tmp_path / "none", test_models)) == c.EXIT_FAILED
+
+
+def test_a_sequence_the_embedding_stage_skipped_is_failed_with_the_stage_s_reason(tmp_path, test_models, inputs):
+    from virnucpro.embeddings.store import load_embeddings, save_embeddings
+
+    prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
+    shard = work / "esm" / f"{stems[0]}.npz"
+    stored = load_embeddings(shard)
+    skipped = stored.ids[1]  # as embed_file leaves a frame that ran out of memory alone
+    save_embeddings(shard, stored.ids[:1] + stored.ids[2:], np.delete(stored.matrix, 1, axis=0), stored.meta)
+    failed_file = work / "esm" / c.FAILED_FILES
+    why = "out of memory with one sequence per batch (99 tokens)"
+    c.write_failures(failed_file, [c.Failure.of_sequence(str(shard), c.STAGE_ESM, skipped, why)])
+
+    out = tmp_path / "out"
+    assert main(classify_args(prepared, work, out, test_models, "--failed", str(failed_file))) == c.EXIT_PARTIAL
+    failed = [r for r in read_tsv(out / c.SEQUENCE_PREDICTIONS) if r["call"] == c.CALL_FAILED]
+    assert len(failed) == 1 and skipped.startswith(failed[0]["id"] + "_chunk_")
+    assert f"ESM-2: {why}" in failed[0]["reason"]
+    assert [f.failed_sequence() for f in c.read_failures(out / c.FAILED_FILES)] == [(skipped, why)]
 
 
 def test_classifier_for_other_embedding_sizes_is_refused(tmp_path, test_models, inputs):

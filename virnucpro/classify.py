@@ -113,6 +113,17 @@ def _load_shard_embeddings(directory: Path, stem: str, stage: str) -> tuple[Embe
         return None, f"unreadable {stage} embeddings for shard {stem}: {error}"
 
 
+def frame_failure_reasons(failures: Sequence[Failure]) -> dict[str, str]:
+    """Why single frames have no embedding (``Failure.of_sequence`` lines), by frame id:
+    ``ESM-2: out of memory with one sequence per batch (1024 tokens)``."""
+    reasons: dict[str, str] = {}
+    for failure in failures:
+        failed = failure.failed_sequence()
+        if failed is not None:
+            reasons.setdefault(failed[0], f"{failure.stage}: {failed[1]}")
+    return reasons
+
+
 class FrameScorer:
     """Turns shards of frames plus their two embedding files into FrameScores."""
 
@@ -130,6 +141,7 @@ class FrameScorer:
         self.dna_dir, self.esm_dir = dna_dir, esm_dir
         self.chunk_length, self.batch_size = chunk_length, batch_size
         self.result = result
+        self.frame_reasons: dict[str, str] = {}  # frame id -> why the embedding stage skipped it
         self._checked = False
 
     def _check(self, dna: EmbeddingFile, esm: EmbeddingFile) -> None:
@@ -169,7 +181,8 @@ class FrameScorer:
                 yield FrameScore(frame_id, scores[frame_id], shard=stem)
             else:
                 missing = c.STAGE_DNA if frame_id not in dna_rows else c.STAGE_ESM
-                yield FrameScore(frame_id, None, f"no {missing} embedding for frame {frame_id}", stem)
+                reason = self.frame_reasons.get(frame_id) or f"no {missing} embedding for frame {frame_id}"
+                yield FrameScore(frame_id, None, reason, stem)
 
     def score_all(self, prepared: Path) -> Iterator[FrameScore]:
         """Every kept frame of the prepared sample, in manifest order."""
@@ -311,6 +324,7 @@ def classify_prepared(
     model, meta = classifier
     result = ClassifyResult(failures=list(upstream_failures))
     scorer = FrameScorer(model, meta, dna_dir, esm_dir, chunk_length, batch_size, result)
+    scorer.frame_reasons = frame_failure_reasons(upstream_failures)
     outdir.mkdir(parents=True, exist_ok=True)
     reported = {Path(f.file_path).name.split(".")[0] for f in upstream_failures}
     with PredictionWriter(outdir, rule) as writer:

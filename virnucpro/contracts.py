@@ -75,6 +75,9 @@ CALL_FAILED = "failed"
 CALLS = (CALL_VIRUS, CALL_OTHERS, CALL_NO_FRAME, CALL_FAILED)
 
 
+_SEQUENCE_PREFIX = "sequence "
+
+
 @dataclass(frozen=True)
 class Failure:
     """One line of failed_files.txt: ``{file_path}|{stage}|{error_message}``."""
@@ -93,6 +96,18 @@ class Failure:
         """Parse one failed_files.txt line (the message may not contain '|')."""
         file_path, stage, message = line.rstrip("\n").rsplit("|", 2)
         return cls(file_path, stage, message)
+
+    @classmethod
+    def of_sequence(cls, file_path: str, stage: str, sequence_id: str, why: str) -> "Failure":
+        """One sequence of a file failed (the rest of the file was kept): ``sequence <id>: <why>``."""
+        return cls(file_path, stage, f"{_SEQUENCE_PREFIX}{sequence_id}: {why}")
+
+    def failed_sequence(self) -> tuple[str, str] | None:
+        """``(sequence id, why)`` when this failure is about one sequence (:meth:`of_sequence`), else None."""
+        if not self.message.startswith(_SEQUENCE_PREFIX) or ": " not in self.message:
+            return None
+        sequence_id, why = self.message[len(_SEQUENCE_PREFIX) :].split(": ", 1)
+        return sequence_id, why
 
 
 def write_failures(path: Path, failures: list[Failure]) -> None:

@@ -152,14 +152,14 @@ def embed_file(
     kept = [i for i, u in enumerate(record_unique) if state[u] == _EMBEDDED]
     for i, u in enumerate(record_unique):
         if state[u] == _PENDING:
-            message = f"sequence {ids[i]}: out of memory with one sequence per batch ({tokens[u]} tokens)"
+            why = f"out of memory with one sequence per batch ({tokens[u]} tokens)"
         elif state[u] == _NOT_FINITE:
             precision = embedder.identity().get("precision", "fp32")
             hint = "" if precision == "fp32" else " (an overflow: try --precision fp32)"
-            message = f"sequence {ids[i]}: embedding not finite in {precision}{hint}"
+            why = f"embedding not finite in {precision}{hint}"
         else:
             continue
-        result.failures.append(Failure(path, embedder.stage, message))
+        result.failures.append(Failure.of_sequence(path, embedder.stage, ids[i], why))
     stored_meta = {
         **(meta or {}),
         **embedder.identity(),  # model, layer, precision: read by classify's compatibility check
