@@ -115,7 +115,7 @@ def run_reference(
     pairs = write_frame_files(inputs, workdir, chunk_length, records_per_file)
     t = phases.add("prepare", t)
     feature_files: list[tuple[Path, Path]] = []
-    frames = tokens_dna = tokens_esm = 0
+    frames = tokens_esm = 0
     for number, (nucleotide_path, protein_path) in enumerate(pairs):
         dna = load_dna_embedder(dna_model)
         restore_linears(dna.model)  # stock nn.Linear, as upstream

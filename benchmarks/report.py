@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-
 _RUN_KEYS = ("wall_s", "process_s", "peak_rss_mb", "children_peak_rss_mb", "timings_s", "phases_s")
 
 

@@ -15,8 +15,8 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from pygments.token import Token, _TokenType
 

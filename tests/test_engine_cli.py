@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import protein, write_fasta
 
 from virnucpro.cli import main
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, SUMMARY_JSON
 from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
+
+from engine_doubles import protein, write_fasta
 
 
 def _dna(seed: int, length: int) -> str:

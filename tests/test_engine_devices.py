@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_doubles import write_fasta
-from helpers import captured_log
 
 from virnucpro.engine import devices
 from virnucpro.engine.plan import output_stem, plan_items
 from virnucpro.errors import InputError
+
+from engine_doubles import write_fasta
+from helpers import captured_log
 
 
 @pytest.fixture()

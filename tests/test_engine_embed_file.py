@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import FakeEmbedder, fake_vector, out_of_memory, protein, write_fasta
 
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM
+from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
 from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, output_is_current
-from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory
+
+from engine_doubles import FakeEmbedder, fake_vector, out_of_memory, protein, write_fasta
 
 BUDGET = 64
 

@@ -6,10 +6,11 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from helpers import captured_log
 
 from virnucpro.engine import progress as progress_module
 from virnucpro.engine.progress import Progress, resolve_mode
+
+from helpers import captured_log
 
 
 def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_doubles import FakeSpec, StaggeredFakeSpec, protein, write_fasta
 
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
+
+from engine_doubles import FakeSpec, StaggeredFakeSpec, protein, write_fasta
 
 BUDGET = 256
 KILLER = protein(999, 40)  # the sequence that kills a FakeSpec(die_on=KILLER) worker

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
-from helpers import captured_log
 
 from virnucpro.embeddings import dna, esm, parity
 from virnucpro.embeddings.esm import load_esm_embedder
 from virnucpro.embeddings.parity import PARITY_MIN_COSINE, check_candidate, load_checked, min_cosine, probe_frames
 from virnucpro.embeddings.precision import parity_candidates
+
+from helpers import captured_log
 
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 

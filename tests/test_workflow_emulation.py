@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-import nextflow_scan as scan
 from virnucpro import contracts as c
+
+import nextflow_scan as scan
 
 PROCESSES = scan.all_processes()
 ASSETS = scan.REPO_ROOT / "assets"

@@ -21,12 +21,12 @@ from typing import IO
 from virnucpro import __version__
 from virnucpro.atomic import atomic_path, atomic_write_text
 from virnucpro.contracts import (
-    PREPARE_INFO,
     CHUNKS_FASTA,
     FRAMES_NUCLEOTIDE,
     FRAMES_PROTEIN,
     MANIFEST,
     MANIFEST_COLUMNS,
+    PREPARE_INFO,
     SHARD_NUCLEOTIDE_DIR,
     SHARD_PATTERN,
     SHARD_PROTEIN_DIR,

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_doubles import FakeSpec, WrappedSpec, protein, write_fasta
 
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
 from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.embeddings.parity import min_cosine
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
+
+from engine_doubles import FakeSpec, WrappedSpec, protein, write_fasta
 
 torch = pytest.importorskip("torch")
 

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from virnucpro.atomic import atomic_path
-from virnucpro.classifier.model import MLPClassifier, ClassifierMeta
-from virnucpro.errors import ModelError, describe
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.contracts import (
     REFERENCE_DNA_DIM,
     REFERENCE_DNA_MODEL,
@@ -34,6 +33,7 @@ from virnucpro.contracts import (
     REFERENCE_ESM_LAYER,
     REFERENCE_ESM_MODEL,
 )
+from virnucpro.errors import ModelError, describe
 from virnucpro.log import get_logger
 
 log = get_logger("classifier")

@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch

@@ -26,9 +26,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 import torch
 
+from virnucpro.device_errors import is_out_of_memory, release_cached_memory
 from virnucpro.embeddings.precision import dtype_name
 from virnucpro.log import get_logger
-from virnucpro.device_errors import is_out_of_memory, release_cached_memory
 
 log = get_logger("precision")
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM, Failure
+from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory, release_cached_memory
 from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
-from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory, release_cached_memory
 from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
 
 log = get_logger("engine.embed_file")

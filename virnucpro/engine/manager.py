@@ -12,7 +12,6 @@ stops: a systemic failure.
 from __future__ import annotations
 
 import json
-
 import logging
 import multiprocessing
 import signal
