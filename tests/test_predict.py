@@ -197,6 +197,20 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert main(["predict"]) == 1
     assert main(["predict", "x.fa", "--outdir", "o", "--chunk-length", "400"]) == 1
     assert main(["no-such-command"]) == 1
+    capsys.readouterr()
+    assert main(["convert-checkpoint", "a.pth", "b.pt"]) == 1  # click's message spans lines: joined
+    assert capsys.readouterr().err.splitlines() == [
+        "virnucpro: error: Missing option '--chunk-length'. Choose from: 300, 500"
+    ]
+    assert main([]) == 0  # a bare `virnucpro` shows the help
+    shown = capsys.readouterr()
+    assert shown.out.startswith("Usage: virnucpro") and "predict" in shown.out and shown.err == ""
+
+
+def test_a_missing_input_is_named_before_the_classifier_is_fetched(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VIRNUCPRO_CACHE", str(tmp_path / "empty-cache"))  # the reference model is not there
+    assert main(["predict", str(tmp_path / "nope.fa"), "--outdir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {tmp_path / 'nope.fa'}: no such file"]
 
 
 def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_models, inputs, capsys):

@@ -17,7 +17,6 @@ EXIT_PARTIAL = 2
 # Stage names used in failure lines.
 STAGE_ESM = "ESM-2"
 STAGE_DNA = "DNABERT-S"
-STAGE_INPUT = "input"
 STAGE_CLASSIFY = "classify"
 
 # Chunk lengths the reference models were trained for.

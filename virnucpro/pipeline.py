@@ -17,6 +17,7 @@ from virnucpro.embeddings.probe import dna_shape, esm_shape
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
 from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
+from virnucpro.seqio import check_inputs
 from virnucpro.summary import StageTimer, write_summary
 
 log = get_logger("predict")
@@ -71,6 +72,7 @@ def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
 def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) -> int:
     """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
     timer = StageTimer()
+    check_inputs(inputs)  # a missing input is named before anything is loaded or downloaded
     with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
         classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
         check_models_early(classifier[1], options)

@@ -22,6 +22,9 @@ def cli() -> None:
     """Identify viral sequences in reads and contigs (VirNucPro, fast on many GPUs)."""
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.1 prints the help itself
+
+
 def _register_commands() -> None:
     from virnucpro.cli import commands  # noqa: F401  (registers every subcommand on `cli`)
 
@@ -36,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("virnucpro: aborted", err=True)
         code = EXIT_FAILED
+    except _NO_ARGS_IS_HELP as error:  # bare `virnucpro` (click >= 8.2): the help, not an error
+        click.echo(error.ctx.get_help() if error.ctx else error.format_message())
+        code = 0
     except click.ClickException as error:  # usage errors: one line, exit 1 (2 means partial)
-        click.echo(f"virnucpro: error: {error.format_message()}", err=True)
+        click.echo(f"virnucpro: error: {' '.join(error.format_message().split())}", err=True)
         code = EXIT_FAILED
     except VirnucproError as error:
         if verbose:
