@@ -182,6 +182,21 @@ def _unescape(escape: str) -> str:
     return simple.get(escape, escape)
 
 
+_OUTPUT_PATH = re.compile(r"""\bpath\s*\(?\s*(['"])(.+?)\1([^)]*)""")
+
+
+@dataclass(frozen=True)
+class OutputPath:
+    """One declared output: its glob (may hold ``${...}``) and whether it may match nothing."""
+
+    pattern: str
+    may_be_absent: bool
+
+    def glob(self, values: dict[str, object]) -> str:
+        """The pattern with ``${name}`` / ``${a.b}`` replaced from ``values``."""
+        return re.sub(r"\$\{([\w.]+)\}", lambda m: str(values[m.group(1)]), self.pattern)
+
+
 @dataclass
 class Process:
     """One ``process`` definition, cut into its sections."""
@@ -206,6 +221,16 @@ class Process:
         end = ends[-1]
         begin = max(i for i, t in enumerate(toks[:end]) if t.kind is Token.Literal.String.GString.GStringBegin and t.value == toks[end].value)
         return GString(list(toks[begin : end + 1]), toks[begin].offset)
+
+    def output_paths(self) -> list[OutputPath]:
+        """Every ``path(...)`` the ``output:`` section declares, in order."""
+        declared = []
+        for line in self.section_text("output").splitlines():
+            optional = bool(re.search(r"\boptional:\s*true\b", line))
+            for match in _OUTPUT_PATH.finditer(line):
+                arity_zero = bool(re.match(r"\s*,\s*arity:\s*['\"]0\.\.", match.group(3)))
+                declared.append(OutputPath(match.group(2), optional or arity_zero))
+        return declared
 
     def preamble(self, label: str) -> str:
         """The Groovy statements of a section before its command string."""

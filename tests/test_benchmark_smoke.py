@@ -36,7 +36,12 @@ def test_benchmark_command_writes_all_fields(bench: tuple[Path, str, dict]) -> N
     _work, stdout, results = bench
     assert "speed-up, whole run" in stdout and "memory scaling" in stdout
     assert results["settings"]["reads"] == 6 and results["machine"]["cores"] >= 1
-    assert results["gemm"]["best_gflops"] >= results["gemm"]["matmul_gflops"] > 0
+    gemm = results["gemm"]
+    assert gemm["matmul_gflops"] > 0 and gemm["best_gflops"] == max(gemm["matmul_gflops"], gemm["onednn_gflops"] or 0)
+    from virnucpro.embeddings.cpu_linear import onednn_available
+
+    if onednn_available():  # the limit the embedders are judged against must have been measured
+        assert gemm["onednn_gflops"] > 0
     stages = results["stages"]
     frames = stages["prepare"]["frames"]
     assert stages["prepare"]["sequences"] == 6 and frames >= 6  # coding-like reads keep at least one frame each
@@ -93,6 +98,7 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
         assert results["scaling"] and "tokens/s" in done.stdout
     else:
         (model,) = results["models"]
-        assert model["runs"] and all(run["tokens_per_s"] > 0 for run in model["runs"] if "error" not in run)
+        measured = [run for run in model["runs"] if "error" not in run]
+        assert measured and all(run["tokens_per_s"] > 0 for run in measured)
         assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
         assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0

@@ -220,12 +220,11 @@ def test_output_is_current_refuses_missing_and_corrupt_outputs(tmp_path: Path) -
     assert not output_is_current(tmp_path / "bad.npz", "0" * 64, "{}")
 
 
-def test_gzip_input_is_a_clear_failure_or_read(tmp_path: Path) -> None:
+def test_gzip_input_is_a_clear_failure(tmp_path: Path) -> None:
+    """The engine reads the plain FASTA shards prepare writes (docs/engine.md); gzip is one clear failure."""
     path = tmp_path / "in.faa.gz"
     with gzip.open(path, "wt") as handle:
         handle.write(">a\nMKV\n")
     result = embed_file(str(path), FakeEmbedder(), tmp_path / "in.npz", BUDGET)
-    if result.failures:  # seqio.read_fasta reads plain text only
-        assert [f.line() for f in result.failures] == [f"{path}|ESM-2|binary content, not a FASTA text file"]
-    else:
-        assert load_embeddings(tmp_path / "in.npz").ids == ["a"]
+    assert [f.line() for f in result.failures] == [f"{path}|ESM-2|binary content, not a FASTA text file"]
+    assert not (tmp_path / "in.npz").exists()

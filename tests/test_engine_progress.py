@@ -25,6 +25,26 @@ def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFi
     assert line.startswith("ESM-2: 1/3 files, 10 sequences, ") and line.endswith(" tokens/s, 1 failures, 1/2 workers busy")
 
 
+def test_log_lines_come_no_more_often_than_the_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import virnucpro.engine.progress as progress_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress("log", "ESM-2", 3, ["cpu"], interval_s=30.0)
+    with captured_log(caplog):
+        for seconds in (1.0, 10.0, 29.0):  # 1 s, 11 s, 40 s after the start: one line, at 40 s
+            clock[0] += seconds
+            progress.tick()
+        clock[0] += 25.0  # 65 s: only 25 s after that line
+        progress.tick()
+        clock[0] += 5.0  # 70 s: 30 s after it
+        progress.tick()
+    progress.close()
+    assert len(caplog.records) == 2
+
+
 def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
     progress = Progress("quiet", "ESM-2", 1, ["cpu"], interval_s=0.0)
     with captured_log(caplog):

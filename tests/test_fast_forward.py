@@ -77,6 +77,39 @@ def test_onednn_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:
         cpu_linear.onednn_available.cache_clear()
 
 
+def test_onednn_is_what_runs_on_the_cpu_and_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equality tests above would pass on F.linear alone: here the fused oneDNN op must be called."""
+    if not cpu_linear.onednn_available():
+        pytest.skip("oneDNN's fused linear is not usable in this torch build")
+    real = torch.ops.mkldnn._linear_pointwise
+    calls: list[str] = []
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append("linear")
+            return real(*args)
+
+        def binary(self, *args):
+            calls.append("residual")
+            return real.binary(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Spy())
+    x, weight, bias = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6)
+    linear(x, weight, bias)
+    linear(x, weight, bias, gelu=True)
+    linear(x, weight, bias, residual=torch.randn(4, 6))
+    linear(x.double(), weight.double(), bias.double())  # not fp32: F.linear
+    assert calls == ["linear", "linear", "residual"]
+    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
+    cpu_linear.onednn_available.cache_clear()
+    try:
+        linear(x, weight, bias)
+        assert calls == ["linear", "linear", "residual"]  # switched off: nothing more through oneDNN
+    finally:
+        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
+        cpu_linear.onednn_available.cache_clear()
+
+
 def test_linear_swap_and_restore() -> None:
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -106,10 +106,12 @@ def test_resume_skips_completed_stages_and_keeps_results(predicted: Path, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(predicted, copy)
     embeddings = sorted((copy / "work" / "embeddings").rglob("*.npz"))
-    stamps = {path: path.stat().st_mtime_ns for path in embeddings}
+    prepared = sorted(p for p in (copy / "work" / "prepared").rglob("*") if p.is_file())
+    stamps = {path: path.stat().st_mtime_ns for path in embeddings + prepared}
+    assert embeddings and any(p.name == c.MANIFEST for p in prepared)
     args = ["predict", *inputs, "--outdir", str(copy), "--resume", *model_args(test_models)]
     assert main(args) == c.EXIT_OK
-    assert {path: path.stat().st_mtime_ns for path in embeddings} == stamps  # not re-embedded
+    assert {path: path.stat().st_mtime_ns for path in embeddings + prepared} == stamps  # not prepared nor embedded again
     for name in PREDICTION_FILES:
         assert (copy / name).read_bytes() == (predicted / name).read_bytes()
 
@@ -231,17 +233,33 @@ def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_
     assert main([*args, "--esm-layer", str(esm.layers - 1)]) == c.EXIT_OK
 
 
-def test_model_shapes_are_read_without_loading_models(tmp_path, test_models):
+def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, monkeypatch):
+    import esm
+    import transformers
+
+    from virnucpro.embeddings import dna
+    from virnucpro.embeddings import esm as esm_module
     from virnucpro.embeddings.probe import ModelShape, dna_shape, esm_shape
+
+    expected_esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    expected_dna_dim = EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded to read its shape")
+
+    monkeypatch.setattr(esm.pretrained, "load_model_and_alphabet_local", no_loading)
+    monkeypatch.setattr(esm.pretrained, "load_model_and_alphabet_core", no_loading)
+    monkeypatch.setattr(esm_module, "load_esm_embedder", no_loading)
+    monkeypatch.setattr(dna, "load_dna_embedder", no_loading)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_loading)
 
     assert esm_shape("esm2_t36_3B_UR50D") == ModelShape(2560, 36)
     assert esm_shape("esm2_t33_650M_UR50D") == ModelShape(1280, 33)
     assert esm_shape("esm1b_t33_650M_UR50S") is None  # not ESM-2: checked after embedding
     assert esm_shape(str(tmp_path / "missing.pt")) is None  # the loader reports it
     assert dna_shape(str(tmp_path / "no-such-dir")) is None
-    loaded = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
-    assert esm_shape(str(test_models.esm)) == ModelShape(loaded.dim, loaded.layer)
-    assert dna_shape(str(test_models.dna)) == ModelShape(EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim)
+    assert esm_shape(str(test_models.esm)) == ModelShape(expected_esm.dim, expected_esm.layer)
+    assert dna_shape(str(test_models.dna)) == ModelShape(expected_dna_dim)
 
 
 def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):

@@ -53,6 +53,8 @@ def test_same_content_same_bytes(tmp_path: Path) -> None:
     save_embeddings(tmp_path / "a.npz", IDS, _matrix(), META)
     save_embeddings(tmp_path / "b.npz", IDS, _matrix(), dict(reversed(list(META.items()))))
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.npz") as archive:  # no clock in the file: same bytes on another day
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_mismatched_rows_refused(tmp_path: Path) -> None:

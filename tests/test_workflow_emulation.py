@@ -161,9 +161,28 @@ def emulated_run(tmp_path_factory: pytest.TempPathFactory, test_models) -> dict[
     return {"root": root, "shards": shards, "embeds": embeds, "predict": predict, "summarize": summarize.workdir}
 
 
-def test_prepare_outputs_match_the_module_globs(emulated_run) -> None:
-    for nucleotide, protein in emulated_run["shards"].values():
+def _declared_outputs_present(process: str, workdir: Path, values: dict[str, object]) -> dict[str, list[Path]]:
+    """The files each output glob of ``process`` matches in ``workdir``; a required one must match."""
+    found = {}
+    for output in PROCESSES[process].output_paths():
+        pattern = output.glob(values)
+        found[pattern] = sorted(workdir.glob(pattern))
+        assert found[pattern] or output.may_be_absent, f"{process} in {workdir}: output '{pattern}' matched nothing"
+    return found
+
+
+def test_every_task_has_the_outputs_its_process_declares(emulated_run) -> None:
+    for sample, (nucleotide, protein) in emulated_run["shards"].items():
+        found = _declared_outputs_present("PREPARE", emulated_run["root"] / f"PREPARE_{sample}", {})
+        assert found["prepared/shards/nucleotide/shard_*.fa"] == nucleotide  # what the scatter received
+        assert found["prepared/shards/protein/shard_*.fa"] == protein
         assert [p.stem for p in nucleotide] == [p.stem for p in protein]
+    for tasks in emulated_run["embeds"].values():
+        for task in tasks:
+            _declared_outputs_present(task.process, task.workdir, {})
+    for sample, task in emulated_run["predict"].items():
+        _declared_outputs_present("PREDICT", task.workdir, {"meta.id": sample})
+    _declared_outputs_present("SUMMARIZE", emulated_run["summarize"], {})
 
 
 def test_failed_shard_is_recorded_as_data(emulated_run) -> None:
@@ -318,4 +337,4 @@ def test_stub_runs(tmp_path, name) -> None:
     task = Task(name, tmp_path / "stub", needed)
     result = task.run("stub")
     assert result.returncode == 0, result.stderr
-    assert (task.workdir / "versions.yml").is_file()
+    _declared_outputs_present(name, task.workdir, {"meta.id": values["prefix"]})
