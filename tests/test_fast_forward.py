@@ -19,7 +19,8 @@ from virnucpro.embeddings import cpu_linear
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups
 from virnucpro.embeddings.cpu_linear import OneDnnLinear, linear, restore_linears, use_onednn_linears
 from virnucpro.embeddings.dna import load_dna_embedder
-from virnucpro.embeddings.esm import encoder_forward, fused_qkv, load_esm_embedder
+from virnucpro.embeddings.esm import load_esm_embedder
+from virnucpro.embeddings.esm_forward import encoder_forward, fused_qkv
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 

@@ -16,9 +16,9 @@
   and the protein's embedding is the residue-weighted mean of the window means, i.e. the mean
   over all its residues of their per-window representations. Proteins up to 1022 residues are
   embedded whole, exactly as upstream.
-- **Forward pass**: fair-esm's layers and weights, run by :func:`encoder_forward` rather than
-  ``ESM2.forward`` (SDPA attention, fused GELU, oneDNN linears on the CPU, no LM head, stops at
-  the pooled layer): equal to fair-esm's forward within 1e-5 in fp32, about 2.5x faster on the
+- **Forward pass** (:mod:`virnucpro.embeddings.esm_forward`): fair-esm's layers and weights,
+  run by :func:`encoder_forward` rather than ``ESM2.forward`` (SDPA attention, fused GELU,
+  oneDNN linears on the CPU, no LM head, stops at the pooled layer): equal to fair-esm's forward within 1e-5 in fp32, about 2.5x faster on the
   CPU (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
 - **Precision**: fp32 on the CPU; on CUDA the model is cast to bf16/fp16 (see
   :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check,
@@ -36,13 +36,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
 from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
-from virnucpro.embeddings.cpu_linear import linear
+from virnucpro.embeddings.esm_forward import encoder_forward, fused_qkv, packed_encoder_forward
 from virnucpro.embeddings.parity import load_checked, probe_frames
 from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
 from virnucpro.errors import InputError, ModelError, describe
@@ -52,7 +51,6 @@ log = get_logger("esm")
 
 MAX_RESIDUES = 1022  # ESM-2's 1024 positions minus BOS and EOS
 _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
-TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8  # fair-esm's rescaling of embeddings (no <mask> tokens here)
 PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
 _Residues = TypeVar("_Residues", str, np.ndarray)
 
@@ -277,147 +275,6 @@ def _residue_codes(alphabet, residues: frozenset[str]) -> np.ndarray:
     for letter in residues:
         codes[ord(letter.upper())] = codes[ord(letter.lower())] = alphabet.get_idx(letter)
     return codes
-
-
-# --------------------------------------------------------------------------- the forward pass
-
-
-def _rotary_tables(
-    attention: nn.Module, positions: torch.Tensor, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ``[len(positions), 1, 1, head_dim / 2]`` of fair-esm's rotary embedding, computed in fp32."""
-    inv_freq = attention.rot_emb.inv_freq.float()
-    angles = torch.outer(positions.to(inv_freq.device, torch.float32), inv_freq)[:, None, None, :]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """fair-esm's ``x * cos + rotate_half(x) * sin`` on ``[..., head_dim]``, without the concatenation."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    first, second = out[..., :half], out[..., half:]
-    torch.mul(x1, cos, out=first)
-    first.addcmul_(x2, sin, value=-1.0)
-    torch.mul(x2, cos, out=second)
-    second.addcmul_(x1, sin)
-    return out
-
-
-def fused_qkv(attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ``[3 * dim, dim]`` matrix (and bias) for the query, key and value projections.
-
-    Built once; the three projections' parameters become views of it, so nothing is stored
-    twice and fair-esm's own forward keeps working. Rebuilt if the model was moved or cast since.
-    """
-    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-    cached = getattr(attention, "_virnucpro_qkv", None)
-    if cached is not None and all(
-        p.weight.data_ptr() == cached[0][i * p.out_features :].data_ptr() and p.weight.dtype == cached[0].dtype
-        for i, p in enumerate(projections)
-    ):
-        return cached
-    with torch.no_grad():
-        weight = torch.cat([p.weight.detach() for p in projections])
-        bias = torch.cat([p.bias.detach() for p in projections])
-        for i, p in enumerate(projections):
-            rows = slice(i * p.out_features, (i + 1) * p.out_features)
-            p.weight = nn.Parameter(weight[rows], requires_grad=False)
-            p.bias = nn.Parameter(bias[rows], requires_grad=False)
-    attention._virnucpro_qkv = (weight, bias)
-    return weight, bias
-
-
-def _layer(layer: nn.Module, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], attend) -> torch.Tensor:
-    """One fair-esm TransformerLayer on ``x [..., dim]``; ``attend(q, k, v)`` on ``[..., heads, head_dim]``."""
-    attention = layer.self_attn
-    weight, bias = fused_qkv(attention)
-    qkv = linear(layer.self_attn_layer_norm(x), weight, bias)
-    qkv = qkv.view(*x.shape[:-1], 3, attention.num_heads, attention.head_dim)
-    qk = _rotate(qkv[..., :2, :, :], *tables)
-    context = attend(qk[..., 0, :, :], qk[..., 1, :, :], qkv[..., 2, :, :]).reshape(x.shape)
-    x = linear(context, attention.out_proj.weight, attention.out_proj.bias, residual=x)
-    h = linear(layer.final_layer_norm(x), layer.fc1.weight, layer.fc1.bias, gelu=True)
-    return linear(h, layer.fc2.weight, layer.fc2.bias, residual=x)
-
-
-def _embed(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """fair-esm's scaled token embedding (no mask tokens here: token dropout is a fixed 0.88 scale)."""
-    x = model.embed_scale * model.embed_tokens(tokens)
-    if model.token_dropout:
-        x = x * (1 - TOKEN_DROPOUT_TRAIN_RATIO)
-    return x
-
-
-def _layers(model: nn.Module, x: torch.Tensor, positions: torch.Tensor, layer: int, attend) -> torch.Tensor:
-    """Layers 1..``layer`` on ``x``, rotary positions ``positions`` (one per row of ``x`` before ``dim``)."""
-    if layer == 0:
-        return x
-    tables = _rotary_tables(model.layers[0].self_attn, positions, x.dtype)
-    for block in model.layers[:layer]:
-        x = _layer(block, x, tables, attend)
-    return x
-
-
-def _finish(model: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
-    return model.emb_layer_norm_after(x) if layer == model.num_layers else x
-
-
-def encoder_forward(model: nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """Representation ``[batch, tokens, dim]`` of layer ``layer`` of a fair-esm ESM-2, as ``ESM2.forward``."""
-    padding = tokens.eq(model.padding_idx)
-    x = _embed(model, tokens)
-    x = x * (1 - padding.unsqueeze(-1).type_as(x))
-    keep = (~padding)[:, None, None, :] if bool(padding.any()) else None
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-
-    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, heads, tokens, head_dim]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2)
-
-    return _finish(model, _layers(model, x, positions, layer, attend), layer)
-
-
-def packed_encoder_forward(
-    model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor, widest: int, layer: int
-) -> torch.Tensor:
-    """:func:`encoder_forward` on unpadded rows; returns ``[n, dim]``.
-
-    ``tokens`` and ``positions`` are ``[n]``; row ``i`` is ``starts[i]:starts[i+1]``, ``widest`` the longest row.
-    """
-    x = _embed(model, tokens)
-
-    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return varlen_attention(q, k, v, starts, widest)
-
-    return _finish(model, _layers(model, x, positions, layer, attend), layer)
-
-
-def varlen_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, starts: torch.Tensor, widest: int
-) -> torch.Tensor:
-    """Attention within each row of packed ``[n, heads, head_dim]`` tensors (rows ``starts[i]:starts[i+1]``).
-
-    FlashAttention's variable-length kernel on CUDA in half precision; elsewhere the rows are
-    padded for ``scaled_dot_product_attention`` and unpadded again (same numbers, for tests).
-    """
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        from torch.nn.attention.varlen import varlen_attn
-
-        q, k, v = (t.contiguous() for t in (q, k, v))
-        return varlen_attn(q, k, v, starts, starts, widest, widest)
-    spans = starts[1:] - starts[:-1]
-    rows = torch.repeat_interleave(torch.arange(len(spans), device=q.device), spans)
-    columns = torch.arange(q.shape[0], device=q.device) - starts[:-1].long()[rows]
-    keep = torch.arange(widest, device=q.device)[None, :] < spans[:, None]
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        out = t.new_zeros(len(spans), widest, *t.shape[1:])
-        out[rows, columns] = t
-        return out.transpose(1, 2)  # [rows, heads, widest, head_dim]
-
-    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=keep[:, None, None, :])
-    return out.transpose(1, 2)[rows, columns]
 
 
 # --------------------------------------------------------------------------- loading
