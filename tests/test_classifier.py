@@ -14,18 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from virnucpro.classifier import checkpoints, reference
+from virnucpro.classifier import reference
 from virnucpro.classifier.checkpoints import (
-    check_compatible,
     convert_reference,
     load_classifier_file,
     load_native,
     load_reference_pickle,
-    model_name_key,
     reference_meta,
     save_native,
 )
+from virnucpro.classifier.compatibility import check_compatible, model_name_key
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.classifier.pickle_scan import pickle_imports
 from virnucpro.classifier.reference import (
     default_cache_dir,
     fetch_reference_classifier,
@@ -187,8 +187,8 @@ def test_plain_pickle_and_legacy_format_refused_without_running(tmp_path, ref_mo
 
 def test_pickle_imports_resolves_memoized_stack_global():
     data = pickle.dumps([_Evil(os.system, "x"), _Evil(os.system, "y")], protocol=4)  # 2nd uses the memo
-    assert checkpoints.pickle_imports(data) == {"posix.system"}
-    assert checkpoints.pickle_imports(pickle.dumps({"a": [1, 2.5, "s"]}, protocol=2)) == set()
+    assert pickle_imports(data) == {"posix.system"}
+    assert pickle_imports(pickle.dumps({"a": [1, 2.5, "s"]}, protocol=2)) == set()
 
 
 # --------------------------------------------------------------------------- native + conversion

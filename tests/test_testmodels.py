@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from virnucpro.classifier.checkpoints import check_compatible, load_native
+from virnucpro.classifier.checkpoints import load_native
+from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.cli import main
 from virnucpro.embeddings.dna import load_dna_embedder
 from virnucpro.embeddings.esm import load_esm_embedder

@@ -15,7 +15,7 @@ import torch
 
 from virnucpro import contracts as c
 from virnucpro.atomic import atomic_open
-from virnucpro.classifier.checkpoints import check_compatible
+from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.contracts import Failure
 from virnucpro.embeddings.store import EmbeddingFile, load_embeddings

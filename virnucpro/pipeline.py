@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virnucpro import contracts as c
-from virnucpro.classifier.checkpoints import check_compatible
+from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary

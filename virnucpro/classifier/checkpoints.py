@@ -7,17 +7,15 @@ readable with ``torch.load(weights_only=True)``.
 Reference format: upstream's ``300_model.pth`` / ``500_model.pth``, a whole ``nn.Module``
 pickled as ``__main__.MLPClassifier``. It is read without unrestricted unpickling (see
 :func:`load_reference_pickle`): every import the pickle asks for is listed by a static
-scan of its opcodes and checked against an allow-list before anything is unpickled, and
-the unpickling itself then runs in torch's ``weights_only`` unpickler.
+scan of its opcodes (:mod:`virnucpro.classifier.pickle_scan`) and checked against an
+allow-list before anything is unpickled, and the unpickling itself then runs in torch's
+``weights_only`` unpickler.
 """
 
 from __future__ import annotations
 
-import pickletools
-import re
 import warnings
 import zipfile
-from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,9 @@ import torch
 from torch import nn
 
 from virnucpro.atomic import atomic_path
+from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.classifier.pickle_scan import pickle_imports
 from virnucpro.contracts import (
     REFERENCE_DNA_DIM,
     REFERENCE_DNA_MODEL,
@@ -40,9 +40,6 @@ log = get_logger("classifier")
 
 NATIVE_FORMAT = "virnucpro-classifier"
 NATIVE_VERSION = 1
-
-_MODEL_SUFFIXES = (".pt", ".pth")
-
 
 # --------------------------------------------------------------------------- native
 
@@ -93,81 +90,6 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
 
 def _num_classes(state: dict) -> int:
     return int(state["output_layer.weight"].shape[0])
-
-# --------------------------------------------------------------------------- static pickle scan
-
-_STRING_RESULTS = {"str", "bytes_or_str"}  # pushes that may name a STACK_GLOBAL's module or attribute
-_EXTENSION_OPS = {"EXT1", "EXT2", "EXT4"}
-
-
-def _import_name(module: str, name: str) -> str:
-    """``module.name`` after pickle's Python 2 name mapping (as the unpicklers apply it)."""
-    if (module, name) in NAME_MAPPING:
-        module, name = NAME_MAPPING[(module, name)]
-    elif module in IMPORT_MAPPING:
-        module = IMPORT_MAPPING[module]
-    return f"{module}.{name}"
-
-
-def pickle_imports(data: bytes, source: Path | str = "pickle") -> set[str]:
-    """Every ``module.name`` a pickle would import, found without unpickling anything.
-
-    Walks the opcodes with a symbolic stack so that protocol-4 ``STACK_GLOBAL`` (whose
-    names come from earlier string pushes or the memo) is resolved too. Anything that
-    cannot be resolved statically (extension codes, computed names, malformed streams)
-    is refused with a ModelError.
-    """
-    imports: set[str] = set()
-    stack: list[Any] = []
-    marks: list[list[Any]] = []
-    memo: dict[int, Any] = {}
-    try:
-        for opcode, arg, _pos in pickletools.genops(data):
-            name = opcode.name
-            if name in _EXTENSION_OPS:
-                raise ModelError(f"{source}: refused: it imports through pickle extension codes ({name})")
-            if name in ("GLOBAL", "INST"):
-                module, attr = arg.split(" ", 1)
-                imports.add(_import_name(module, attr))
-            if name == "STACK_GLOBAL":
-                attr, module = stack.pop(), stack.pop()
-                if not (isinstance(module, str) and isinstance(attr, str)):
-                    raise ModelError(f"{source}: refused: it computes the name of an import (STACK_GLOBAL)")
-                imports.add(_import_name(module, attr))
-                stack.append(None)
-                continue
-            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = stack[-1]
-                continue
-            if name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-                continue
-            if name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[int(arg)])
-                continue
-            before = opcode.stack_before
-            if pickletools.markobject in before:
-                stack = marks.pop()
-                before = before[: before.index(pickletools.markobject)]
-            if before:
-                if len(stack) < len(before):
-                    raise IndexError("stack underflow")
-                del stack[len(stack) - len(before) :]
-            if name == "MARK":
-                marks.append(stack)
-                stack = []
-                continue
-            after = opcode.stack_after
-            if len(after) == 1 and after[0].name in _STRING_RESULTS and isinstance(arg, (str, bytes)):
-                stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
-            else:
-                stack.extend([None] * len(after))
-    except ModelError:
-        raise
-    except (ValueError, IndexError, KeyError) as error:
-        raise ModelError(f"{source}: refused: malformed pickle data ({describe(error)})") from None
-    return imports
-
 
 # --------------------------------------------------------------------------- reference
 
@@ -382,63 +304,6 @@ def convert_reference(src: Path, dst: Path, chunk_length: int, *, dna_dim: int =
     save_native(Path(dst), model, meta)
     log.info("converted %s -> %s (%d-d input, chunk length %d)", src, dst, meta.input_dim, chunk_length)
     return meta
-
-
-# --------------------------------------------------------------------------- compatibility
-
-
-def model_name_key(name: str) -> str:
-    """How model names are compared: the last path component, without .pt/.pth, case-insensitive.
-
-    ``zhihan1996/DNABERT-S``, ``/models/DNABERT-S`` and a Hugging Face cache snapshot
-    ``.../models--zhihan1996--DNABERT-S/snapshots/<rev>`` all give ``dnabert-s``;
-    ``esm2_t36_3B_UR50D`` and ``/data/esm2_t36_3B_UR50D.pt`` both give ``esm2_t36_3b_ur50d``.
-    """
-    text = name.strip().replace("\\", "/").rstrip("/")
-    hub_cache = re.search(r"models--[^/]*--([^/]+)/snapshots/[^/]+$", text)
-    if hub_cache:
-        text = hub_cache.group(1)
-    base = text.rsplit("/", 1)[-1]
-    for suffix in _MODEL_SUFFIXES:
-        if base.lower().endswith(suffix):
-            base = base[: -len(suffix)]
-    return base.lower()
-
-
-def check_compatible(
-    meta: ClassifierMeta,
-    *,
-    dna_dim: int,
-    esm_dim: int,
-    chunk_length: int | None = None,
-    dna_model: str | None = None,
-    esm_model: str | None = None,
-    esm_layer: int | None = None,
-    source: Path | str | None = None,
-) -> None:
-    """Refuse features the classifier was not trained on (one-line ModelError).
-
-    Dimensions are always compared; chunk length and ESM layer only when both the checkpoint
-    and the caller name them. Differing model names (see :func:`model_name_key`) only warn,
-    since a local copy of the right model may be named anything. Callers should
-    pass the resolved ESM layer (not None for "final") so the check can apply.
-    """
-    where = f"{source or meta.source or 'classifier'}: "
-    if (dna_dim, esm_dim) != (meta.dna_dim, meta.esm_dim):
-        raise ModelError(
-            f"{where}classifier expects DNA {meta.dna_dim}-d + protein {meta.esm_dim}-d features, "
-            f"but the embedding models give {dna_dim}-d + {esm_dim}-d"
-        )
-    if chunk_length is not None and meta.chunk_length is not None and chunk_length != meta.chunk_length:
-        raise ModelError(
-            f"{where}classifier was trained on {meta.chunk_length} bp chunks, not --chunk-length {chunk_length}"
-        )
-    for label, ours, theirs in (("DNA", dna_model, meta.dna_model), ("ESM", esm_model, meta.esm_model)):
-        if ours and theirs and model_name_key(ours) != model_name_key(theirs):
-            # A warning, not an error: a local copy of the right model may have any directory name.
-            log.warning("%sclassifier was trained on %s model '%s', not '%s'", where, label, theirs, ours)
-    if esm_layer is not None and meta.esm_layer is not None and esm_layer != meta.esm_layer:
-        raise ModelError(f"{where}classifier was trained on ESM layer {meta.esm_layer}, not layer {esm_layer}")
 
 
 # --------------------------------------------------------------------------- helpers
