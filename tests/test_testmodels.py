@@ -96,6 +96,20 @@ def test_cli_prints_the_three_paths(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert load_native(Path(lines["classifier"]))[1].chunk_length == 500
 
 
+def test_every_file_has_the_usual_mode(tmp_path: Path) -> None:
+    """Models shared on a cluster must be readable by others (transformers writes its weights 0600)."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        made = make_test_models(tmp_path / "models")
+    finally:
+        os.umask(mask)
+    files = [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
+    assert made.dna / "model.safetensors" in files
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}
+
+
 def test_unknown_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         make_test_models(tmp_path, size="huge")

@@ -16,6 +16,11 @@ def _umask() -> int:
     return mask
 
 
+def give_default_mode(path: Path) -> None:
+    """The mode a plain ``open(path, "w")`` would have given (files made by mkstemp are 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
@@ -26,7 +31,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        give_default_mode(tmp_path)  # readable by others as usual: shared caches and results
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from virnucpro.atomic import atomic_path
+from virnucpro.atomic import atomic_path, give_default_mode
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 
 SIZES: dict[str, dict[str, dict[str, int]]] = {
@@ -123,6 +123,8 @@ def make_dna(outdir: Path, size: str = "tiny", seed: int = 0) -> Path:
     with quiet_transformers():
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
+    for written in directory.iterdir():  # transformers writes the weights 0600: shareable like the rest
+        give_default_mode(written)
     return directory
 
 

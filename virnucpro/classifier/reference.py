@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from virnucpro.atomic import give_default_mode
 from virnucpro.classifier.checkpoints import load_classifier_file, load_reference_pickle
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.contracts import CHUNK_LENGTHS
@@ -93,6 +94,7 @@ def fetch_reference_classifier(chunk_length: int, cache_dir: Path | None = None,
             raise ModelError(
                 f"{url}: downloaded file has git blob id {found}, expected {expected}; not kept in {cache}"
             )
+        give_default_mode(tmp)  # a shared cache must be readable by its other users
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
