@@ -226,5 +226,7 @@ def test_gzip_input_is_a_clear_failure(tmp_path: Path) -> None:
     with gzip.open(path, "wt") as handle:
         handle.write(">a\nMKV\n")
     result = embed_file(str(path), FakeEmbedder(), tmp_path / "in.npz", BUDGET)
-    assert [f.line() for f in result.failures] == [f"{path}|ESM-2|binary content, not a FASTA text file"]
+    assert [f.line() for f in result.failures] == [
+        f"{path}|ESM-2|gzip-compressed: the embedding stages read plain-text FASTA (as prepare writes it)"
+    ]
     assert not (tmp_path / "in.npz").exists()

@@ -152,6 +152,15 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     assert [(f.stage, stems[1] in f.message) for f in failures] == [(c.STAGE_CLASSIFY, True)]
     assert json.loads((out / c.SUMMARY_JSON).read_text())["exit_status"] == c.EXIT_PARTIAL
 
+    # With the embedding stage's failure line for that shard, the rows give its words, not just "missing".
+    failed_file = work / "esm" / c.FAILED_FILES
+    why = "not embedded: systemic failure: 1 of 1 workers failed, stopping (worker 0 (gpu 0): killed by SIGKILL)"
+    c.write_failures(failed_file, [c.Failure(f"shards/protein/{stems[1]}.fa", c.STAGE_ESM, why)])
+    explained = tmp_path / "explained"
+    assert main(classify_args(prepared, work, explained, test_models, "--failed", str(failed_file))) == c.EXIT_PARTIAL
+    reasons = {r["reason"] for r in read_tsv(explained / c.SEQUENCE_PREDICTIONS) if r["call"] == c.CALL_FAILED}
+    assert reasons == {f"ESM-2: {why}"}
+
     for stem in stems:  # every shard lost: total failure
         (work / "esm" / f"{stem}.npz").unlink(missing_ok=True)
     assert main(classify_args(prepared, work, tmp_path / "none", test_models)) == c.EXIT_FAILED

@@ -23,6 +23,7 @@ from virnucpro.errors import InputError
 from virnucpro.log import get_logger
 from virnucpro.prepare import ManifestRow, list_shards, read_manifest, shard_paths
 from virnucpro.seqio import read_fasta
+from virnucpro.summary import log_outcome
 
 log = get_logger("classify")
 
@@ -113,15 +114,25 @@ def _load_shard_embeddings(directory: Path, stem: str, stage: str) -> tuple[Embe
         return None, f"unreadable {stage} embeddings for shard {stem}: {error}"
 
 
-def frame_failure_reasons(failures: Sequence[Failure]) -> dict[str, str]:
-    """Why single frames have no embedding (``Failure.of_sequence`` lines), by frame id:
-    ``ESM-2: out of memory with one sequence per batch (1024 tokens)``."""
-    reasons: dict[str, str] = {}
+def _shard_stem(file_path: str) -> str:
+    return Path(file_path).name.split(".")[0]
+
+
+def upstream_reasons(failures: Sequence[Failure]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Why frames have no embedding, from the embedding stages' failure lines.
+
+    By frame id for ``Failure.of_sequence`` lines (``ESM-2: out of memory with one sequence per
+    batch (1024 tokens)``), and by ``(stage, shard stem)`` for a whole shard that failed.
+    """
+    by_frame: dict[str, str] = {}
+    by_shard: dict[tuple[str, str], str] = {}
     for failure in failures:
         failed = failure.failed_sequence()
         if failed is not None:
-            reasons.setdefault(failed[0], f"{failure.stage}: {failed[1]}")
-    return reasons
+            by_frame.setdefault(failed[0], f"{failure.stage}: {failed[1]}")
+        else:
+            by_shard.setdefault((failure.stage, _shard_stem(failure.file_path)), f"{failure.stage}: {failure.message}")
+    return by_frame, by_shard
 
 
 class FrameScorer:
@@ -142,6 +153,7 @@ class FrameScorer:
         self.chunk_length, self.batch_size = chunk_length, batch_size
         self.result = result
         self.frame_reasons: dict[str, str] = {}  # frame id -> why the embedding stage skipped it
+        self.shard_reasons: dict[tuple[str, str], str] = {}  # (stage, shard stem) -> why it has no embeddings
         self._checked = False
 
     def _check(self, dna: EmbeddingFile, esm: EmbeddingFile) -> None:
@@ -164,7 +176,8 @@ class FrameScorer:
         dna, dna_reason = _load_shard_embeddings(self.dna_dir, stem, c.STAGE_DNA)
         esm, esm_reason = _load_shard_embeddings(self.esm_dir, stem, c.STAGE_ESM)
         if dna is None or esm is None:
-            reason = dna_reason or esm_reason
+            stage = c.STAGE_DNA if dna is None else c.STAGE_ESM
+            reason = self.shard_reasons.get((stage, stem)) or dna_reason or esm_reason
             yield from (FrameScore(frame_id, None, reason, stem) for frame_id in frame_ids)
             return
         self._check(dna, esm)
@@ -324,9 +337,9 @@ def classify_prepared(
     model, meta = classifier
     result = ClassifyResult(failures=list(upstream_failures))
     scorer = FrameScorer(model, meta, dna_dir, esm_dir, chunk_length, batch_size, result)
-    scorer.frame_reasons = frame_failure_reasons(upstream_failures)
+    scorer.frame_reasons, scorer.shard_reasons = upstream_reasons(upstream_failures)
     outdir.mkdir(parents=True, exist_ok=True)
-    reported = {Path(f.file_path).name.split(".")[0] for f in upstream_failures}
+    reported = {_shard_stem(f.file_path) for f in upstream_failures}
     with PredictionWriter(outdir, rule) as writer:
         for row in group_by_record(read_manifest(prepared), scorer.score_all(prepared)):
             writer.write(row)
@@ -346,6 +359,7 @@ def classify_prepared(
         result.records,
         ", ".join(f"{n} {call}" for call, n in result.calls.items() if n),
     )
+    log_outcome("classify", result.exit_status, result.failures, outdir / c.FAILED_FILES)
     return result
 
 

@@ -13,7 +13,10 @@ from typing import Any
 
 from virnucpro import __version__
 from virnucpro.atomic import atomic_write_text
-from virnucpro.contracts import SUMMARY_JSON
+from virnucpro.contracts import EXIT_FAILED, EXIT_OK, SUMMARY_JSON, Failure
+from virnucpro.log import get_logger
+
+log = get_logger("summary")
 
 _PACKAGES = ("torch", "fair-esm", "transformers", "biopython", "numpy")
 
@@ -42,6 +45,21 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def log_outcome(what: str, exit_status: int, failures: list[Failure], failed_path: Path) -> None:
+    """The last line of a run that did not fully succeed: the first failure and where the rest are.
+
+    An error (shown even with ``--quiet``) when nothing usable came out, a warning for a partial result.
+    """
+    if exit_status == EXIT_OK or not failures:
+        return
+    more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+    text = f"{failures[0].line()}{more} (all in {failed_path})"
+    if exit_status == EXIT_FAILED:
+        log.error("%s: nothing usable: %s", what, text)
+    else:
+        log.warning("%s: partial result: %s", what, text)
 
 
 def write_summary(outdir: Path, summary: dict[str, Any]) -> Path:

@@ -182,6 +182,9 @@ def embed_file(
 
 def _read_valid(path: str, stage: str) -> tuple[list[str], list[str]]:
     """Ids and uppercase sequences of ``path``; ValueError naming the record for bad content."""
+    with open(path, "rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            raise ValueError("gzip-compressed: the embedding stages read plain-text FASTA (as prepare writes it)")
     invalid = _INVALID.get(stage)
     ids: list[str] = []
     sequences: list[str] = []

@@ -26,6 +26,7 @@ from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
 from virnucpro.errors import VirnucproError
 from virnucpro.log import get_logger
+from virnucpro.summary import log_outcome
 
 log = get_logger("engine")
 
@@ -87,7 +88,9 @@ def run_embedding(
     write_failures(failed_path, failures)
     exit_code = _exit_code(outcome, outputs, failures)
     stats = _stats(items, outcome, failures, stage, time.perf_counter() - start)
-    _log_summary(stats, failures, failed_path)
+    _log_summary(stats)
+    if not outcome.systemic:  # a systemic failure was logged as such already
+        log_outcome(stage, exit_code, failures, failed_path)
     return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
 
 
@@ -116,7 +119,7 @@ def _collect(items: list[WorkItem], outcome: ManagerOutcome, stage: str) -> tupl
         elif item.index in outcome.lost:
             failures.append(Failure(item.path, stage, outcome.lost[item.index]))
         else:
-            failures.append(Failure(item.path, stage, "not embedded: the run stopped after a systemic failure"))
+            failures.append(Failure(item.path, stage, f"not embedded: {outcome.systemic or 'the run stopped'}"))
     return outputs, failures
 
 
@@ -167,12 +170,11 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
     }
 
 
-def _log_summary(stats: dict, failures: list[Failure], failed_path: Path) -> None:
+def _log_summary(stats: dict) -> None:
     for label, device in stats["devices"].items():
         log.info(
             "%s %s: %d files, %d sequences, %.1f sequences/s, %.0f tokens/s, %d failures",
             stats["stage"], label, device["files"], device["sequences"], device["sequences_per_s"],
             device["tokens_per_s"], device["failures"],
         )
-    if failures:
-        log.warning("%d failure(s) recorded in %s", len(failures), failed_path)
+
