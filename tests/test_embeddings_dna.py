@@ -208,3 +208,46 @@ def test_local_directory_copy_loads_offline(test_models, tmp_path: Path, monkeyp
     embedder = load_dna_embedder(str(copy))
     original = load_dna_embedder(str(test_models.dna))
     np.testing.assert_array_equal(embedder.embed_batch(_dna()[:3]), original.embed_batch(_dna()[:3]))
+
+
+def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, tmp_path: Path) -> None:
+    """Offline, the hub client retries each file for half a minute before using the cache: a cached
+    model must not ask at all. A subprocess, so the cache location is read from the environment."""
+    import os
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hf" / "hub" / "models--virnucpro--tiny-dna" / "snapshots" / ("0" * 40)
+    shutil.copytree(test_models.dna, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    code = textwrap.dedent(
+        """
+        import sys
+        import huggingface_hub.file_download as download
+
+        def asked(*args, **kwargs):
+            print("ASKED THE HUB", file=sys.stderr)
+            raise OSError("no network in this test")
+
+        download.get_hf_file_metadata = asked
+        from virnucpro.embeddings.dna import load_dna_embedder
+
+        embedder = load_dna_embedder("virnucpro/tiny-dna")
+        print(embedder.embed_batch(["ACGTACGTAA"]).shape[1], embedder.identity()["model"])
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ASKED THE HUB" not in done.stderr
+    assert done.stdout.split() == [str(load_dna_embedder(str(test_models.dna)).dim), "virnucpro/tiny-dna"]
+
+
+def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelError, match="DNA model directory not found"):
+        load_dna_embedder(str(tmp_path / "models" / "DNABERT-S"))

@@ -286,3 +286,21 @@ def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_pat
         later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
         os.utime(target, ns=(later, later))
         assert EmbedderSpec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--esm-model", "esm2_typo.pt", "esm2_typo.pt: ESM model file not found"),
+        ("--esm-model", "esm2_t99_typo", "unknown ESM model 'esm2_t99_typo'"),
+        ("--dna-model", "models/DNABERT-Z", "models/DNABERT-Z: DNA model directory not found"),
+    ],
+)
+def test_a_mistyped_model_is_refused_before_any_work(tmp_path, test_models, inputs, capsys, monkeypatch, option, value, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    args = ["predict", *inputs, "--outdir", str(tmp_path / "out"), *model_args(test_models), option, value]
+    assert main(args) == c.EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"virnucpro: error: {message}")
+    assert not (tmp_path / "out").exists()  # nothing prepared, nothing embedded

@@ -220,46 +220,70 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _from_pretrained(source: str, config=None) -> nn.Module:
+def _from_pretrained(source: str, config=None, **hub) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     extra = {} if config is None else {"config": config}
     try:
-        return AutoModel.from_pretrained(source, trust_remote_code=True, **extra)
+        return AutoModel.from_pretrained(source, trust_remote_code=True, **extra, **hub)
     except (RuntimeError, NotImplementedError) as error:
         if "meta" not in str(error):
             raise
         first_error = error
-    config = config if config is not None else AutoConfig.from_pretrained(source, trust_remote_code=True)
+    config = config if config is not None else AutoConfig.from_pretrained(source, trust_remote_code=True, **hub)
     class_ref = (getattr(config, "auto_map", None) or {}).get("AutoModel")
     if class_ref is None:
         raise first_error
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     log.debug("%s cannot be built on the meta device; building it on the CPU", source)
-    model_class = get_class_from_dynamic_module(class_ref, source)
-    return _eager_init(model_class).from_pretrained(source, config=config)
+    model_class = get_class_from_dynamic_module(class_ref, source, **hub)
+    return _eager_init(model_class).from_pretrained(source, config=config, **hub)
 
 
-def _load_network(source: str) -> nn.Module:
+def _load_network(source: str, **hub) -> nn.Module:
     try:
-        return _from_pretrained(source)
+        return _from_pretrained(source, **hub)
     except ValueError as error:
         if "config_class" not in str(error):
             raise
     from transformers import BertConfig
 
-    return _from_pretrained(source, BertConfig.from_pretrained(source))
+    return _from_pretrained(source, BertConfig.from_pretrained(source, **hub), **hub)
 
 
-def _resolve_source(model: str) -> str:
-    """A local directory (resolved) or a hub id; a path that does not exist is a ModelError."""
+def _load_tokenizer_and_network(source: str, **hub) -> tuple[object, nn.Module]:
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=True, **hub), _load_network(source, **hub)
+
+
+def _in_hub_cache(source: str) -> bool:
+    """A hub id whose files are in the local Hugging Face cache: it loads without asking the hub
+    (offline, the hub client would retry for half a minute per file before using the cache)."""
+    if Path(source).is_dir():
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(source, "config.json"), str)
+    except Exception:  # noqa: BLE001  (no usable cache: load as usual)
+        return False
+
+
+def resolve_dna_source(model: str) -> str:
+    """A local directory (resolved) or a hub id; a path that does not exist is a ModelError.
+
+    ``org/name`` is a hub id unless ``org`` is a local directory (and the hub id is not in the
+    local cache): then it was meant as a path.
+    """
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{model}: a DNA model is a directory (transformers save_pretrained layout) or a hub id")
         return str(path.resolve())
-    if not _HUB_ID.fullmatch(model):
+    if not _HUB_ID.fullmatch(model) or ("/" in model and path.parent.is_dir() and not _in_hub_cache(model)):
         raise ModelError(f"{model}: DNA model directory not found")
     return model
 
@@ -280,15 +304,19 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
     ``precision`` auto on a GPU: half precision only after the parity check of
     :mod:`virnucpro.embeddings.parity`.
     """
-    source = _resolve_source(model)
-    try:
-        from transformers import AutoTokenizer
-
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
-            network = _load_network(source)
-    except Exception as error:  # noqa: BLE001  (network, missing files, incompatible code: all model errors)
-        raise _load_error(model, source, error) from None
+    source = resolve_dna_source(model)
+    loaded = None
+    if _in_hub_cache(source):
+        try:
+            loaded = _load_tokenizer_and_network(source, local_files_only=True)
+        except Exception as error:  # noqa: BLE001  (a file missing from the cache: the hub completes it below)
+            log.debug("%s: not complete in the local cache (%s); asking the hub", source, describe(error))
+    if loaded is None:
+        try:
+            loaded = _load_tokenizer_and_network(source)
+        except Exception as error:  # noqa: BLE001  (network, missing files, incompatible code: all model errors)
+            raise _load_error(model, source, error) from None
+    tokenizer, network = loaded
     if tokenizer.pad_token is None:
         raise ModelError(f"{model}: the DNA tokenizer has no padding token")
     changed = use_pytorch_attention(network)

@@ -302,11 +302,9 @@ def _hub_dir() -> str:
     return f"{torch.hub.get_dir()}/checkpoints"
 
 
-def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
-    """(network, alphabet, name recorded in the metadata) for a fair-esm name or a local .pt path."""
-    import esm
-
-    allow_esm_checkpoints()
+def check_esm_model(model: str) -> None:
+    """Refuse, without loading anything, a ``--esm-model`` that cannot work: a missing ``.pt`` file,
+    one without its contact-regression file, or a name fair-esm does not know (one-line ModelError)."""
     if model.endswith(".pt"):
         path = Path(model).expanduser()
         regression = path.with_name(f"{path.stem}-contact-regression.pt")
@@ -317,6 +315,21 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
                 f"{model}: fair-esm needs {regression.name} beside the model file "
                 f"(download both from https://dl.fbaipublicfiles.com/fair-esm/)"
             )
+    elif model not in known_model_names():
+        raise ModelError(
+            f"unknown ESM model {model!r}: use a fair-esm name (e.g. esm2_t36_3B_UR50D, esm2_t33_650M_UR50D) "
+            f"or a local .pt file"
+        )
+
+
+def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
+    """(network, alphabet, name recorded in the metadata) for a fair-esm name or a local .pt path."""
+    import esm
+
+    allow_esm_checkpoints()
+    check_esm_model(model)
+    if model.endswith(".pt"):
+        path = Path(model).expanduser()
         try:
             network, alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
         except Exception as error:  # noqa: BLE001  (any failure to read the checkpoint is a model error)
@@ -325,11 +338,6 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
                 f"(e.g. esm2_t36_3B_UR50D.pt) and its -contact-regression.pt beside it"
             ) from None
         return network, alphabet, str(path.resolve())
-    if model not in known_model_names():
-        raise ModelError(
-            f"unknown ESM model {model!r}: use a fair-esm name (e.g. esm2_t36_3B_UR50D, esm2_t33_650M_UR50D) "
-            f"or a local .pt file"
-        )
     try:
         network, alphabet = esm.pretrained.load_model_and_alphabet_hub(model)
     except Exception as error:  # noqa: BLE001  (no network, truncated download, ...)

@@ -51,11 +51,15 @@ def _esm_checkpoint_shape(path: Path) -> ModelShape | None:
 
 
 def dna_shape(model: str) -> ModelShape | None:
-    """Hidden size from a transformers ``config.json`` (a local directory, or the hub cache)."""
+    """Hidden size from a transformers ``config.json`` (a local directory, or the hub cache).
+
+    Never goes to the network: offline, the hub's retries would cost half a minute for a check
+    that the embedding files repeat anyway.
+    """
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(model, trust_remote_code=True, local_files_only=True)
         return ModelShape(int(config.hidden_size))
     except Exception:  # noqa: BLE001  (offline without a cache, or no config: checked later)
         return None
