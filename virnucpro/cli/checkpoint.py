@@ -15,7 +15,7 @@ from virnucpro.contracts import CHUNK_LENGTHS, EXIT_OK
 _CHUNK_CHOICE = click.Choice([str(n) for n in CHUNK_LENGTHS])
 
 
-@cli.command("convert-checkpoint")
+@cli.command("convert-checkpoint", short_help="Reference classifier pickle -> native checkpoint, no code run.")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option(
@@ -37,7 +37,7 @@ def convert_checkpoint(src: Path, dst: Path, chunk_length: str, verbose: bool, q
     return EXIT_OK
 
 
-@cli.command("fetch-classifier")
+@cli.command("fetch-classifier", short_help="Download and verify a reference classifier (300 or 500).")
 @click.argument("chunk_length", type=_CHUNK_CHOICE)
 @click.option(
     "--cache-dir",

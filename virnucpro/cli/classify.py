@@ -17,11 +17,11 @@ from virnucpro.summary import StageTimer, write_summary
 _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@cli.command("classify")
+@cli.command("classify", short_help="Score a prepared sample's frames and call chunks and sequences.")
 @click.option("--prepared", required=True, type=_dir, help="Output directory of `virnucpro prepare`.")
 @click.option("--dna-embeddings", required=True, type=click.Path(path_type=Path), help="Directory of DNABERT-S shard embeddings.")
 @click.option("--esm-embeddings", required=True, type=click.Path(path_type=Path), help="Directory of ESM-2 shard embeddings.")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where to write the prediction files.")
+@click.option("--outdir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where to write the prediction files.")
 @click.option(
     "--failed",
     "failed_files",

@@ -15,6 +15,7 @@ from virnucpro.summary import write_summary
 _fasta_argument = click.argument("fasta", nargs=-1, required=True, type=click.Path(dir_okay=False))
 _outdir_option = click.option(
     "--outdir",
+    "-o",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for <stem>.npz per input, failed_files.txt and summary.json.",
@@ -37,7 +38,7 @@ def _run(
     return result.exit_code
 
 
-@cli.command("embed-esm")
+@cli.command("embed-esm", short_help="ESM-2 embeddings of protein FASTA files (all GPUs).")
 @_fasta_argument
 @_outdir_option
 @esm_model_options
@@ -62,7 +63,7 @@ def embed_esm(
     return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet)
 
 
-@cli.command("embed-dna")
+@cli.command("embed-dna", short_help="DNABERT-S embeddings of nucleotide FASTA files (all GPUs).")
 @_fasta_argument
 @_outdir_option
 @dna_model_options

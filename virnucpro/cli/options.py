@@ -122,7 +122,7 @@ classifier_options = _stack(
         "--classifier",
         default=None,
         help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
-        "(native or reference format) [default: the reference model for --chunk-length].",
+        "(native or reference format) [default: the reference model for the chunk length].",
     ),
     click.option(
         "--batch-size",

@@ -22,9 +22,9 @@ from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.pipeline import PredictOptions, run_predict
 
 
-@cli.command("predict")
+@cli.command("predict", short_help="Everything: prepare, embed with both models, classify.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--outdir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--outdir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 @chunk_length_option
 @classifier_options
 @esm_model_options

@@ -12,7 +12,7 @@ from virnucpro.contracts import EXIT_OK
 from virnucpro.prepare import prepare
 
 
-@cli.command("prepare")
+@cli.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "--outdir",

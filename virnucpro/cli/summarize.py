@@ -19,10 +19,11 @@ def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
     return c.EXIT_OK
 
 
-@cli.command("summarize")
+@cli.command("summarize", short_help="Run status over many samples (0 ok, 2 partial, 1 failed).")
 @click.argument("sample_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--outdir",
+    "-o",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write run_status.txt, run_summary.json and failed_files.txt.",

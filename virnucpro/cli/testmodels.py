@@ -12,7 +12,7 @@ from virnucpro.contracts import EXIT_OK
 from virnucpro.testmodels import SIZES, make_test_models
 
 
-@cli.command("make-test-models")
+@cli.command("make-test-models", short_help="Write tiny random models in the real formats (tests, demos).")
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--size", type=click.Choice(list(SIZES)), default="tiny", show_default=True, help="Model size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same weights).")
