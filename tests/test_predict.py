@@ -304,3 +304,26 @@ def test_a_mistyped_model_is_refused_before_any_work(tmp_path, test_models, inpu
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"virnucpro: error: {message}")
     assert not (tmp_path / "out").exists()  # nothing prepared, nothing embedded
+
+
+def test_swapped_embedding_folders_are_refused(tmp_path, test_models, inputs, capsys):
+    prepared, work, _stems = _prepare_and_embed(tmp_path, test_models, inputs)
+    args = ["classify", "--prepared", str(prepared), "--dna-embeddings", str(work / "esm"),
+            "--esm-embeddings", str(work / "dna"), "--outdir", str(tmp_path / "out"),
+            "--classifier", str(test_models.classifier), "--quiet"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: {work / 'esm'}: holds ESM-2 embeddings where DNABERT-S embeddings belong "
+        "(--dna-embeddings and --esm-embeddings swapped?)"
+    ]
+
+
+def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
+    from virnucpro.classifier.compatibility import check_compatible
+    from virnucpro.errors import ModelError
+
+    _model, meta = load_native(test_models.classifier)
+    assert meta.source and not meta.source.endswith(".pt")  # "virnucpro make-test-models (...)"
+    with pytest.raises(ModelError, match=r"^classifier \(virnucpro make-test-models .*\): classifier expects"):
+        check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)

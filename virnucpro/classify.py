@@ -159,6 +159,13 @@ class FrameScorer:
     def _check(self, dna: EmbeddingFile, esm: EmbeddingFile) -> None:
         if self._checked:
             return
+        for expected, directory, stored in ((c.STAGE_DNA, self.dna_dir, dna), (c.STAGE_ESM, self.esm_dir, esm)):
+            found = stored.meta.get("stage")
+            if found and found != expected:
+                raise InputError(
+                    f"{directory}: holds {found} embeddings where {expected} embeddings belong "
+                    f"(--dna-embeddings and --esm-embeddings swapped?)"
+                )
         check_compatible(
             self.meta,
             dna_dim=dna.matrix.shape[1],
