@@ -69,7 +69,7 @@ def test_no_frame_and_empty_records_are_reported_not_dropped():
     results = rows_for([row("empty", 0, 1, 0), row("stops", 300, 1, 0)], [])
     assert [r[1] for r in results] == [
         (c.CALL_NO_FRAME, "empty sequence"),
-        (c.CALL_NO_FRAME, "no frame without a stop codon in any chunk"),
+        (c.CALL_NO_FRAME, "every frame of every chunk has a stop codon or no complete codon"),
     ]
     fields = results[1][0].fields(CallRule())
     assert fields[6:8] == ["NA", "NA"]

@@ -99,3 +99,27 @@ def test_items_are_largest_first_and_clashing_stems_are_refused(tmp_path: Path) 
     clash = write_fasta(tmp_path / "sub" / "small.fa", [("a", "M")])
     with pytest.raises(InputError, match="same output name small.npz"):
         plan_items([str(small), str(clash)], tmp_path / "out")
+
+
+def test_fewer_workers_than_asked_is_said_with_the_reason(
+    four_gpus: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(devices, "visible_gpu_count", lambda: 4)
+    with captured_log(caplog):
+        assert len(devices.plan_workers(None, None, limit=2)) == 2
+        assert len(devices.plan_workers(None, None, limit=4)) == 4  # no reduction: nothing said
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 worker(s), not 4: never more workers than files (2); a smaller --shard-size makes more files"
+    ]
+
+
+def test_gpus_asked_for_on_a_torch_without_cuda_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    monkeypatch.setattr(devices, "cuda_built", lambda: False)
+    with captured_log(caplog):
+        assert devices.select_gpus("0") == []
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and "--gpus 0 ignored, running on the CPU" in record.getMessage()

@@ -124,6 +124,19 @@ def test_a_sequence_whose_embedding_is_not_finite_is_recorded_and_the_rest_kept(
     assert stored.meta[META_FAILED] == "2" and result.embedded == 6
 
 
+def test_nucleotides_given_to_esm2_are_embedded_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from helpers import captured_log
+
+    dna = write_fasta(tmp_path / "frames.fa", [("a", "ACGTACGTTA"), ("b", "GGCATN")])
+    protein_file = write_fasta(tmp_path / "frames.faa", [("a", "ACGTACGTTA"), ("b", "MKVLA")])
+    with captured_log(caplog):
+        assert embed_file(str(dna), FakeEmbedder(), tmp_path / "dna.npz", BUDGET).embedded == 2
+        assert embed_file(str(protein_file), FakeEmbedder(), tmp_path / "p.npz", BUDGET).embedded == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{dna}: every sequence is only A, C, G, T/U and N: nucleotides given to ESM-2 (protein)?"
+    ]
+
+
 def test_a_device_failure_is_raised_not_recorded(tmp_path: Path, fasta: Path) -> None:
     """The GPU is unusable: not this file's fault, so no failure line; the worker must stop."""
     seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]

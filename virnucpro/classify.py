@@ -229,7 +229,7 @@ class SequenceRow:
         if not self.chunk_calls:
             if self.record.length == 0:
                 return c.CALL_NO_FRAME, "empty sequence"
-            return c.CALL_NO_FRAME, "no frame without a stop codon in any chunk"
+            return c.CALL_NO_FRAME, "every frame of every chunk has a stop codon or no complete codon"
         virus = self.virus_chunks
         call = c.CALL_VIRUS if virus / len(self.chunk_calls) >= rule.virus_fraction else c.CALL_OTHERS
         return call, f"{virus}/{len(self.chunk_calls)} chunks virus"

@@ -36,7 +36,7 @@ from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
 from virnucpro.seqio import check_inputs, file_sha256, read_records, write_fasta_record
 
-DEFAULT_SHARD_RESIDUES = 1_000_000
+DEFAULT_SHARD_RESIDUES = 250_000  # ~2,500 frames of 300 bp reads: several shards per GPU on a typical sample
 _INFO_FORMAT = 1
 _BUFFER = 1 << 20
 

@@ -150,5 +150,8 @@ def shard_size_option(func: F) -> F:
         type=click.IntRange(min=1),
         default=DEFAULT_SHARD_RESIDUES,
         show_default=True,
-        help="Protein residues per frame shard (a chunk's frames are never split).",
+        help=(
+            "Protein residues per frame shard: the unit of work the workers (GPUs) share and that "
+            "--resume keeps (a chunk's frames are never split)."
+        ),
     )(func)

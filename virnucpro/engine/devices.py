@@ -102,13 +102,13 @@ def select_gpus(gpus: str | None) -> list[str]:
     if gpus is not None:
         selected = parse_gpus(gpus)
         if not cuda_built():
-            log.info("no CUDA support in this torch build: --gpus %s ignored, running on the CPU", gpus)
+            log.warning("no CUDA support in this torch build: --gpus %s ignored, running on the CPU", gpus)
             return []
         total = physical_gpu_count()
         if total is not None:
             missing = [entry for entry in selected if int(entry) >= total]
             if total == 0:
-                log.info("no CUDA GPU found: --gpus %s ignored, running on the CPU", gpus)
+                log.warning("no CUDA GPU found: --gpus %s ignored, running on the CPU", gpus)
                 return []
             if missing:
                 raise InputError(f"--gpus {gpus}: no GPU {', '.join(missing)} on this machine ({total} found)")
@@ -128,11 +128,13 @@ def plan_workers(gpus: str | None, workers: int | None, limit: int | None = None
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
     selected = select_gpus(gpus)
-    cap = max(1, limit) if limit is not None else None
+    wanted = workers or len(selected) or 1
+    count = min(wanted, max(1, limit)) if limit is not None else wanted
+    if count < wanted and limit:
+        log.info("%d worker(s), not %d: never more workers than files (%d); a smaller --shard-size makes more files",
+                 count, wanted, limit)
     if selected:
-        count = min(workers or len(selected), cap or len(selected) * (workers or 1))
         return [WorkerSlot("cuda:0", {CUDA_VISIBLE_DEVICES: selected[i % len(selected)]}) for i in range(count)]
-    count = min(workers or 1, cap or workers or 1)
     if count == 1 or any(name in os.environ for name in _THREAD_VARIABLES):  # the user's thread setting wins
         return [WorkerSlot("cpu") for _ in range(count)]
     threads = max(1, _cpu_count() // count)

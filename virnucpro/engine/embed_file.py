@@ -37,6 +37,8 @@ _INVALID = {
     STAGE_DNA: re.compile(f"[^{re.escape(NUCLEOTIDE_LETTERS)}]"),
 }
 
+_LOOKS_NUCLEOTIDE = re.compile("[ACGTUN]+")
+
 # Metadata keys the engine writes into every embedding file (see docs/engine.md, "Resume").
 META_INPUT_SHA256 = "input_sha256"
 META_EMBEDDER = "embedder"
@@ -133,6 +135,8 @@ def embed_file(
         ids, sequences = _read_valid(path, embedder.stage)
     except Exception as error:  # noqa: BLE001  (any problem with the file is that file's failure)
         return _file_failed(result, out_path, embedder.stage, error, start)
+    if embedder.stage == STAGE_ESM and all(_LOOKS_NUCLEOTIDE.fullmatch(seq) for seq in sequences):
+        log.warning("%s: every sequence is only A, C, G, T/U and N: nucleotides given to ESM-2 (protein)?", path)
 
     unique_of: dict[str, int] = {}
     record_unique = [unique_of.setdefault(seq, len(unique_of)) for seq in sequences]

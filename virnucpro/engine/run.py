@@ -171,6 +171,9 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
 
 
 def _log_summary(stats: dict) -> None:
+    if stats["files_skipped"]:
+        log.info("%s: %d of %d file(s) up to date (--resume), not embedded again",
+                 stats["stage"], stats["files_skipped"], stats["files"])
     for label, device in stats["devices"].items():
         log.info(
             "%s %s: %d files, %d sequences, %.1f sequences/s, %.0f tokens/s, %d failures",
