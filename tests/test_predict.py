@@ -327,3 +327,11 @@ def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
     assert meta.source and not meta.source.endswith(".pt")  # "virnucpro make-test-models (...)"
     with pytest.raises(ModelError, match=r"^classifier \(virnucpro make-test-models .*\): classifier expects"):
         check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)
+
+
+def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: Path):
+    models = json.loads((predicted / c.SUMMARY_JSON).read_text())["models"]
+    esm, dna = models[c.STAGE_ESM], models[c.STAGE_DNA]
+    assert isinstance(esm["dim"], int) and isinstance(esm["layer"], int) and esm["precision"] == "fp32"
+    assert isinstance(dna["dim"], int) and dna["kind"] == "dna"
+    assert not {"records", "embedded", "input_sha256", "embedder"} & (esm.keys() | dna.keys())  # one shard's counts

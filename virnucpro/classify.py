@@ -6,6 +6,7 @@ embeddings whatever the number of reads.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ class ClassifyResult:
     frames_scored: int = 0
     frames_failed: int = 0
     failures: list[Failure] = field(default_factory=list)
-    embedding_meta: dict[str, dict[str, str]] = field(default_factory=dict)
+    embedding_meta: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def exit_status(self) -> int:
@@ -112,6 +113,16 @@ def _load_shard_embeddings(directory: Path, stem: str, stage: str) -> tuple[Embe
         return load_embeddings(path), ""
     except InputError as error:
         return None, f"unreadable {stage} embeddings for shard {stem}: {error}"
+
+
+def embedder_identity(meta: dict[str, str]) -> dict[str, object]:
+    """The embedding model's identity stored in an embedding file (model, layer, precision, ...),
+    without the file's own counts; whole numbers as numbers (for summary.json)."""
+    try:
+        identity = json.loads(meta["embedder"])
+    except (KeyError, ValueError):
+        identity = dict(meta)
+    return {key: int(value) if isinstance(value, str) and value.isdigit() else value for key, value in identity.items()}
 
 
 def _shard_stem(file_path: str) -> str:
@@ -175,7 +186,7 @@ class FrameScorer:
             esm_model=esm.meta.get("model"),
             esm_layer=int(esm.meta["layer"]) if esm.meta.get("layer") else None,
         )
-        self.result.embedding_meta = {c.STAGE_DNA: dna.meta, c.STAGE_ESM: esm.meta}
+        self.result.embedding_meta = {c.STAGE_DNA: embedder_identity(dna.meta), c.STAGE_ESM: embedder_identity(esm.meta)}
         self._checked = True
 
     def score_shard(self, frame_ids: list[str], stem: str) -> Iterator[FrameScore]:

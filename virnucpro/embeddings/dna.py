@@ -292,8 +292,8 @@ def _load_error(model: str, source: str, error: BaseException) -> ModelError:
     if Path(source).is_dir():
         return ModelError(f"{model}: cannot load this DNA model directory ({describe(error, typed=True)})")
     return ModelError(
-        f"cannot load DNA model {model!r} ({describe(error, typed=True)}); it is downloaded once into the Hugging Face "
-        f"cache: on an offline machine, fetch it first where there is network with `hf download {model}` "
+        f"cannot load DNA model {model!r} ({describe(error, typed=True, limit=200)}); it is downloaded once into "
+        f"the Hugging Face cache: on an offline machine, fetch it first where there is network with `hf download {model}` "
         f"(same HF_HOME; then set HF_HUB_OFFLINE=1), or pass a local save_pretrained directory"
     )
 

@@ -342,7 +342,8 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
         network, alphabet = esm.pretrained.load_model_and_alphabet_hub(model)
     except Exception as error:  # noqa: BLE001  (no network, truncated download, ...)
         raise ModelError(
-            f"cannot load ESM model {model!r} ({describe(error, typed=True)}); it is downloaded once into {_hub_dir()}: "
+            f"cannot load ESM model {model!r} ({describe(error, typed=True, limit=200)}); it is downloaded once into "
+            f"{_hub_dir()}: "
             f"on an offline machine, fetch it first where there is network with "
             f"`python -c \"import esm; esm.pretrained.{model}()\"` (same TORCH_HOME), or pass the local .pt path"
         ) from None

@@ -49,7 +49,7 @@ class InProcessRunner:
         try:
             embedder = self.spec.load(worker.slot.device)
         except Exception as error:  # noqa: BLE001  (reported as the systemic failure, as from a worker)
-            worker.state, worker.cause = FAILED, f"could not load the model: {describe(error, typed=True)}"
+            worker.state, worker.cause = FAILED, f"could not load the model: {describe(error, typed=True, limit=1000)}"
             self.progress.set_state(0, FAILED)
             self.outcome.systemic = systemic_failure([worker])
             log.error("%s", self.outcome.systemic)

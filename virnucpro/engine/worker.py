@@ -73,7 +73,7 @@ def worker_main(
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
         from virnucpro.errors import describe
 
-        _send(conn, ("load_failed", describe(error, typed=True), traceback.format_exc()))
+        _send(conn, ("load_failed", describe(error, typed=True, limit=1000), traceback.format_exc()))
         conn.close()
         return
     from virnucpro.device_errors import DeviceFailure
