@@ -69,3 +69,18 @@ def test_auto_is_live_on_a_terminal_plain_elsewhere_and_quiet_at_error_level(
         logger.setLevel(level)
     with pytest.raises(ValueError):
         resolve_mode("fancy")
+
+
+def test_the_line_says_how_much_is_done_and_about_how_long_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    import virnucpro.engine.progress as progress_module
+
+    clock = [500.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress("quiet", "ESM-2", 4, ["gpu 0"], total_cost=1000)
+    assert " files, " in progress.line() and "left" not in progress.line()  # nothing finished: no estimate
+    clock[0] += 60.0
+    progress.file_done(0, failures=0, cost=250)  # a quarter in a minute: three minutes to go
+    assert progress.line().startswith("ESM-2: 1/4 files (25% of residues, about 3 min left), ")
+    clock[0] += 180.0
+    progress.file_done(0, failures=0, cost=750)
+    assert progress.line().startswith("ESM-2: 2/4 files (100% of residues), ")

@@ -213,8 +213,9 @@ class Manager:
         elif kind == "done":
             _, index, result = message
             self.outcome.results[index] = result
+            cost = worker.item.cost if worker.item is not None else 0
             worker.file_done(result)
-            self.progress.file_done(worker.number, len(result.failures))
+            self.progress.file_done(worker.number, len(result.failures), cost)
             self.progress.set_state(worker.number, IDLE)
 
     # -- deaths and systemic failure ----------------------------------------------------------

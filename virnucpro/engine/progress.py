@@ -51,10 +51,20 @@ def resolve_mode(mode: str) -> str:
 class Progress:
     """Collects per-worker counters from the manager and shows them in the chosen mode."""
 
-    def __init__(self, mode: str, stage: str, total_files: int, labels: list[str], interval_s: float = LOG_INTERVAL_S):
+    def __init__(
+        self,
+        mode: str,
+        stage: str,
+        total_files: int,
+        labels: list[str],
+        interval_s: float = LOG_INTERVAL_S,
+        total_cost: int = 0,
+    ):
         self.mode = resolve_mode(mode)
         self.stage = stage
         self.total_files = total_files
+        self.total_cost = total_cost  # residues + boundary tokens of every file (engine.plan.estimate_cost)
+        self.done_cost = 0
         self.workers = [WorkerView(label) for label in labels]
         self.interval_s = interval_s
         self.start = time.monotonic()
@@ -84,8 +94,9 @@ class Progress:
         view.tokens += tokens
         self._refresh()
 
-    def file_done(self, worker: int, failures: int) -> None:
+    def file_done(self, worker: int, failures: int, cost: int = 0) -> None:
         view = self.workers[worker]
+        self.done_cost += cost
         view.files += 1
         view.failures += failures
         self._refresh()
@@ -117,9 +128,20 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         busy = sum(1 for v in self.workers if v.state == "processing")
         return (
-            f"{self.stage}: {files}/{self.total_files} files, {sequences} sequences, "
+            f"{self.stage}: {files}/{self.total_files} files{self._done_and_eta(elapsed)}, {sequences} sequences, "
             f"{tokens / elapsed:.0f} tokens/s, {failures} failures, {busy}/{len(self.workers)} workers busy"
         )
+
+    def _done_and_eta(self, elapsed: float) -> str:
+        """`` (42% of residues, about 3 min left)``: by the size of the finished files."""
+        if not self.total_cost or not self.done_cost:
+            return ""
+        fraction = min(1.0, self.done_cost / self.total_cost)
+        if fraction >= 1.0:
+            return " (100% of residues)"
+        left = elapsed * (1 - fraction) / fraction
+        when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
+        return f" ({100 * fraction:.0f}% of residues, about {when} left)"
 
     def _refresh(self) -> None:
         if self._live is not None:

@@ -71,7 +71,7 @@ def run_embedding(
         _remove_stale_temporaries(item.out_path)
     labels = [slot.label for slot in slots]
     log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
-    display = Progress(progress, _spec_stage(spec), len(items), labels)
+    display = Progress(progress, _spec_stage(spec), len(items), labels, total_cost=sum(item.cost for item in items))
     try:
         if not items:  # nothing to embed: load no model
             outcome = ManagerOutcome()
