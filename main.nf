@@ -188,12 +188,18 @@ def runStatusMessage(status, outdir, fail_on_partial) {
  */
 def publishRunStatus(status_file, outdir) {
     def info = file("${outdir}/pipeline_info")
-    info.mkdirs()
-    ['run_status.txt', 'run_summary.json', 'failed_files.txt'].each { name ->
-        def source = status_file.resolveSibling(name)
-        if (source.exists()) {
-            source.copyTo(info.resolve(name))
+    try {
+        info.mkdirs()
+        ['run_status.txt', 'run_summary.json', 'failed_files.txt'].each { name ->
+            def source = status_file.resolveSibling(name)
+            if (source.exists()) {
+                source.copyTo(info.resolve(name))
+            }
         }
+    }
+    catch( Exception e ) {
+        // publishDir may be moving the same files right now: its copy is the one that counts then
+        log.warn("virnucpro: could not copy the run status files to ${info} (${e.message}); see the SUMMARIZE task's work directory")
     }
 }
 

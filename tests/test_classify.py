@@ -147,3 +147,13 @@ def test_a_sequence_failure_names_its_sequence_and_survives_the_file():
     assert parsed.failed_sequence() == ("r1_chunk_1F2", "embedding not finite in fp16")
     assert c.Failure("shard_00001.fa", c.STAGE_ESM, "no such file").failed_sequence() is None
     assert c.Failure("shard_00001.fa", c.STAGE_ESM, "sequence file unreadable").failed_sequence() is None
+
+
+def test_a_sequence_failure_finds_its_frame_even_with_a_pipe_in_the_id():
+    from virnucpro.classify import failure_key, upstream_reasons
+
+    frame = "gi|123|ref|NC_1|_chunk_1F1"
+    failure = c.Failure.of_sequence("shard_00000.fa", c.STAGE_ESM, frame, "embedding not finite in fp16")
+    for given in (failure, c.Failure.parse(failure.line())):  # in memory (predict), or read back (classify --failed)
+        by_frame, _by_shard = upstream_reasons([given])
+        assert by_frame[failure_key(frame)] == "ESM-2: embedding not finite in fp16"

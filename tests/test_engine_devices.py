@@ -109,7 +109,7 @@ def test_fewer_workers_than_asked_is_said_with_the_reason(
         assert len(devices.plan_workers(None, None, limit=2)) == 2
         assert len(devices.plan_workers(None, None, limit=4)) == 4  # no reduction: nothing said
     assert [r.getMessage() for r in caplog.records] == [
-        "2 worker(s), not 4: never more workers than files (2); a smaller --shard-size makes more files"
+        "2 worker(s), not 4: never more workers than files (2)"
     ]
 
 

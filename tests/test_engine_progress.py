@@ -84,3 +84,18 @@ def test_the_line_says_how_much_is_done_and_about_how_long_is_left(monkeypatch: 
     clock[0] += 180.0
     progress.file_done(0, failures=0, cost=750)
     assert progress.line().startswith("ESM-2: 2/4 files (100% of residues), ")
+
+
+def test_files_skipped_on_resume_do_not_count_as_work_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    import virnucpro.engine.progress as progress_module
+
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = Progress("quiet", "ESM-2", 10, ["gpu 0"], total_cost=1000)
+    for _ in range(9):  # up to date, found in no time
+        progress.file_done(0, failures=0, cost=90, skipped=True)
+    clock[0] += 2.0
+    assert "left" not in progress.line()  # nothing embedded yet: no estimate (not "90%, 0 s left")
+    clock[0] += 60.0
+    progress.file_done(0, failures=0, cost=190)  # the one file embedded is all the work there was
+    assert progress.line().startswith("ESM-2: 10/10 files (100% of residues), ")

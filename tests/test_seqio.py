@@ -70,6 +70,19 @@ def test_fastq_plain_wrapped_crlf_and_gzip_by_content(tmp_path: Path) -> None:
         assert _pairs(path) == CLEAN_PAIRS, path.name
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n\n@r1 desc\nACGT\n+\nIIII\n@r2\nGG\n+\nII\n",  # blank lines before the first record
+        "@r1 desc\nACGT\n+r1\nIIII\n@r2\nGG\n+r2 other words\nII\n",  # '+' repeating part of the header, or not
+        "@r1 desc\nACGT\n+\n+III\n@r2\nGG\n+\n@I\n",  # qualities starting with '+' and '@'
+    ],
+)
+def test_fastq_variants_seen_in_real_files_are_read(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "reads.fq", text)
+    assert [(r.id, r.seq) for r in read_records([path])] == [("r1", "ACGT"), ("r2", "GG")]
+
+
 def test_several_files_in_order_with_unique_ids(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.fa", ">x\nAAA\n>x\nCCC\n>x_dup2\nGGG\n>y\nTTT\n")
     b = _write(tmp_path / "b.fq", "@x\nACG\n+\nIII\n@y desc\nTGA\n+\nIII\n")
@@ -134,8 +147,8 @@ BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
     "junk.bin": (bytes(range(256)) * 8, ["binary"]),
     "junk_gz.fa": (gzip.compress(bytes(range(256)) * 8), ["binary"]),
     "noheader.fa": (b"ACGTACGT\nACGT\n", ["'>' or '@'"]),
-    "truncated.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGTAC\n+\nII", ["record 2", "r2", "quality"]),
-    "no_plus.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", ["record 2", "without quality"]),
+    "truncated.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGTAC\n+\nII", ["r2", "quality"]),
+    "no_plus.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", ["r2", "'+'"]),
     "no_at.fq": (b"@r1\nACGT\n+\nIIII\nr2\nACGT\n+\nIIII\n", ["record 1", "r1", "quality"]),
     "only_empty.fa": (b">a\n>b desc\n\n>c\n", ["empty"]),
     "protein.fa": (b">dna\nACGT\n>prot1 some protein\nMKLVEFQPACGT\n", ["record 2", "prot1", "E", "F", "L", "protein"]),

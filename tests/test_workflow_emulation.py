@@ -255,6 +255,11 @@ if mode == "recorded":
     (outdir / "failed_files.txt").write_text(f"{args[1]}|ESM-2|CUDA out of memory\n")
     (outdir / "summary.json").write_text('{"exit_status": 1}')
     sys.exit(1)
+if mode == "not-finite":  # the only failure another attempt would repeat
+    (outdir / f"{stem}.npz").write_text("npz")
+    line = f"{args[1]}|ESM-2|sequence a: embedding not finite in bf16 (an overflow: try --precision fp32)\n"
+    (outdir / "failed_files.txt").write_text(line)
+    sys.exit(2)
 if mode == "result-with-status":
     (outdir / "summary.json").write_text('{"exit_status": 2}')
     (outdir / "run_status.txt").write_text("2\n")
@@ -280,6 +285,7 @@ def fake_bin(tmp_path: Path) -> Path:
         ("ok", False, 0, ["shard_00007.npz"]),
         ("recorded", False, 75, None),  # Nextflow retries (conf/base.config, process_gpu)
         ("recorded", True, 0, ["shard_00007.failed_files.txt"]),  # kept as data on the last attempt
+        ("not-finite", False, 0, ["shard_00007.failed_files.txt", "shard_00007.npz"]),  # no retry: same again
         ("error", True, 1, None),  # not data: the task fails
     ],
 )

@@ -125,6 +125,11 @@ def embedder_identity(meta: dict[str, str]) -> dict[str, object]:
     return {key: int(value) if isinstance(value, str) and value.isdigit() else value for key, value in identity.items()}
 
 
+def failure_key(sequence_id: str) -> str:
+    """A sequence id as it reads back from failed_files.txt, where '|' (the field separator) became '/'."""
+    return sequence_id.replace("|", "/")
+
+
 def _shard_stem(file_path: str) -> str:
     return Path(file_path).name.split(".")[0]
 
@@ -140,7 +145,7 @@ def upstream_reasons(failures: Sequence[Failure]) -> tuple[dict[str, str], dict[
     for failure in failures:
         failed = failure.failed_sequence()
         if failed is not None:
-            by_frame.setdefault(failed[0], f"{failure.stage}: {failed[1]}")
+            by_frame.setdefault(failure_key(failed[0]), f"{failure.stage}: {failed[1]}")
         else:
             by_shard.setdefault((failure.stage, _shard_stem(failure.file_path)), f"{failure.stage}: {failure.message}")
     return by_frame, by_shard
@@ -212,7 +217,7 @@ class FrameScorer:
                 yield FrameScore(frame_id, scores[frame_id], shard=stem)
             else:
                 missing = c.STAGE_DNA if frame_id not in dna_rows else c.STAGE_ESM
-                reason = self.frame_reasons.get(frame_id) or f"no {missing} embedding for frame {frame_id}"
+                reason = self.frame_reasons.get(failure_key(frame_id)) or f"no {missing} embedding for frame {frame_id}"
                 yield FrameScore(frame_id, None, reason, stem)
 
     def score_all(self, prepared: Path) -> Iterator[FrameScore]:

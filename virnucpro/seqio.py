@@ -1,8 +1,8 @@
 """Reading input sequences: FASTA and FASTQ, plain or gzip, recognised by content.
 
-Records are parsed by Biopython's low-level parsers (``SimpleFastaParser``,
-``FastqGeneralIterator``); this module adds what a pipeline needs around them: content
-sniffing, gzip, hashing while reading, validation and one-line errors.
+FASTA records are parsed by Biopython's ``SimpleFastaParser``, FASTQ by a lenient parser of
+our own (see :func:`_parse_fastq`); this module adds what a pipeline needs around them:
+content sniffing, gzip, hashing while reading, validation and one-line errors.
 
 ``read_records`` streams records from several files in order, validates that they are
 nucleotide sequences, uppercases them and gives every record a unique id (duplicates get
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import IO
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
-from Bio.SeqIO.QualityIO import FastqGeneralIterator
 
 from virnucpro.errors import InputError, describe
 
@@ -269,12 +268,43 @@ def _parse_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
 
 
 def _parse_fastq(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
-    """``(title, sequence)`` pairs of a FASTQ file (Biopython's parser: wrapped records allowed,
-    qualities checked against the sequence); a malformed record is an InputError naming it."""
+    """``(title, sequence)`` pairs of a FASTQ file (wrapped records allowed); strict about structure.
+
+    Our own rather than Biopython's ``FastqGeneralIterator``, which refuses a ``+`` line that
+    repeats only part of the header and blank lines before the first record (both in real files).
+    """
+    it = iter(lines)
     number = 0
-    try:
-        for title, seq, _quality in FastqGeneralIterator(lines):
-            number += 1
-            yield title, seq
-    except ValueError as error:
-        raise InputError(f"{source}: malformed FASTQ at record {number + 1}: {describe(error)}") from None
+    line = next(it, "")
+    while True:
+        while line and not line.strip():  # blank lines between records
+            line = next(it, "")
+        if not line:
+            return
+        number += 1
+        if not line.startswith("@"):
+            raise InputError(f"{source}: malformed FASTQ: record {number} does not start with '@'")
+        title = line[1:].rstrip()
+        seq_parts: list[str] = []
+        for line in it:
+            if line.startswith("+"):
+                break
+            seq_parts.append(line.rstrip())
+        else:
+            raise InputError(f"{source}: truncated FASTQ: record {number} ({title.split(' ')[0]}) has no '+' line")
+        seq = "".join(seq_parts)
+        quality_length = 0
+        line = ""
+        for line in it:
+            stripped = line.rstrip()
+            if quality_length >= len(seq) and (stripped.startswith("@") or not stripped):
+                break
+            quality_length += len(stripped)
+        else:
+            line = ""
+        if quality_length != len(seq):
+            raise InputError(
+                f"{source}: truncated or malformed FASTQ: record {number} ({title.split(' ')[0]}) has "
+                f"{len(seq)} bases but {quality_length} quality values"
+            )
+        yield title, seq

@@ -1,4 +1,5 @@
-"""summary.json: counts per call, timings per stage, models, versions and the exit status."""
+"""What a run reports at its end: summary.json (counts, timings, models, versions, exit status)
+and the closing log line of a run that did not fully succeed."""
 
 from __future__ import annotations
 

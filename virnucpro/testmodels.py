@@ -124,7 +124,8 @@ def make_dna(outdir: Path, size: str = "tiny", seed: int = 0) -> Path:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
     for written in directory.iterdir():  # transformers writes the weights 0600: shareable like the rest
-        give_default_mode(written)
+        if written.is_file():
+            give_default_mode(written)
     return directory
 
 

@@ -131,8 +131,7 @@ def plan_workers(gpus: str | None, workers: int | None, limit: int | None = None
     wanted = workers or len(selected) or 1
     count = min(wanted, max(1, limit)) if limit is not None else wanted
     if count < wanted and limit:
-        log.info("%d worker(s), not %d: never more workers than files (%d); a smaller --shard-size makes more files",
-                 count, wanted, limit)
+        log.info("%d worker(s), not %d: never more workers than files (%d)", count, wanted, limit)
     if selected:
         return [WorkerSlot("cuda:0", {CUDA_VISIBLE_DEVICES: selected[i % len(selected)]}) for i in range(count)]
     if count == 1 or any(name in os.environ for name in _THREAD_VARIABLES):  # the user's thread setting wins

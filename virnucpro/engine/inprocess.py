@@ -76,7 +76,7 @@ class InProcessRunner:
                 return self.outcome
             self.outcome.results[item.index] = result
             worker.file_done(result)
-            self.progress.file_done(0, len(result.failures), item.cost)
+            self.progress.file_done(0, len(result.failures), item.cost, skipped=result.skipped)
             self.progress.tick()
         worker.state = COMPLETED
         self.progress.set_state(0, COMPLETED)

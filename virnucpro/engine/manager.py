@@ -215,7 +215,7 @@ class Manager:
             self.outcome.results[index] = result
             cost = worker.item.cost if worker.item is not None else 0
             worker.file_done(result)
-            self.progress.file_done(worker.number, len(result.failures), cost)
+            self.progress.file_done(worker.number, len(result.failures), cost, skipped=result.skipped)
             self.progress.set_state(worker.number, IDLE)
 
     # -- deaths and systemic failure ----------------------------------------------------------

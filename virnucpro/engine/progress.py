@@ -94,9 +94,13 @@ class Progress:
         view.tokens += tokens
         self._refresh()
 
-    def file_done(self, worker: int, failures: int, cost: int = 0) -> None:
+    def file_done(self, worker: int, failures: int, cost: int = 0, skipped: bool = False) -> None:
+        """A file is finished; ``skipped`` (up to date, --resume) leaves it out of the share and the estimate."""
         view = self.workers[worker]
-        self.done_cost += cost
+        if skipped:
+            self.total_cost -= cost
+        else:
+            self.done_cost += cost
         view.files += 1
         view.failures += failures
         self._refresh()

@@ -144,6 +144,8 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
              "precision": worker.precision, "parity_checks": worker.parity_checks},
         )
         device["workers"] += 1
+        device["precision"] = device["precision"] or worker.precision  # a worker that failed to load has none
+        device["parity_checks"] = device["parity_checks"] or worker.parity_checks
         device["failed_workers"] += worker.state == "failed"
         for key in ("files", "sequences", "tokens", "failures"):
             device[key] += getattr(worker, key)

@@ -3,7 +3,8 @@
  *
  * A shard the stage could not embed is recorded by the stage in failed_files.txt. Before the
  * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: more memory,
- * a smaller batch); on the last attempt the failure is kept as data
+ * a smaller batch), unless its only failures are non-finite embeddings (the same again on any
+ * attempt); on the last attempt the failure is kept as data
  * (embeddings/<shard>.failed_files.txt) and the run goes on. Any other error is not data and
  * fails the task.
  */
@@ -31,12 +32,13 @@ process EMBED_ESM {
     virnucpro_stage.py embed-esm ${fasta} --outdir embeddings --esm-model ${model_name} ${args} || status=\$?
     rm -f embeddings/summary.json
     if [ -s embeddings/failed_files.txt ]; then
-        if [ "${last_attempt}" != "true" ]; then
+        # Another attempt (more memory, a smaller batch) can cure anything but a non-finite embedding.
+        if [ "${last_attempt}" != "true" ] && grep -qv ': embedding not finite in ' embeddings/failed_files.txt; then
             echo "virnucpro: shard ${shard} failed (exit \$status), asking for another attempt" >&2
             exit 75
         fi
         mv embeddings/failed_files.txt embeddings/${shard}.failed_files.txt
-        echo "virnucpro: shard ${shard} failed on the last attempt; recorded, the run goes on" >&2
+        echo "virnucpro: shard ${shard}: failures recorded as data, the run goes on" >&2
     elif [ "\$status" -ne 0 ]; then
         exit "\$status"
     fi
