@@ -108,7 +108,7 @@ def test_writer_produces_reference_formats(tmp_path: Path):
     )
     lines = (tmp_path / c.SEQUENCE_PREDICTIONS).read_text().splitlines()
     assert lines[0].split("\t") == list(c.SEQUENCE_PREDICTIONS_HEADER)
-    assert lines[1].split("\t") == ["a", "a", "300", "1", "1", "1", "0.75", "0.75", "virus", "1/1 chunks virus"]
+    assert lines[1].split("\t") == ["a", "a", "300", "1", "1", "1", "0.75", "0.75", "virus", "1/1 chunks virus", "in.fa"]
 
 
 def test_writer_leaves_no_file_when_interrupted(tmp_path: Path):

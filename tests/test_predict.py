@@ -50,6 +50,8 @@ def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, 
     records = list(read_records(inputs))
     rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
     assert [r["id"] for r in rows] == [rec.id for rec in records]
+    assert [r["source"] for r in rows] == [rec.source for rec in records]  # which input file (one sample, two files)
+    assert len({r["source"] for r in rows}) == len(inputs) > 1
     assert {r["call"] for r in rows} <= set(c.CALLS)
     summary = json.loads((predicted / c.SUMMARY_JSON).read_text())
     assert summary["exit_status"] == 0 and summary["records"] == len(records)

@@ -269,6 +269,7 @@ class SequenceRow:
             _fmt(sum(p_virus) / len(p_virus)) if p_virus else "NA",
             call,
             reason,
+            self.record.source,
         ]
 
 

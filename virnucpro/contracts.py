@@ -64,6 +64,7 @@ SEQUENCE_PREDICTIONS_HEADER = (
     "mean_p_virus",
     "call",
     "reason",
+    "source",
 )
 
 # Calls in sequence_predictions.tsv.
