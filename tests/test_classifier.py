@@ -337,20 +337,13 @@ def _no_network(*_args, **_kwargs):
     raise AssertionError("the URL must not be read")
 
 
-def _current_umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def test_fetch_downloads_verifies_then_uses_cache(served, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     path = fetch_reference_classifier(300, cache, url=served.as_uri())
     assert path == cache / "300_model.pth" and path.read_bytes() == served.read_bytes()
     assert sorted(p.name for p in cache.iterdir()) == ["300_model.pth"]
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_current_umask()  # a shared cache: readable by others
+    (cache / "plain").write_text("x")  # a shared cache: the mode any file written here gets, not mkstemp's 0600
+    assert path.stat().st_mode & 0o777 == (cache / "plain").stat().st_mode & 0o777
     monkeypatch.setattr(reference.urllib.request, "urlopen", _no_network)
     assert fetch_reference_classifier(300, cache, url="http://127.0.0.1:9/never") == path
 

@@ -35,7 +35,7 @@ NUCLEOTIDE_LETTERS = "ACGTUNRYKMSWBDHV-."
 _NOT_NUCLEOTIDE = re.compile(f"[^{re.escape(NUCLEOTIDE_LETTERS)}]")
 _WHITESPACE = re.compile(r"\s+")
 
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_COMPRESSION = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
 _SNIFF_BYTES = 1 << 16
 _READ_BUFFER = 1 << 20
@@ -232,7 +232,7 @@ def _decompressed(source: str, raw: _HashingReader, stack: contextlib.ExitStack)
         magic = handle.peek(8)[:8]
     except OSError as error:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
-    if magic.startswith(_GZIP_MAGIC):
+    if magic.startswith(GZIP_MAGIC):
         gz = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
         return io.BufferedReader(gz, buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
     for prefix, name in _OTHER_COMPRESSION.items():

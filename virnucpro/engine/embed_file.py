@@ -26,7 +26,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
-from virnucpro.seqio import NUCLEOTIDE_LETTERS, read_fasta
+from virnucpro.seqio import GZIP_MAGIC, NUCLEOTIDE_LETTERS, read_fasta
 
 log = get_logger("engine.embed_file")
 
@@ -187,7 +187,7 @@ def embed_file(
 def _read_valid(path: str, stage: str) -> tuple[list[str], list[str]]:
     """Ids and uppercase sequences of ``path``; ValueError naming the record for bad content."""
     with open(path, "rb") as handle:
-        if handle.read(2) == b"\x1f\x8b":
+        if handle.read(2) == GZIP_MAGIC:
             raise ValueError("gzip-compressed: the embedding stages read plain-text FASTA (as prepare writes it)")
     invalid = _INVALID.get(stage)
     ids: list[str] = []

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from virnucpro.contracts import EMBEDDING_SUFFIX
 from virnucpro.errors import InputError
+from virnucpro.seqio import GZIP_MAGIC
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _BOUNDARY_TOKENS = 2  # BOS/CLS and EOS/SEP: what every sequence costs besides its residues
 
 
@@ -45,7 +45,7 @@ def estimate_cost(path: str) -> int:
     try:
         with open(path, "rb") as raw:
             magic = raw.read(2)
-        opener = gzip.open if magic == _GZIP_MAGIC else open
+        opener = gzip.open if magic == GZIP_MAGIC else open
         residues = records = 0
         with opener(path, "rb") as handle:
             for line in handle:
