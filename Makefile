@@ -6,14 +6,25 @@ VIRNUCPRO := $(VENV)/bin/virnucpro
 # The pinned torch is installed first (here: a local CPU wheel; elsewhere: PyPI's build).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-min clean
+
+# `make test-min`: the same tests with the lowest dependency versions pyproject.toml allows.
+VENV_MIN ?= .venv-min
+
+# $(call install_into,VENV,EXTRA PIP OPTIONS): a virtual environment with the package and its test extra.
+define install_into
+	python3 -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet "$(TORCH)"
+	$(1)/bin/python -m pip install --quiet $(2) -e '.[test]'
+	touch $(1)/.installed
+endef
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@
+	$(call install_into,$(VENV),)
+
+$(VENV_MIN)/.installed: pyproject.toml tests/min-versions.txt
+	$(call install_into,$(VENV_MIN),-c tests/min-versions.txt)
 
 install: $(VENV)/.installed
 
@@ -25,6 +36,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-min: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/python -m pytest -q
 
 clean:
 	rm -rf results test_models .pytest_cache

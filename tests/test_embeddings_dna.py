@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import textwrap
@@ -210,19 +211,24 @@ def test_local_directory_copy_loads_offline(test_models, tmp_path: Path, monkeyp
     np.testing.assert_array_equal(embedder.embed_batch(_dna()[:3]), original.embed_batch(_dna()[:3]))
 
 
-def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, tmp_path: Path) -> None:
-    """Offline, the hub client retries each file for half a minute before using the cache: a cached
-    model must not ask at all. A subprocess, so the cache location is read from the environment."""
+def _hub_cache_snapshot(model_dir: Path, home: Path, hub_id: str) -> Path:
+    """``model_dir`` copied into a Hugging Face cache under ``home`` as the snapshot of ``hub_id``."""
+    snapshot = home / "hub" / ("models--" + hub_id.replace("/", "--")) / "snapshots" / ("0" * 40)
+    shutil.copytree(model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
+def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[str], str]:
+    """Load ``hub_id`` with load_dna_embedder in a subprocess whose Hugging Face cache is ``home``
+    and whose hub is unreachable; returns (embedding width, model name) and stderr."""
     import os
     import subprocess
     import sys
 
-    snapshot = tmp_path / "hf" / "hub" / "models--virnucpro--tiny-dna" / "snapshots" / ("0" * 40)
-    shutil.copytree(test_models.dna, snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     code = textwrap.dedent(
-        """
+        f"""
         import sys
         import huggingface_hub.file_download as download
 
@@ -233,18 +239,60 @@ def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, t
         download.get_hf_file_metadata = asked
         from virnucpro.embeddings.dna import load_dna_embedder
 
-        embedder = load_dna_embedder("virnucpro/tiny-dna")
+        embedder = load_dna_embedder({hub_id!r})
         print(embedder.embed_batch(["ACGTACGTAA"]).shape[1], embedder.identity()["model"])
         """
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env = {**os.environ, "HF_HOME": str(home), "HF_ENDPOINT": "http://127.0.0.1:9"}
     env.pop("HF_HUB_OFFLINE", None)
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], env=env, cwd=workdir, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "ASKED THE HUB" not in done.stderr
-    assert done.stdout.split() == [str(load_dna_embedder(str(test_models.dna)).dim), "virnucpro/tiny-dna"]
+    return done.stdout.split(), done.stderr
+
+
+def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, tmp_path: Path) -> None:
+    """Offline, the hub client retries each file for half a minute before using the cache: a cached
+    model must not ask at all. A subprocess, so the cache location is read from the environment."""
+    _hub_cache_snapshot(test_models.dna, tmp_path / "hf", "virnucpro/tiny-dna")
+    printed, stderr = _load_from_hub_cache(tmp_path / "hf", "virnucpro/tiny-dna", tmp_path)
+    assert "ASKED THE HUB" not in stderr
+    assert printed == [str(load_dna_embedder(str(test_models.dna)).dim), "virnucpro/tiny-dna"]
+
+
+# DNABERT-S revisions before July 2024: config.json sends AutoConfig to the repository's own
+# configuration_bert.BertConfig while the model class declares transformers' BertConfig.
+OLD_REVISION_CONFIG = "import transformers\n\n\nclass BertConfig(transformers.BertConfig):\n    pass\n"
+
+
+@pytest.fixture()
+def old_revision_model(remote_code_model, tmp_path: Path) -> Path:
+    """The stand-in remote-code model in the layout of an old DNABERT-S revision, in a hub cache."""
+    directory, _ = remote_code_model
+    snapshot = _hub_cache_snapshot(directory, tmp_path / "hf", "virnucpro/old-dnabert")
+    (snapshot / "configuration_bert.py").write_text(OLD_REVISION_CONFIG)
+    config = json.loads((snapshot / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_bert.BertConfig", **config["auto_map"]}
+    (snapshot / "config.json").write_text(json.dumps(config))
+    return tmp_path / "hf"
+
+
+@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) >= 5, reason="transformers 5 compares config names")
+def test_old_revision_is_refused_by_transformers_4_without_the_loader(old_revision_model) -> None:
+    with pytest.raises(ValueError, match="config_class"):
+        transformers.AutoModel.from_pretrained(
+            "virnucpro/old-dnabert",
+            trust_remote_code=True,
+            local_files_only=True,
+            cache_dir=str(old_revision_model / "hub"),
+        )
+
+
+def test_old_revision_loads(old_revision_model, tmp_path: Path) -> None:
+    printed, stderr = _load_from_hub_cache(old_revision_model, "virnucpro/old-dnabert", tmp_path)
+    assert "ASKED THE HUB" not in stderr
+    assert printed == ["16", "virnucpro/old-dnabert"]
 
 
 def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path: Path) -> None:

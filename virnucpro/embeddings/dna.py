@@ -32,12 +32,13 @@ loader does about it, without uninstalling anything:
    with transformers' own ``BertConfig``, the workaround the DNABERT-2 authors give. (transformers
    5 compares config classes by name and does not raise this.)
 
-Checked with transformers 5.24 (installed here): the remote-code loading path of ``AutoModel``
-read against DNABERT-S's ``bert_layers.py`` as published in the MAGICS-LAB/DNABERT_S repository
-(read, not copied), and run end to end on a local stand-in module with the same three patterns
-(tests/test_embeddings_dna.py: the meta-device failure, the kernel switch, the tuple output).
-Not checkable offline: the current hub revision of DNABERT-S and its real weights (so no
-numeric comparison with upstream), transformers 4.x, and Triton on a GPU.
+Checked with transformers 5.24 and 4.40 (CI's `make test` and `make test-min`): the remote-code
+loading path of ``AutoModel`` read against DNABERT-S's ``bert_layers.py`` as published in the
+MAGICS-LAB/DNABERT_S repository (read, not copied), and run end to end on a local stand-in
+module with the same patterns (tests/test_embeddings_dna.py: the meta-device failure, the kernel
+switch, the tuple output and, loaded as a hub id from the local cache, the old revisions'
+config class). Not checkable offline: the current hub revision of DNABERT-S and its real
+weights (so no numeric comparison with upstream), and Triton on a GPU.
 """
 
 from __future__ import annotations
