@@ -324,6 +324,13 @@ def test_bin_script_alone_uses_the_installed_package(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- containers
 
 
+def _runtime_dependencies() -> set[str]:
+    """The package's runtime dependencies, by name, from pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((scan.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() for requirement in project["dependencies"]}
+
+
 def test_container_recipes_pin_versions() -> None:
     containers = scan.REPO_ROOT / "containers"
     env = (containers / "environment.yml").read_text().split("dependencies:", 1)[1]
@@ -334,6 +341,8 @@ def test_container_recipes_pin_versions() -> None:
         text = (containers / dockerfile).read_text()
         assert re.search(r"^FROM \S+:\S+", text, flags=re.M), f"{dockerfile}: base image without a tag"
         assert re.search(r"^ARG TORCH_VERSION=[0-9]", text, flags=re.M) and '"torch==${TORCH_VERSION}"' in text, f"{dockerfile}: torch is not pinned"
-        for package in ("fair-esm", "transformers", "biopython", "click", "rich"):
+        for package in _runtime_dependencies() - {"torch"}:
             assert re.search(rf"{re.escape(package)}==[0-9]", text), f"{dockerfile}: {package} is not pinned"
+    pinned_in_env = {name.lower() for name, op, version in pins if op == "=="}
+    assert _runtime_dependencies() <= pinned_in_env, f"environment.yml lacks {_runtime_dependencies() - pinned_in_env}"
     assert "cu12" in (containers / "Dockerfile.gpu").read_text(), "the GPU image must use a CUDA 12 torch build"
