@@ -100,14 +100,16 @@ def test_model_errors(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- DNABERT-S-style remote code
 
-# Written for this test (not DNABERT-S's code): the three patterns the loader must cope with -
-# a module-level ``flash_attn_qkvpacked_func`` that is set when Triton imports and fails when
-# called, an ALiBi table built in __init__ from a plain CPU tensor, and a tuple output.
+# Written for this test (not DNABERT-S's code): the patterns the loader must cope with - a
+# module-level ``flash_attn_qkvpacked_func`` that is set when Triton imports and fails when
+# called, an ALiBi table built in __init__ from a plain CPU tensor, a tuple output, and an
+# ``einops`` import (transformers refuses remote code whose imports are not installed).
 REMOTE_CODE = textwrap.dedent(
     '''
     import math
 
     import torch
+    from einops import rearrange
     from torch import nn
     from transformers import BertConfig, PreTrainedModel
 
@@ -151,7 +153,7 @@ REMOTE_CODE = textwrap.dedent(
             n = x.shape[1]
             if self.encoder._current_alibi_size < n:
                 self.encoder.rebuild_alibi_tensor(size=n, device=x.device)
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            q, k, v = rearrange(self.qkv(x), "b s (t d) -> t b s d", t=3)
             scores = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]) + self.encoder.alibi[0, :n, :n].to(x.device)
             scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
             hidden = torch.tanh(scores.softmax(-1) @ v + x) * mask[:, :, None]

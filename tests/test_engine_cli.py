@@ -83,18 +83,34 @@ def test_embed_dna_records_a_bad_file_and_keeps_the_rest(tmp_path: Path, test_mo
     assert load_embeddings(outdir / "nuc1.npz").ids == ["n1_0", "n1_1", "n1_2"]
 
 
-def test_a_missing_model_is_one_error_line_and_exit_1(tmp_path: Path, proteins: list[str]) -> None:
-    missing = tmp_path / "no_such_model.pt"
-    process = subprocess.run(
-        [sys.executable, "-m", "virnucpro", "embed-esm", proteins[0], "--outdir", str(tmp_path / "out"),
-         "--esm-model", str(missing), "--quiet"],
+def _embed_esm_quietly(protein: str, outdir: Path, model: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "virnucpro", "embed-esm", protein, "--outdir", str(outdir),
+         "--esm-model", str(model), "--quiet"],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def test_a_missing_model_is_refused_before_any_work(tmp_path: Path, proteins: list[str]) -> None:
+    missing = tmp_path / "no_such_model.pt"
+    process = _embed_esm_quietly(proteins[0], tmp_path / "out", missing)
+    assert process.returncode == EXIT_FAILED
+    assert process.stderr.strip() == f"virnucpro: error: {missing}: ESM model file not found"
+    assert not (tmp_path / "out").exists()  # no worker started, nothing recorded as data
+
+
+def test_a_model_that_fails_to_load_is_a_systemic_failure(tmp_path: Path, proteins: list[str]) -> None:
+    broken = tmp_path / "esm2_t2_broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    (tmp_path / "esm2_t2_broken-contact-regression.pt").write_bytes(b"")
+    process = _embed_esm_quietly(proteins[0], tmp_path / "out", broken)
     assert process.returncode == EXIT_FAILED
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
     assert "systemic failure: 1 of 1 workers failed" in lines[0] and "could not load the model" in lines[0]
-    assert str(missing) in lines[0] or missing.name in lines[0]
+    assert broken.name in lines[0]
+    recorded = (tmp_path / "out" / FAILED_FILES).read_text()
+    assert recorded.startswith(f"{proteins[0]}|ESM-2|not embedded: systemic failure") and "could not load the model" in recorded
 
 
 @pytest.mark.parametrize("command", ["embed-esm", "predict"])

@@ -50,7 +50,7 @@ class Task:
     path_prefix: Path | None = None  # a directory put first on PATH (fake stages)
 
     def run(self, section: str = "script") -> subprocess.CompletedProcess:
-        values = {"task.process": f"VIRNUCPRO:{self.process}", **self.values}
+        values = {"task.process": f"VIRNUCPRO:{self.process}", "task.cpus": 2, **self.values}
         script = PROCESSES[self.process].gstring(section).render(values)
         self.workdir.mkdir(parents=True)
         for name, source in self.stage.items():
@@ -255,6 +255,10 @@ if mode == "recorded":
     (outdir / "failed_files.txt").write_text(f"{args[1]}|ESM-2|CUDA out of memory\n")
     (outdir / "summary.json").write_text('{"exit_status": 1}')
     sys.exit(1)
+if mode == "no-model":  # the engine's record when no worker could load the model
+    cause = "systemic failure: 1 of 1 workers failed, stopping (worker 1 (cpu): could not load the model: bad file)"
+    (outdir / "failed_files.txt").write_text(f"{args[1]}|ESM-2|not embedded: {cause}\n")
+    sys.exit(1)
 if mode == "not-finite":  # the only failure another attempt would repeat
     (outdir / f"{stem}.npz").write_text("npz")
     line = f"{args[1]}|ESM-2|sequence a: embedding not finite in bf16 (an overflow: try --precision fp32)\n"
@@ -287,6 +291,8 @@ def fake_bin(tmp_path: Path) -> Path:
         ("recorded", True, 0, ["shard_00007.failed_files.txt"]),  # kept as data on the last attempt
         ("not-finite", False, 0, ["shard_00007.failed_files.txt", "shard_00007.npz"]),  # no retry: same again
         ("error", True, 1, None),  # not data: the task fails
+        ("no-model", False, 1, None),  # no retry, not data: the run stops
+        ("no-model", True, 1, None),
     ],
 )
 def test_embed_task_outcome(tmp_path, fake_bin, monkeypatch, process, mode, last_attempt, exit_code, outputs) -> None:

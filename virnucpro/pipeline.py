@@ -12,8 +12,7 @@ from virnucpro.classifier.model import ClassifierMeta
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.embeddings.base import EmbedderSpec
-from virnucpro.embeddings.dna import resolve_dna_source
-from virnucpro.embeddings.esm import check_esm_model, resolve_layer
+from virnucpro.embeddings.esm import resolve_layer
 from virnucpro.embeddings.probe import dna_shape, esm_shape
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
@@ -74,8 +73,8 @@ def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) ->
     """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
     timer = StageTimer()
     check_inputs(inputs)  # a missing input or model path is named before anything is loaded or downloaded
-    check_esm_model(options.esm.model)
-    resolve_dna_source(options.dna.model)
+    options.esm.check()
+    options.dna.check()
     with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
         classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
         check_models_early(classifier[1], options)

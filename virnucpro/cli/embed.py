@@ -27,6 +27,7 @@ def _run(
     gpus: str | None, workers: int | None, resume: bool, quiet: bool,
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
+    spec.check()  # a mistyped model path or name stops here, before any worker starts
     progress = "quiet" if quiet else "auto"
     result = run_embedding(
         list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress

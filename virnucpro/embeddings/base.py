@@ -81,6 +81,18 @@ class EmbedderSpec:
         layer = f"layer {self.layer}, " if self.layer is not None else ""
         return f"{what} {self.model} ({layer}precision {self.precision})"
 
+    def check(self) -> None:
+        """Refuse, before any work and without loading, a model that cannot be found: a missing
+        path or an unknown name is a one-line ModelError."""
+        if self.kind == "esm":
+            from virnucpro.embeddings.esm import check_esm_model
+
+            check_esm_model(self.model)
+        else:
+            from virnucpro.embeddings.dna import resolve_dna_source
+
+            resolve_dna_source(self.model)
+
     def load(self, device: str = "cpu") -> Embedder:
         """Load the model on ``device`` ("cpu" or "cuda:N"); call once per process."""
         if self.kind == "esm":

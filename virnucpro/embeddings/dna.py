@@ -16,8 +16,9 @@
   ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
   to the scores, which breaks a model cast wholesale to half precision; autocast does not.)
 
-DNABERT-S remote code (DNABERT-2 architecture, MosaicBERT ``bert_layers.py``) and what the
-loader does about it, without uninstalling anything:
+DNABERT-S remote code (DNABERT-2 architecture, MosaicBERT ``bert_layers.py``; it imports
+``einops``, a dependency of this package for that reason) and what the loader does about it,
+without uninstalling anything:
 
 1. Its attention switches to a Triton flash-attention kernel whenever ``triton`` imports; that
    kernel fails with current Triton ("dot() got an unexpected keyword argument 'trans_b'").

@@ -5,8 +5,8 @@
  * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: more memory,
  * a smaller batch), unless its only failures are non-finite embeddings (the same again on any
  * attempt); on the last attempt the failure is kept as data
- * (embeddings/<shard>.failed_files.txt) and the run goes on. Any other error is not data and
- * fails the task.
+ * (embeddings/<shard>.failed_files.txt) and the run goes on. A model that could not be loaded
+ * is not a property of the shard: the task fails at once, as on any other error that is not data.
  */
 process EMBED_DNA {
     tag "${meta.id}:${meta.shard}"
@@ -28,9 +28,14 @@ process EMBED_DNA {
     def shard = fasta.baseName
     def last_attempt = task.attempt > (task.maxRetries ?: 0)
     """
+    export OMP_NUM_THREADS=${task.cpus}  # torch threads: the task's CPUs, not every core of the node
     status=0
     virnucpro_stage.py embed-dna ${fasta} --outdir embeddings --dna-model ${model_name} ${args} || status=\$?
     rm -f embeddings/summary.json
+    if grep -q 'could not load the model' embeddings/failed_files.txt 2>/dev/null; then
+        head -n 1 embeddings/failed_files.txt >&2
+        exit 1
+    fi
     if [ -s embeddings/failed_files.txt ]; then
         # Another attempt (more memory, a smaller batch) can cure anything but a non-finite embedding.
         if [ "${last_attempt}" != "true" ] && grep -qv ': embedding not finite in ' embeddings/failed_files.txt; then

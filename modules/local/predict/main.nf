@@ -27,6 +27,7 @@ process PREDICT {
     def prefix = "${meta.id}"
     def classifier = classifier_name ? "--classifier ${classifier_name}" : ''
     """
+    export OMP_NUM_THREADS=${task.cpus}  # torch threads: the task's CPUs, not every core of the node
     mkdir -p inputs/dna inputs/esm
     failed=''
     for f in inputs/dna/*.failed_files.txt inputs/esm/*.failed_files.txt; do
