@@ -142,7 +142,8 @@ def _prepare_and_embed(tmp_path: Path, test_models, inputs) -> tuple[Path, Path,
 
 def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
     prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
-    (work / "esm" / f"{stems[1]}.npz").unlink()  # a lost ESM task
+    lost = work / "esm" / f"{stems[1]}.npz"
+    lost.rename(tmp_path / "kept_aside.npz")  # a lost ESM task
 
     out = tmp_path / "out"
     assert main(classify_args(prepared, work, out, test_models)) == c.EXIT_PARTIAL
@@ -154,6 +155,7 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     assert [(f.stage, stems[1] in f.message) for f in failures] == [(c.STAGE_CLASSIFY, True)]
     assert json.loads((out / c.SUMMARY_JSON).read_text())["exit_status"] == c.EXIT_PARTIAL
 
+
     # With the embedding stage's failure line for that shard, the rows give its words, not just "missing".
     failed_file = work / "esm" / c.FAILED_FILES
     why = "not embedded: systemic failure: 1 of 1 workers failed, stopping (worker 0 (gpu 0): killed by SIGKILL)"
@@ -162,6 +164,12 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     assert main(classify_args(prepared, work, explained, test_models, "--failed", str(failed_file))) == c.EXIT_PARTIAL
     reasons = {r["reason"] for r in read_tsv(explained / c.SEQUENCE_PREDICTIONS) if r["call"] == c.CALL_FAILED}
     assert reasons == {f"ESM-2: {why}"}
+
+    # The shard back, the same command again: complete, and the earlier failure list is gone.
+    (tmp_path / "kept_aside.npz").rename(lost)
+    assert main(classify_args(prepared, work, out, test_models)) == c.EXIT_OK
+    assert not (out / c.FAILED_FILES).exists()
+    assert main(["summarize", str(out), "--outdir", str(tmp_path / "run"), "--quiet"]) == c.EXIT_OK
 
     for stem in stems:  # every shard lost: total failure
         (work / "esm" / f"{stem}.npz").unlink(missing_ok=True)
@@ -218,6 +226,22 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert main([]) == 0  # a bare `virnucpro` shows the help
     shown = capsys.readouterr()
     assert shown.out.startswith("Usage: virnucpro") and "predict" in shown.out and shown.err == ""
+
+
+def test_unusable_outdirs_and_values_are_one_line_exit_1(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    reads = str(Path(__file__).parents[1] / "assets" / "test_reads.fa")
+    cases = [
+        (["prepare", reads, "-o", str(blocker / "sub")], f"{blocker / 'sub'}: cannot create the output directory (Not a directory)"),
+        (["make-test-models", str(blocker / "sub")], f"{blocker / 'sub'}: Not a directory"),  # any OSError: one line
+        (["summarize", str(tmp_path), "-o", ""], "Invalid value for '--outdir' / '-o': an empty path (an unset variable?)"),
+        (["predict", reads, "-o", " "], "Invalid value for '--outdir' / '-o': an empty path (an unset variable?)"),
+        (["predict", reads, "-o", str(tmp_path / "o"), "--virus-fraction", "nan"], "Invalid value for '--virus-fraction': nan is not a number"),
+    ]
+    for args, message in cases:
+        assert main(args) == c.EXIT_FAILED, args
+        assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {message}"], args
 
 
 def test_a_missing_input_is_named_before_the_classifier_is_fetched(tmp_path, capsys, monkeypatch):

@@ -83,6 +83,25 @@ def test_fastq_variants_seen_in_real_files_are_read(tmp_path: Path, text: str) -
     assert [(r.id, r.seq) for r in read_records([path])] == [("r1", "ACGT"), ("r2", "GG")]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@a\nACGTACGTAC\n+\nIIIII\n@b\nATGGCC\n+\nIIIIII\n@c\nAC\n+\nII\n",  # 5 of 10: @b is no quality line
+        "@a\nACGTAC\nGTAC\n+\nIIII\nIII\n@b\nATG\n+\nIII\n",  # wrapped, 7 of 10
+        "@a\nACGTACGTAC\n+\nIIIII\n\n@b\nATG\n+\nIII\n",  # a blank line is no quality line either
+    ],
+)
+def test_a_short_quality_line_is_an_error_not_the_next_record(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "short.fq", text)
+    with pytest.raises(InputError, match=r"record 1 \(a\) has 10 bases but [57] quality values"):
+        list(read_records([path]))
+
+
+def test_quality_wrapped_apart_from_the_sequence_is_read(tmp_path: Path) -> None:
+    path = _write(tmp_path / "qwrapped.fq", "@a\nACGTACGT\n+\nIIII\nIIII\n@b\nAT\n+\nII\n")
+    assert _pairs(path) == [("a", "ACGTACGT"), ("b", "AT")]
+
+
 def test_several_files_in_order_with_unique_ids(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.fa", ">x\nAAA\n>x\nCCC\n>x_dup2\nGGG\n>y\nTTT\n")
     b = _write(tmp_path / "b.fq", "@x\nACG\n+\nIII\n@y desc\nTGA\n+\nIII\n")

@@ -111,11 +111,13 @@ class Failure:
 
 
 def write_failures(path: Path, failures: list[Failure]) -> None:
-    """Write failed_files.txt atomically; nothing is written when there is no failure."""
+    """Write failed_files.txt atomically; with no failure, there is no such file (an earlier run's is removed)."""
     from virnucpro.atomic import atomic_write_text
 
     if failures:
         atomic_write_text(path, "".join(f.line() + "\n" for f in failures))
+    else:
+        path.unlink(missing_ok=True)
 
 
 def read_failures(path: Path) -> list[Failure]:

@@ -16,6 +16,7 @@ from virnucpro.embeddings.esm import resolve_layer
 from virnucpro.embeddings.probe import dna_shape, esm_shape
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
+from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
 from virnucpro.seqio import check_inputs
 from virnucpro.summary import StageTimer, write_summary
@@ -78,6 +79,14 @@ def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) ->
     with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
         classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
         check_models_early(classifier[1], options)
+    with claimed_outdir(outdir):  # a second run into the same directory would mix both runs' files
+        return _run_stages(list(inputs), Path(outdir), options, classifier, timer)
+
+
+def _run_stages(
+    inputs: list[str], outdir: Path, options: PredictOptions, classifier: tuple, timer: StageTimer
+) -> int:
+    """prepare, both embeddings, classify and summary.json into ``outdir``; returns 0/2/1."""
     prepared = outdir / PREPARED_DIR
     with timer.stage("prepare"):
         if options.resume and prepare_is_current(prepared, inputs, options.chunk_length, options.shard_size):

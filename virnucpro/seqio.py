@@ -293,13 +293,18 @@ def _parse_fastq(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]
         else:
             raise InputError(f"{source}: truncated FASTQ: record {number} ({title.split(' ')[0]}) has no '+' line")
         seq = "".join(seq_parts)
-        quality_length = 0
+        # Quality lines until they cover the sequence. A line that looks like the next header
+        # ('@' or blank) is quality only while there are fewer quality lines than sequence
+        # lines: a short quality line must not swallow the next record.
+        quality_length, quality_lines = 0, 0
         line = ""
         for line in it:
             stripped = line.rstrip()
-            if quality_length >= len(seq) and (stripped.startswith("@") or not stripped):
+            header_like = stripped.startswith("@") or not stripped
+            if header_like and (quality_length >= len(seq) or quality_lines >= max(1, len(seq_parts))):
                 break
             quality_length += len(stripped)
+            quality_lines += 1
         else:
             line = ""
         if quality_length != len(seq):

@@ -152,11 +152,7 @@ def summarize_run(sample_dirs: Sequence[Path], outdir: Path) -> RunSummary:
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    failed_path = outdir / c.FAILED_FILES
-    if failures:
-        c.write_failures(failed_path, failures)
-    else:
-        failed_path.unlink(missing_ok=True)
+    c.write_failures(outdir / c.FAILED_FILES, failures)
     atomic_write_text(outdir / RUN_SUMMARY_JSON, json.dumps(run.to_dict(), indent=2, sort_keys=True) + "\n")
     atomic_write_text(outdir / RUN_STATUS, f"{run.exit_status}\n")
     for sample in samples:

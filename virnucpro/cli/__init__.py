@@ -29,6 +29,15 @@ def _register_commands() -> None:
     from virnucpro.cli import commands  # noqa: F401  (registers every subcommand on `cli`)
 
 
+def _report(message: str, verbose: bool) -> None:
+    """One error line on stderr; with --verbose the traceback first."""
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"virnucpro: error: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
     _register_commands()
@@ -46,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"virnucpro: error: {' '.join(error.format_message().split())}", err=True)
         code = EXIT_FAILED
     except VirnucproError as error:
-        if verbose:
-            import traceback
-
-            traceback.print_exc()
-        click.echo(f"virnucpro: error: {error}", err=True)
+        _report(f"{error}", verbose)
         code = error.exit_code
+    except OSError as error:  # the file system refused (a path that is a file, a full disk, permissions)
+        where = f"{error.filename}: " if error.filename else ""
+        _report(f"{where}{error.strerror or error}", verbose)
+        code = EXIT_FAILED
     except KeyboardInterrupt:
         click.echo("virnucpro: interrupted", err=True)
         code = EXIT_FAILED

@@ -9,8 +9,9 @@ import click
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.cli import cli
-from virnucpro.cli.options import classifier_options, init_logging, verbosity_options
+from virnucpro.cli.options import classifier_options, init_logging, outdir_option, verbosity_options
 from virnucpro.contracts import read_failures
+from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import read_prepare_info
 from virnucpro.summary import StageTimer, write_summary
 
@@ -21,7 +22,7 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--prepared", required=True, type=_dir, help="Output directory of `virnucpro prepare`.")
 @click.option("--dna-embeddings", required=True, type=click.Path(path_type=Path), help="Directory of DNABERT-S shard embeddings.")
 @click.option("--esm-embeddings", required=True, type=click.Path(path_type=Path), help="Directory of ESM-2 shard embeddings.")
-@click.option("--outdir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where to write the prediction files.")
+@outdir_option("Where to write the prediction files.")
 @click.option(
     "--failed",
     "failed_files",
@@ -51,11 +52,12 @@ def classify_command(
         loaded = resolve_classifier(classifier or str(chunk_length), chunk_length)
     upstream = [failure for path in failed_files for failure in read_failures(path)]
     rule = CallRule(virus_fraction)
-    with timer.stage("classify"):
-        result = classify_prepared(
-            prepared, dna_embeddings, esm_embeddings, outdir, loaded, chunk_length, batch_size, rule, upstream
-        )
-    summary = classify_summary(result, loaded[1], rule)
-    summary.update(command="classify", prepared=str(prepared), chunk_length=chunk_length, timings_s=timer.seconds)
-    write_summary(outdir, summary)
+    with claimed_outdir(outdir):
+        with timer.stage("classify"):
+            result = classify_prepared(
+                prepared, dna_embeddings, esm_embeddings, outdir, loaded, chunk_length, batch_size, rule, upstream
+            )
+        summary = classify_summary(result, loaded[1], rule)
+        summary.update(command="classify", prepared=str(prepared), chunk_length=chunk_length, timings_s=timer.seconds)
+        write_summary(outdir, summary)
     return result.exit_status

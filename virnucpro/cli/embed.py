@@ -7,19 +7,21 @@ from pathlib import Path
 import click
 
 from virnucpro.cli import cli
-from virnucpro.cli.options import device_options, dna_model_options, esm_model_options, init_logging, verbosity_options
+from virnucpro.cli.options import (
+    device_options,
+    dna_model_options,
+    esm_model_options,
+    init_logging,
+    outdir_option,
+    verbosity_options,
+)
 from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.engine import run_embedding
+from virnucpro.outdir import claimed_outdir
 from virnucpro.summary import write_summary
 
 _fasta_argument = click.argument("fasta", nargs=-1, required=True, type=click.Path(dir_okay=False))
-_outdir_option = click.option(
-    "--outdir",
-    "-o",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for <stem>.npz per input, failed_files.txt and summary.json.",
-)
+_outdir_option = outdir_option("Directory for <stem>.npz per input, failed_files.txt and summary.json.")
 
 
 def _run(
@@ -29,13 +31,12 @@ def _run(
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
     spec.check()  # a mistyped model path or name stops here, before any worker starts
     progress = "quiet" if quiet else "auto"
-    result = run_embedding(
-        list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
-    )
-    write_summary(
-        outdir,
-        {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code, "engine": result.stats},
-    )
+    with claimed_outdir(outdir):
+        result = run_embedding(
+            list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
+        )
+        summary = {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code}
+        write_summary(outdir, {**summary, "engine": result.stats})
     return result.exit_code
 
 

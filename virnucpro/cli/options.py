@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -117,6 +119,29 @@ def init_logging(verbose: bool, quiet: bool) -> None:
     setup_logging(verbose=verbose, quiet=quiet)
 
 
+class _OutputDirectory(click.Path):
+    """A directory to write to; an empty value (an unset shell variable) is refused, not taken for '.'."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path (an unset variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def outdir_option(help_text: str) -> Callable[[F], F]:
+    """``--outdir/-o DIR`` (required) with the command's own description of what goes there."""
+    return click.option("--outdir", "-o", required=True, type=_OutputDirectory(), help=help_text)
+
+
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):  # FloatRange lets nan through
+        raise click.BadParameter(f"{value} is not a number")
+    return value
+
+
 classifier_options = _stack(
     click.option(
         "--classifier",
@@ -134,6 +159,7 @@ classifier_options = _stack(
     click.option(
         "--virus-fraction",
         type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+        callback=_finite,
         default=0.5,
         show_default=True,
         help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",

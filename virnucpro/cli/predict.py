@@ -15,6 +15,7 @@ from virnucpro.cli.options import (
     dna_model_options,
     esm_model_options,
     init_logging,
+    outdir_option,
     shard_size_option,
     verbosity_options,
 )
@@ -24,7 +25,7 @@ from virnucpro.pipeline import PredictOptions, run_predict
 
 @cli.command("predict", short_help="Everything: prepare, embed with both models, classify.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--outdir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@outdir_option("Output directory.")
 @chunk_length_option
 @classifier_options
 @esm_model_options

@@ -7,20 +7,21 @@ from pathlib import Path
 import click
 
 from virnucpro.cli import cli
-from virnucpro.cli.options import chunk_length_option, init_logging, shard_size_option, verbosity_options
+from virnucpro.cli.options import (
+    chunk_length_option,
+    init_logging,
+    outdir_option,
+    shard_size_option,
+    verbosity_options,
+)
 from virnucpro.contracts import EXIT_OK
+from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import prepare
 
 
 @cli.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "--outdir",
-    "-o",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for chunks.fa, frames.*, manifest.tsv and shards/.",
-)
+@outdir_option("Directory for chunks.fa, frames.*, manifest.tsv and shards/.")
 @chunk_length_option
 @shard_size_option
 @verbosity_options
@@ -29,5 +30,6 @@ def prepare_command(
 ) -> int:
     """Split INPUT... (FASTA/FASTQ, plain or gzip) into chunks and keep their stop-free frames."""
     init_logging(verbose, quiet)
-    prepare(inputs, outdir, chunk_length, shard_size)
+    with claimed_outdir(outdir):
+        prepare(inputs, outdir, chunk_length, shard_size)
     return EXIT_OK

@@ -8,7 +8,8 @@ import click
 
 from virnucpro import contracts as c
 from virnucpro.cli import cli
-from virnucpro.cli.options import init_logging, verbosity_options
+from virnucpro.cli.options import init_logging, outdir_option, verbosity_options
+from virnucpro.outdir import claimed_outdir
 from virnucpro.summarize import summarize_run
 
 
@@ -21,13 +22,7 @@ def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
 
 @cli.command("summarize", short_help="Run status over many samples (0 ok, 2 partial, 1 failed).")
 @click.argument("sample_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--outdir",
-    "-o",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write run_status.txt, run_summary.json and failed_files.txt.",
-)
+@outdir_option("Where to write run_status.txt, run_summary.json and failed_files.txt.")
 @click.option("--fail-on-partial", is_flag=True, help="Exit 1 when the run status is 2 (partial), not only when it is 1.")
 @verbosity_options
 def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_partial: bool, verbose: bool, quiet: bool) -> int:
@@ -37,5 +32,6 @@ def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_parti
     unless the run failed (status 1) or --fail-on-partial is set and the status is 2.
     """
     init_logging(verbose, quiet)
-    run = summarize_run(list(sample_dirs), outdir)
+    with claimed_outdir(outdir):
+        run = summarize_run(list(sample_dirs), outdir)
     return summarize_exit_code(run.exit_status, fail_on_partial)

@@ -277,6 +277,6 @@ def describe_error(error: BaseException) -> str:
         return "binary content, not a FASTA text file"
     if isinstance(error, FileNotFoundError):
         return "no such file"
-    if isinstance(error, OSError) and error.strerror:
-        return f"cannot read: {error.strerror}"
+    if isinstance(error, OSError) and error.strerror:  # reading the input or writing the output
+        return f"{error.strerror} ({error.filename})" if error.filename else error.strerror
     return describe(error, typed=not isinstance(error, ValueError))

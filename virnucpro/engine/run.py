@@ -24,8 +24,8 @@ from virnucpro.engine.inprocess import InProcessRunner
 from virnucpro.engine.manager import Manager, ManagerOutcome
 from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
-from virnucpro.errors import VirnucproError
 from virnucpro.log import get_logger
+from virnucpro.outdir import make_outdir
 from virnucpro.summary import log_outcome
 
 log = get_logger("engine")
@@ -60,11 +60,7 @@ def run_embedding(
     A single CPU worker runs in this process (seconds faster) unless ``isolate`` is set.
     """
     start = time.perf_counter()
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise VirnucproError(f"{outdir}: cannot create the output directory ({error.strerror or error})") from None
+    outdir = make_outdir(outdir)
     items = plan_items(list(files), outdir)
     slots = plan_workers(gpus, workers, limit=len(items))  # never more workers than files
     for item in items:
@@ -83,14 +79,12 @@ def run_embedding(
         display.close()
     stage = outcome.stage or _spec_stage(spec)
     outputs, failures = _collect(items, outcome, stage)
-    failed_path = outdir / FAILED_FILES
-    failed_path.unlink(missing_ok=True)
-    write_failures(failed_path, failures)
+    write_failures(outdir / FAILED_FILES, failures)
     exit_code = _exit_code(outcome, outputs, failures)
     stats = _stats(items, outcome, failures, stage, time.perf_counter() - start)
     _log_summary(stats)
     if not outcome.systemic:  # a systemic failure was logged as such already
-        log_outcome(stage, exit_code, failures, failed_path)
+        log_outcome(stage, exit_code, failures, outdir / FAILED_FILES)
     return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
 
 

@@ -1,0 +1,45 @@
+"""Output directories: one-line errors, and one run at a time per directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from virnucpro import contracts as c
+from virnucpro.cli import main
+from virnucpro.errors import InputError, VirnucproError
+from virnucpro.outdir import LOCK_FILE, claimed_outdir, make_outdir
+
+READS = str(Path(__file__).parents[1] / "assets" / "test_reads.fa")
+
+
+def test_a_second_run_into_a_claimed_directory_is_refused(tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "out"
+    with claimed_outdir(outdir):
+        assert (outdir / LOCK_FILE).exists()
+        with pytest.raises(InputError, match="another virnucpro run is writing into this directory"):
+            with claimed_outdir(outdir):
+                pass
+        for command in (["prepare", READS], ["summarize", str(tmp_path)]):
+            assert main([*command, "--outdir", str(outdir)]) == c.EXIT_FAILED
+            assert capsys.readouterr().err.splitlines() == [
+                f"virnucpro: error: {outdir}: another virnucpro run is writing into this directory"
+            ]
+        assert sorted(p.name for p in outdir.iterdir()) == [LOCK_FILE]  # the refused runs wrote nothing
+    assert list(outdir.iterdir()) == []  # released and removed: no clutter in the results
+    assert main(["prepare", READS, "--outdir", str(outdir), "--quiet"]) == c.EXIT_OK
+    assert not (outdir / LOCK_FILE).exists()
+
+
+def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path: Path) -> None:
+    (tmp_path / LOCK_FILE).write_text("")  # a run killed with -9 leaves the file, not the lock
+    with claimed_outdir(tmp_path):
+        pass
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_an_outdir_that_cannot_be_a_directory_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(VirnucproError, match=r"a_file/sub: cannot create the output directory \(Not a directory\)$"):
+        make_outdir(tmp_path / "a_file" / "sub")

@@ -1,0 +1,77 @@
+"""Output directories: created with a one-line error, and held by one run at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from virnucpro.errors import InputError, VirnucproError
+from virnucpro.log import get_logger
+
+log = get_logger("outdir")
+
+LOCK_FILE = ".virnucpro.lock"
+
+
+def make_outdir(outdir: Path) -> Path:
+    """Create ``outdir`` (and its parents); a path that cannot be a directory is a one-line error."""
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VirnucproError(f"{outdir}: cannot create the output directory ({error.strerror or error})") from None
+    return outdir
+
+
+@contextlib.contextmanager
+def claimed_outdir(outdir: Path) -> Iterator[Path]:
+    """Create ``outdir`` and hold an exclusive lock on ``outdir/.virnucpro.lock`` while the block runs.
+
+    A second run into the same directory (which would mix both runs' files) stops at once with
+    an InputError. The lock is the kernel's (``flock``): it goes with the process, so a killed
+    run leaves at most an empty, unlocked file. The file is removed when the block ends. On a
+    file system without ``flock`` the run goes on unlocked.
+    """
+    outdir = make_outdir(outdir)
+    lock_path = outdir / LOCK_FILE
+    while True:
+        handle = open(lock_path, "a")  # noqa: SIM115  (held open for the whole block)
+        try:
+            if not _locked(handle, outdir):
+                break  # no locking here: run unlocked, leave the file alone
+            if _same_file(handle, lock_path):
+                try:
+                    yield outdir
+                finally:
+                    lock_path.unlink(missing_ok=True)  # still locked: nobody can take the old file meanwhile
+                return
+        finally:
+            handle.close()
+        # the holder removed the file between our open and our lock: take the new one
+    yield outdir
+
+
+def _locked(handle, outdir: Path) -> bool:
+    """Take the exclusive lock (False where the file system has no locking)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"{outdir}: another virnucpro run is writing into this directory") from None
+    except OSError as error:
+        if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        log.debug("%s: no file locking on this file system (%s); not locked", outdir, error.strerror)
+        return False
+    return True
+
+
+def _same_file(handle, path: Path) -> bool:
+    """True while ``path`` still names the file ``handle`` has open."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
