@@ -5,10 +5,11 @@
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     nextflow run <repo> -profile gpu,singularity --input samples.csv --outdir results
 
-    The run's status (0 ok, 2 partial, 1 failed) is written to
+    The run's status (0 ok, 2 partial, 1 failed) is written by its last step, SUMMARIZE, to
     <outdir>/pipeline_info/run_status.txt and announced when the run completes. Nextflow
     itself exits 0 for status 0 and 2, and 1 for status 1; with --fail_on_partial it also
-    exits 1 for status 2. See docs/usage.md.
+    exits 1 for status 2. A task error that stops the run before SUMMARIZE (invalid input, a
+    model that cannot be loaded) leaves no status file; Nextflow then exits 1. See docs/usage.md.
 ----------------------------------------------------------------------------------------
 */
 
@@ -66,6 +67,9 @@ def readSamples(input) {
         if (!isSequenceFile(source.name)) {
             error("--input must be a samplesheet (.csv) or a FASTA/FASTQ file (${sequenceSuffixes().join(', ')}, optionally .gz): ${input}")
         }
+        if (source.name =~ /\s/) {
+            error("--input: '${source.name}' contains whitespace; rename or link the file to a name without spaces")
+        }
         def name = sampleNameOf(source.name)
         checkSampleName(name, "--input ${source.name}")
         return [[[id: name], [source]]]
@@ -86,6 +90,10 @@ def readSamples(input) {
         def path = row.fasta ?: ''
         if (!path || !isSequenceFile(path)) {
             error("${where}: '${path}' is not a FASTA/FASTQ file name (${sequenceSuffixes().join(', ')}, optionally .gz)")
+        }
+        // The staged file names reach the PREPARE command line unquoted (assets/schema_input.json forbids whitespace too).
+        if (path =~ /\s/) {
+            error("${where}: '${path}' contains whitespace; rename or link the file to a path without spaces")
         }
         def sequences = path.contains('://') || path.startsWith('/') ? file(path) : source.resolveSibling(path)
         if (!sequences.exists()) {

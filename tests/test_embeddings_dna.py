@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from virnucpro.contracts import STAGE_DNA
-from virnucpro.embeddings.dna import DnaEmbedder, load_dna_embedder
+from virnucpro.embeddings.dna import DnaEmbedder, load_dna_embedder, resolve_dna_source
 from virnucpro.errors import InputError, ModelError
 
 
@@ -96,6 +96,9 @@ def test_model_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as caught:
         load_dna_embedder(str(tmp_path / "empty"))
     assert "\n" not in str(caught.value)
+    for not_a_model in (tmp_path, tmp_path / "empty"):  # e.g. the models/ folder: refused before any work
+        with pytest.raises(ModelError, match=r"save_pretrained layout \(with config\.json\)"):
+            resolve_dna_source(str(not_a_model))
 
 
 # --------------------------------------------------------------------------- DNABERT-S-style remote code
@@ -222,9 +225,10 @@ def _hub_cache_snapshot(model_dir: Path, home: Path, hub_id: str) -> Path:
     return snapshot
 
 
-def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[str], str]:
+def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[str], str, str]:
     """Load ``hub_id`` with load_dna_embedder in a subprocess whose Hugging Face cache is ``home``
-    and whose hub is unreachable; returns (embedding width, model name) and stderr."""
+    and whose hub is unreachable; returns [embedding width, model name], the model files'
+    fingerprint and stderr."""
     import os
     import subprocess
     import sys
@@ -243,6 +247,7 @@ def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[s
 
         embedder = load_dna_embedder({hub_id!r})
         print(embedder.embed_batch(["ACGTACGTAA"]).shape[1], embedder.identity()["model"])
+        print(embedder.identity()["model_files"])
         """
     )
     env = {**os.environ, "HF_HOME": str(home), "HF_ENDPOINT": "http://127.0.0.1:9"}
@@ -251,16 +256,21 @@ def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[s
         [sys.executable, "-c", code], env=env, cwd=workdir, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.split(), done.stderr
+    first, fingerprint = done.stdout.splitlines()
+    return first.split(), fingerprint, done.stderr
 
 
 def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, tmp_path: Path) -> None:
     """Offline, the hub client retries each file for half a minute before using the cache: a cached
     model must not ask at all. A subprocess, so the cache location is read from the environment."""
-    _hub_cache_snapshot(test_models.dna, tmp_path / "hf", "virnucpro/tiny-dna")
-    printed, stderr = _load_from_hub_cache(tmp_path / "hf", "virnucpro/tiny-dna", tmp_path)
+    from virnucpro.embeddings.base import local_model_fingerprint
+
+    snapshot = _hub_cache_snapshot(test_models.dna, tmp_path / "hf", "virnucpro/tiny-dna")
+    printed, fingerprint, stderr = _load_from_hub_cache(tmp_path / "hf", "virnucpro/tiny-dna", tmp_path)
     assert "ASKED THE HUB" not in stderr
     assert printed == [str(load_dna_embedder(str(test_models.dna)).dim), "virnucpro/tiny-dna"]
+    # --resume sees the cached revision and its files, not just the name
+    assert fingerprint == f"revision {'0' * 40}, {local_model_fingerprint(str(snapshot))}"
 
 
 # DNABERT-S revisions before July 2024: config.json sends AutoConfig to the repository's own
@@ -292,7 +302,7 @@ def test_old_revision_is_refused_by_transformers_4_without_the_loader(old_revisi
 
 
 def test_old_revision_loads(old_revision_model, tmp_path: Path) -> None:
-    printed, stderr = _load_from_hub_cache(old_revision_model, "virnucpro/old-dnabert", tmp_path)
+    printed, _, stderr = _load_from_hub_cache(old_revision_model, "virnucpro/old-dnabert", tmp_path)
     assert "ASKED THE HUB" not in stderr
     assert printed == ["16", "virnucpro/old-dnabert"]
 
@@ -301,3 +311,23 @@ def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     with pytest.raises(ModelError, match="DNA model directory not found"):
         load_dna_embedder(str(tmp_path / "models" / "DNABERT-S"))
+
+
+def test_the_fingerprint_notices_one_file_replaced_with_its_old_size_and_date(test_models, tmp_path: Path) -> None:
+    import os
+
+    from virnucpro.embeddings.dna import model_fingerprint
+
+    model = tmp_path / "dna"
+    shutil.copytree(test_models.dna, model)
+    weights = max(model.iterdir(), key=lambda p: p.stat().st_size)
+    before = model_fingerprint(str(model))
+    newest = max(p.stat().st_mtime_ns for p in model.iterdir())
+    older = weights.stat().st_mtime_ns - 10**9
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # other weights, same size
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(older, older))  # `cp -p` of a file older than the rest
+    assert max(p.stat().st_mtime_ns for p in model.iterdir()) == newest  # the old summary would not see it
+    assert model_fingerprint(str(model)) != before
+

@@ -175,6 +175,28 @@ def test_hub_name_offline_is_a_clear_model_error(monkeypatch: pytest.MonkeyPatch
         load_esm_embedder("esm2_t6_8M_UR50D")
 
 
+def test_a_hub_name_s_fingerprint_is_that_of_its_cached_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, test_models
+) -> None:
+    import esm
+
+    from virnucpro.embeddings.base import local_model_fingerprint
+    from virnucpro.embeddings.esm import allow_esm_checkpoints, hub_checkpoint
+
+    allow_esm_checkpoints()
+    local = esm.pretrained.load_model_and_alphabet_local(str(test_models.esm))
+    monkeypatch.setattr(esm.pretrained, "load_model_and_alphabet_hub", lambda name: local)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    cached = Path(hub_checkpoint("esm2_t6_8M_UR50D"))
+    assert cached.parent == tmp_path / "checkpoints"
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights of one download")
+    first = load_esm_embedder("esm2_t6_8M_UR50D").identity()["model_files"]
+    assert first == local_model_fingerprint(str(cached)) != ""
+    cached.write_bytes(b"weights of another one")  # fair-esm fetched it again: --resume must notice
+    assert load_esm_embedder("esm2_t6_8M_UR50D").identity()["model_files"] != first
+
+
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("fp16", "cpu") == torch.float32  # the CPU always runs in fp32

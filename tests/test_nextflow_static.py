@@ -225,6 +225,32 @@ def test_schema_and_config_params_agree() -> None:
             assert value in prop["enum"], f"{name}: default {value!r} not among {prop['enum']}"
 
 
+def test_docs_list_every_param_with_its_default() -> None:
+    """docs/usage.md's parameter table has a row for every param of nextflow.config, with its default."""
+    params = scan.params_block(scan.REPO_ROOT / "nextflow.config")
+    usage = (scan.REPO_ROOT / "docs" / "usage.md").read_text()
+    sections = {part.split("\n", 1)[0].strip(): part for part in re.split(r"^## ", usage, flags=re.M)}
+    section = sections["Parameters"]
+    rows = dict(re.findall(r"^\|\s*`--([a-z_][a-z0-9_]*)`\s*\|\s*([^|]*?)\s*\|", section, flags=re.M))
+    assert set(rows) == set(params), (
+        f"not in docs/usage.md's table: {sorted(set(params) - set(rows))}; not in nextflow.config: {sorted(set(rows) - set(params))}"
+    )
+    for name, raw in params.items():
+        value, cell = scan.literal(raw), rows[name]
+        if value is None or value is scan.DYNAMIC:
+            assert cell and not cell.startswith("`"), f"--{name}: no fixed default in nextflow.config ({raw}), the docs say {cell!r}"
+        else:
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            assert cell == f"`{shown}`", f"--{name}: default {raw} in nextflow.config, {cell!r} in docs/usage.md"
+
+
+def test_schema_icons_are_font_awesome_classes() -> None:
+    icons = re.findall(r'"fa_icon":\s*"([^"]*)"', (scan.REPO_ROOT / "nextflow_schema.json").read_text())
+    assert icons
+    bad = [icon for icon in icons if not re.fullmatch(r"fa[srb] fa-[a-z0-9-]+", icon)]
+    assert not bad, f"fa_icon values must look like 'fas fa-name': {bad}"
+
+
 def test_schema_groups_are_all_referenced() -> None:
     refs = {entry["$ref"] for entry in SCHEMA["allOf"]}
     assert refs == {f"#/$defs/{name}" for name in SCHEMA["$defs"]}
@@ -256,6 +282,23 @@ def test_test_samplesheet_matches_input_schema() -> None:
         jsonschema.validate([{"sample": "bad name", "fasta": "x.fa"}], schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"sample": "pipeline_info", "fasta": "x.fa"}], schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{"sample": "s1", "fasta": "my reads.fa"}], schema)
+
+
+def test_samplesheet_reader_rejects_what_the_input_schema_rejects() -> None:
+    """main.nf's readSamples checks each row as assets/schema_input.json does, whitespace included
+    (the staged file names reach the PREPARE command line unquoted), and names the row."""
+    text = (scan.REPO_ROOT / "main.nf").read_text()
+    start = text.index("def readSamples(")
+    body = scan.block_after(text, start)
+    rows = body[body.index("rows.eachWithIndex"):]
+    assert 'def where = "${source.name} line ${index + 2}"' in rows
+    whitespace = re.search(r"if \(path =~ /\\s/\) \{\s*error\(\"\$\{where\}: ", rows)
+    assert whitespace, "readSamples does not reject a samplesheet path with whitespace, naming the row"
+    assert rows.index("isSequenceFile(path)") < whitespace.start() < rows.index("exists()"), "check the name before the file"
+    single = body[: body.index("rows.eachWithIndex")]
+    assert re.search(r"if \(source\.name =~ /\\s/\) \{\s*error\(\"--input: ", single), "a single --input file with whitespace passes"
 
 
 # --------------------------------------------------------------------------- commands

@@ -95,7 +95,7 @@ class DnaEmbedder:
         return {
             "kind": "dna",
             "model": self.name,
-            "model_files": local_model_fingerprint(self.name),
+            "model_files": model_fingerprint(self.name),
             "precision": dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over all tokens ([CLS] and [SEP] included)",
@@ -261,17 +261,32 @@ def _load_tokenizer_and_network(source: str, **hub) -> tuple[object, nn.Module]:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=True, **hub), _load_network(source, **hub)
 
 
-def _in_hub_cache(source: str) -> bool:
-    """A hub id whose files are in the local Hugging Face cache: it loads without asking the hub
-    (offline, the hub client would retry for half a minute per file before using the cache)."""
+def _hub_snapshot(source: str) -> str | None:
+    """The local Hugging Face cache's snapshot directory of a hub id (None when not cached)."""
     if Path(source).is_dir():
-        return False
+        return None
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(source, "config.json"), str)
+        cached = try_to_load_from_cache(source, "config.json")
     except Exception:  # noqa: BLE001  (no usable cache: load as usual)
-        return False
+        return None
+    return str(Path(cached).parent) if isinstance(cached, str) else None
+
+
+def _in_hub_cache(source: str) -> bool:
+    """A hub id whose files are in the local Hugging Face cache: it loads without asking the hub
+    (offline, the hub client would retry for half a minute per file before using the cache)."""
+    return _hub_snapshot(source) is not None
+
+
+def model_fingerprint(source: str) -> str:
+    """:func:`local_model_fingerprint` of a local directory, or of a hub id's cached snapshot
+    (with its revision), so ``--resume`` notices a new revision too."""
+    snapshot = _hub_snapshot(source)
+    if snapshot is None:
+        return local_model_fingerprint(source)
+    return f"revision {Path(snapshot).name}, {local_model_fingerprint(snapshot)}"
 
 
 def resolve_dna_source(model: str) -> str:
@@ -282,8 +297,11 @@ def resolve_dna_source(model: str) -> str:
     """
     path = Path(model).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ModelError(f"{model}: a DNA model is a directory (transformers save_pretrained layout) or a hub id")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(
+                f"{model}: a DNA model is a directory in transformers' save_pretrained layout (with config.json) "
+                f"or a hub id"
+            )
         return str(path.resolve())
     if not _HUB_ID.fullmatch(model) or ("/" in model and path.parent.is_dir() and not _in_hub_cache(model)):
         raise ModelError(f"{model}: DNA model directory not found")

@@ -132,7 +132,7 @@ class EsmEmbedder:
         return {
             "kind": "esm",
             "model": self.name,
-            "model_files": local_model_fingerprint(self.name),
+            "model_files": local_model_fingerprint(self.name) or local_model_fingerprint(hub_checkpoint(self.name)),
             "layer": str(self.layer),
             "precision": dtype_name(self.dtype),
             "dim": str(self.dim),
@@ -300,6 +300,11 @@ def known_model_names() -> list[str]:
 
 def _hub_dir() -> str:
     return f"{torch.hub.get_dir()}/checkpoints"
+
+
+def hub_checkpoint(name: str) -> str:
+    """Where fair-esm keeps the downloaded weights of a model name (the torch hub cache)."""
+    return f"{_hub_dir()}/{name}.pt"
 
 
 def check_esm_model(model: str) -> None:
