@@ -24,6 +24,8 @@ from virnucpro.prepare import (
 from virnucpro.seqio import read_fasta, read_records
 from virnucpro.synthetic import ASSETS, synthetic_reads, write_assets, write_reads
 
+from helpers import captured_log
+
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 ASSET_FILES = [ASSETS_DIR / name for name in ASSETS]
 
@@ -132,6 +134,18 @@ def test_no_kept_frame_gives_no_shard(tmp_path: Path) -> None:
     assert list_shards(tmp_path / "out") == []
     assert (tmp_path / "out" / c.FRAMES_PROTEIN).read_text() == ""
     assert [(r.chunks, r.kept_frames) for r in read_manifest(tmp_path / "out")] == [(1, 0), (1, 0), (1, 0)]
+
+
+def test_rna_letters_are_not_translated_and_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reads = tmp_path / "rna.fa"
+    reads.write_text(">dna\nATGAAACCC\n>rna1\nAUGAAACCC\n>rna2\nUUUUUU\n")
+    with captured_log(caplog):
+        result = prepare([reads], tmp_path / "out", 300)
+    assert result.records == 3  # kept, with the reference's translation (codons with U dropped)
+    proteins = dict(read_fasta(tmp_path / "out" / c.FRAMES_PROTEIN))
+    assert proteins["rna1_chunk_1F1"] == "KP" and proteins["dna_chunk_1F1"] == "MKP"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "2 record(s) contain U" in warning and "first: rna1" in warning and "write U as T" in warning
 
 
 def test_failed_prepare_leaves_no_output(tmp_path: Path) -> None:

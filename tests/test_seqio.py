@@ -102,6 +102,18 @@ def test_quality_wrapped_apart_from_the_sequence_is_read(tmp_path: Path) -> None
     assert _pairs(path) == [("a", "ACGTACGT"), ("b", "AT")]
 
 
+def test_a_file_given_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virnucpro.seqio import check_inputs
+
+    reads = _write(tmp_path / "a.fa", CLEAN)
+    other = _write(tmp_path / "b.fa", CLEAN)
+    check_inputs([reads, other])
+    monkeypatch.chdir(tmp_path)
+    for paths in ([str(reads), str(other), str(reads)], [str(reads), "a.fa"]):
+        with pytest.raises(InputError, match=rf"^{paths[-1]}: given twice \(also as {reads}\)"):
+            check_inputs(paths)
+
+
 def test_several_files_in_order_with_unique_ids(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.fa", ">x\nAAA\n>x\nCCC\n>x_dup2\nGGG\n>y\nTTT\n")
     b = _write(tmp_path / "b.fq", "@x\nACG\n+\nIII\n@y desc\nTGA\n+\nIII\n")
@@ -119,6 +131,11 @@ def test_empty_records_among_good_ones_are_kept(tmp_path: Path) -> None:
     assert _pairs(path) == [("empty1", ""), ("good", "ACGT"), ("empty2", ""), ("good2", "TT")]
     fastq = _write(tmp_path / "e.fq", "@empty\n\n+\n\n@good\nACG\n+\nIII\n")
     assert _pairs(fastq) == [("empty", ""), ("good", "ACG")]
+
+
+def test_a_header_in_latin_1_is_text(tmp_path: Path) -> None:
+    path = _write(tmp_path / "latin1.fa", b">r1 Escherichia coli, souche isol\xe9e \xe0 Lyon\nACGT\n")
+    assert _pairs(path) == [("r1", "ACGT")]
 
 
 def test_iupac_letters_and_gaps_are_kept(tmp_path: Path) -> None:
@@ -164,7 +181,8 @@ BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
     "blank.fa": (b"\n  \n\n", ["empty"]),
     "empty.fa.gz": (gzip.compress(b""), ["empty"]),
     "junk.bin": (bytes(range(256)) * 8, ["binary"]),
-    "junk_gz.fa": (gzip.compress(bytes(range(256)) * 8), ["binary"]),
+    "junk_gz.fa": (gzip.compress(bytes(range(1, 256)) * 8), ["binary"]),  # no NUL: control bytes
+    "latin1_seq.fa": (b">ok caf\xe9 header\nACGT\n>bad\nAC\xe9GT\n", ["record 2", "bad", "not text"]),
     "noheader.fa": (b"ACGTACGT\nACGT\n", ["'>' or '@'"]),
     "truncated.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGTAC\n+\nII", ["r2", "quality"]),
     "no_plus.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", ["r2", "'+'"]),

@@ -84,6 +84,7 @@ def prepare(
     outdir = Path(outdir)
     result = PrepareResult()
     digests: dict[str, str] = {}
+    rna: list[str] = []  # records with U: as in the reference, a codon with U is not translated
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order of opening: shards, frames, chunks, then the manifest;
         # prepare.json, written after all of them, marks a complete directory.
@@ -95,6 +96,8 @@ def prepare(
         _remove_stale_outputs(outdir)
         manifest.write("\t".join(MANIFEST_COLUMNS) + "\n")
         for record in read_records(inputs, digests):
+            if "U" in record.seq:
+                rna.append(record.id)
             chunks = chunk_sequence(record.id, record.seq, chunk_length)
             record_frames = 0
             for chunk_id, chunk in chunks:
@@ -116,6 +119,13 @@ def prepare(
         shards.close()
         result.shards = shards.stems
     _write_info(outdir, inputs, digests, chunk_length, shard_size, result)
+    if rna:
+        log.warning(
+            "%d record(s) contain U (RNA letters; first: %s): codons with U are not translated, as in the "
+            "reference; write U as T to classify them",
+            len(rna),
+            rna[0],
+        )
     log.info(
         "prepared %d records: %d chunks, %d kept frames (%d residues) in %d shards -> %s",
         result.records,

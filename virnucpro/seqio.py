@@ -71,11 +71,16 @@ def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = N
 
 
 def check_inputs(paths: Sequence[str | Path]) -> None:
-    """Fail early, before any output is touched, when an input is missing or not a file."""
+    """Fail early, before any output is touched, when an input is missing, not a file, or given twice."""
     if not paths:
         raise InputError("no input files given")
+    seen: dict[Path, str] = {}
     for path in paths:
         _check_file(str(path))
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise InputError(f"{path}: given twice (also as {seen[resolved]}): its records would be counted twice")
+        seen[resolved] = str(path)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -176,6 +181,8 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
 
 
 def _describe_bad_letters(seq: str) -> str:
+    if "\ufffd" in seq:  # what the reader makes of bytes that are not UTF-8
+        return "not a nucleotide sequence: bytes that are not text (not UTF-8)"
     bad = sorted(set(_NOT_NUCLEOTIDE.findall(seq)))
     shown = ", ".join(repr(c) if not c.isprintable() or c.isspace() else c for c in bad[:12])
     more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
@@ -249,17 +256,18 @@ def _sniff(source: str, binary: io.BufferedReader) -> bytes:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
     if not head.removeprefix(codecs.BOM_UTF8).strip():
         raise InputError(f"{source}: file is empty")
-    if b"\x00" in head or not _is_utf8_prefix(head):
+    if _looks_binary(head):
         raise InputError(f"{source}: binary content, not a FASTA/FASTQ text file")
     return head
 
 
-def _is_utf8_prefix(data: bytes) -> bool:
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
-    except UnicodeDecodeError:
-        return False
-    return True
+_CONTROL_BYTES = bytes(b for b in range(32) if chr(b) not in "\t\n\r\f\v") + b"\x7f"
+
+
+def _looks_binary(data: bytes) -> bool:
+    """NUL bytes or more than 1% other control bytes. Bytes that are not UTF-8 (a Latin-1 header,
+    say) are text: they are read as U+FFFD, which a sequence refuses with the record named."""
+    return b"\x00" in data or len(data) - len(data.translate(None, _CONTROL_BYTES)) > len(data) // 100
 
 
 def _parse_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
