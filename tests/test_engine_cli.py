@@ -121,3 +121,38 @@ def test_a_malformed_gpus_list_is_refused_before_any_work(
     error = capsys.readouterr().err.strip().splitlines()
     assert error == ["virnucpro: error: Invalid value for '--gpus': expected comma-separated GPU indices such as 0,2"]
     assert not (tmp_path / "out").exists()  # nothing prepared, nothing loaded
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: Path, test_models, workers: int) -> None:
+    """A scheduler's time limit: exit 143 with one line, workers gone, nothing half-written left."""
+    import signal
+    import time
+
+    files = [
+        str(write_fasta(tmp_path / f"big{f}.faa", [(f"b{f}_{r}", protein(1000 * f + r, 600)) for r in range(1500)]))
+        for f in range(4)
+    ]
+    outdir = tmp_path / "out"
+    command = [sys.executable, "-m", "virnucpro", "embed-esm", *files, "--outdir", str(outdir),
+               "--esm-model", str(test_models.esm), "--workers", str(workers), "--esm-batch-size", "512"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if "embedding 4 file(s)" in line:
+            break
+    time.sleep(3)  # the workers have started and loaded the model
+    children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    children = children_file.read_text().split() if children_file.exists() else []
+    assert process.poll() is None, "the run ended before it could be stopped: give it more work"
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert rest.strip().splitlines()[-1] == "virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues"
+    assert "Traceback" not in rest
+    assert not (outdir / ".virnucpro.lock").exists()
+    assert not list(outdir.glob(".*.tmp"))
+    for child in children:  # the spawned workers (and multiprocessing's tracker) are gone
+        status = Path(f"/proc/{child}/status")
+        assert not status.exists() or "zombie" in status.read_text(), f"process {child} outlived the run"
+    if workers == 2:
+        assert len(children) >= 2

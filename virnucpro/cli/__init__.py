@@ -7,6 +7,7 @@ means "partial result" and is never used for usage errors.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -38,15 +39,46 @@ def _report(message: str, verbose: bool) -> None:
     click.echo(f"virnucpro: error: {message}", err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, Nextflow stopping a task): unwind like Ctrl-C, so
+    workers are stopped, temporary files removed and the output directory released."""
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
     _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
     try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        code = _run(args, verbose)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if argv is None:
+        sys.exit(code)
+    return int(code)
+
+
+def _run(args: list[str], verbose: bool) -> int:
+    """The command's exit code; every exception a user can cause becomes one line on stderr."""
+    try:
         code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("virnucpro: aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:  # click turns Ctrl-C and SIGTERM into Abort
+        if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
+            click.echo("virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues", err=True)
+            return EXIT_TERMINATED
+        click.echo("virnucpro: interrupted; finished outputs are kept: --resume continues", err=True)
         code = EXIT_FAILED
     except _NO_ARGS_IS_HELP as error:  # bare `virnucpro` (click >= 8.2): the help, not an error
         click.echo(error.ctx.get_help() if error.ctx else error.format_message())
@@ -61,11 +93,4 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         _report(f"{where}{error.strerror or error}", verbose)
         code = EXIT_FAILED
-    except KeyboardInterrupt:
-        click.echo("virnucpro: interrupted", err=True)
-        code = EXIT_FAILED
-    if code is None:
-        code = 0
-    if argv is None:
-        sys.exit(code)
-    return int(code)
+    return 0 if code is None else int(code)
