@@ -12,7 +12,7 @@ from virnucpro.contracts import STAGE_DNA, STAGE_ESM
 from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
-from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, output_is_current
+from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, current_output_records
 
 from engine_doubles import FakeEmbedder, fake_vector, out_of_memory, protein, write_fasta
 
@@ -227,10 +227,10 @@ def test_resume_keeps_a_current_output_and_redoes_changed_input_model_or_incompl
     assert not embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True).skipped  # was incomplete
 
 
-def test_output_is_current_refuses_missing_and_corrupt_outputs(tmp_path: Path) -> None:
-    assert not output_is_current(tmp_path / "missing.npz", "0" * 64, "{}")
+def test_missing_and_corrupt_outputs_are_not_current(tmp_path: Path) -> None:
+    assert current_output_records(tmp_path / "missing.npz", "0" * 64, "{}") is None
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
-    assert not output_is_current(tmp_path / "bad.npz", "0" * 64, "{}")
+    assert current_output_records(tmp_path / "bad.npz", "0" * 64, "{}") is None
 
 
 def test_gzip_input_is_a_clear_failure(tmp_path: Path) -> None:

@@ -35,7 +35,6 @@ CHUNKS_FASTA = "chunks.fa"
 FRAMES_NUCLEOTIDE = "frames.nucleotide.fa"
 FRAMES_PROTEIN = "frames.protein.faa"
 MANIFEST = "manifest.tsv"
-SHARDS_DIR = "shards"
 SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
 SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
 SHARD_PATTERN = "shard_{index:05d}.fa"

@@ -33,7 +33,6 @@ class _PairTable(dict):
 _PAIRS = _PairTable({a + b: CODON_TABLE[a] + CODON_TABLE[b] for a in CODON_TABLE for b in CODON_TABLE})
 _PAIRS.update(CODON_TABLE)
 _CODON_PAIRS = re.compile(".{6}|.{3}", re.DOTALL)
-FRAME_TAGS = ("F1", "F2", "F3", "R1", "R2", "R3")
 
 
 class Frame(NamedTuple):

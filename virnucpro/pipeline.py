@@ -23,7 +23,6 @@ from virnucpro.summary import StageTimer, write_summary
 
 log = get_logger("predict")
 
-WORK_DIR = "work"
 PREPARED_DIR = "work/prepared"
 DNA_EMBEDDINGS_DIR = "work/embeddings/dna"
 ESM_EMBEDDINGS_DIR = "work/embeddings/esm"

@@ -103,11 +103,6 @@ def current_output_records(out_path: Path, input_sha256: str, fingerprint: str) 
     return len(stored.ids) if current else None
 
 
-def output_is_current(out_path: Path, input_sha256: str, fingerprint: str) -> bool:
-    """True when ``out_path`` is a complete embedding of the same input bytes by the same model."""
-    return current_output_records(out_path, input_sha256, fingerprint) is not None
-
-
 def embed_file(
     path: str,
     embedder: Embedder,

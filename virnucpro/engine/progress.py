@@ -105,9 +105,6 @@ class Progress:
         view.failures += failures
         self._refresh()
 
-    def set_stage(self, stage: str) -> None:
-        self.stage = stage
-
     def tick(self) -> None:
         """Called regularly: emits a log line every ``interval_s`` in log mode."""
         now = time.monotonic()
