@@ -39,9 +39,10 @@ def _report(message: str, verbose: bool) -> None:
     click.echo(f"virnucpro: error: {message}", err=True)
 
 
-class Terminated(KeyboardInterrupt):
+class Terminated(BaseException):
     """SIGTERM (a scheduler's time limit, Nextflow stopping a task): unwind like Ctrl-C, so
-    workers are stopped, temporary files removed and the output directory released."""
+    workers are stopped, temporary files removed and the output directory released. Not a
+    KeyboardInterrupt, which click would turn into Abort with a blank line of its own."""
 
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
@@ -74,10 +75,10 @@ def _run(args: list[str], verbose: bool) -> int:
     """The command's exit code; every exception a user can cause becomes one line on stderr."""
     try:
         code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt) as error:  # click turns Ctrl-C and SIGTERM into Abort
-        if isinstance(error, Terminated) or isinstance(error.__cause__, Terminated):
-            click.echo("virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues", err=True)
-            return EXIT_TERMINATED
+    except Terminated:
+        click.echo("virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues", err=True)
+        code = EXIT_TERMINATED
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("virnucpro: interrupted; finished outputs are kept: --resume continues", err=True)
         code = EXIT_FAILED
     except _NO_ARGS_IS_HELP as error:  # bare `virnucpro` (click >= 8.2): the help, not an error
