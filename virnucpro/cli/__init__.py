@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
-    try:
         code = _run(args, verbose)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    else:
+        try:
+            code = _run(args, verbose)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if argv is None:
         sys.exit(code)
     return int(code)
