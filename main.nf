@@ -9,7 +9,7 @@
     <outdir>/pipeline_info/run_status.txt and announced when the run completes. Nextflow
     itself exits 0 for status 0 and 2, and 1 for status 1; with --fail_on_partial it also
     exits 1 for status 2. A task error that stops the run before SUMMARIZE (invalid input, a
-    model that cannot be loaded) leaves no status file; Nextflow then exits 1. See docs/usage.md.
+    model that cannot be used) leaves no status file; Nextflow then exits 1. See docs/usage.md.
 ----------------------------------------------------------------------------------------
 */
 

@@ -107,10 +107,10 @@ def test_a_model_that_fails_to_load_is_a_systemic_failure(tmp_path: Path, protei
     assert process.returncode == EXIT_FAILED
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
-    assert "systemic failure: 1 of 1 workers failed" in lines[0] and "could not load the model" in lines[0]
+    assert "systemic failure: 1 of 1 workers failed" in lines[0] and "the model cannot be used" in lines[0]
     assert broken.name in lines[0]
     recorded = (tmp_path / "out" / FAILED_FILES).read_text()
-    assert recorded.startswith(f"{proteins[0]}|ESM-2|not embedded: systemic failure") and "could not load the model" in recorded
+    assert recorded.startswith(f"{proteins[0]}|ESM-2|not embedded: systemic failure") and "the model cannot be used" in recorded
 
 
 @pytest.mark.parametrize("command", ["embed-esm", "predict"])

@@ -144,8 +144,8 @@ def test_a_model_that_cannot_load_is_a_systemic_failure_naming_the_cause(tmp_pat
     result = _run(inputs[:2], tmp_path / "out", spec, workers=2)
     assert result.exit_code == EXIT_FAILED
     assert result.message == (
-        "systemic failure: 2 of 2 workers failed, stopping (worker 0 (cpu): could not load the model: "
-        "esm model 'nope' not found; worker 1 (cpu): could not load the model: esm model 'nope' not found)"
+        "systemic failure: 2 of 2 workers failed, stopping (worker 0 (cpu): the model cannot be used: "
+        "esm model 'nope' not found; worker 1 (cpu): the model cannot be used: esm model 'nope' not found)"
     )
     assert [f.line() for f in read_failures(tmp_path / "out" / FAILED_FILES)] == [
         f"{p}|ESM-2|not embedded: {result.message}" for p in inputs[:2]  # the cause stays with the files
@@ -265,7 +265,7 @@ def test_a_model_that_cannot_load_in_process_is_a_systemic_failure(tmp_path: Pat
     result = _run(inputs[:2], tmp_path / "out", FakeSpec(load_error="esm model 'nope' not found"), workers=1)
     assert result.exit_code == EXIT_FAILED
     assert result.message == (
-        "systemic failure: 1 of 1 workers failed, stopping (worker 0 (cpu): could not load the model: "
+        "systemic failure: 1 of 1 workers failed, stopping (worker 0 (cpu): the model cannot be used: "
         "esm model 'nope' not found)"
     )
 
@@ -273,3 +273,16 @@ def test_a_model_that_cannot_load_in_process_is_a_systemic_failure(tmp_path: Pat
 def test_no_files_loads_no_model(tmp_path: Path) -> None:
     result = _run([], tmp_path / "out", FakeSpec(load_error="must not be loaded"), workers=1)
     assert (result.exit_code, result.failures, result.message) == (EXIT_OK, [], None)
+
+
+def test_a_load_failure_says_whether_it_is_the_model_s_or_the_machine_s() -> None:
+    import torch
+
+    from virnucpro.errors import ModelError, model_load_failure
+
+    assert model_load_failure(ModelError("m.pt: ESM model file not found")) == (
+        "the model cannot be used: m.pt: ESM model file not found"  # Nextflow: no retry (modules/local/embed_*)
+    )
+    assert model_load_failure(torch.OutOfMemoryError("CUDA out of memory")) == (
+        "could not load the model: OutOfMemoryError: CUDA out of memory"  # another machine may do
+    )

@@ -255,8 +255,10 @@ if mode == "recorded":
     (outdir / "failed_files.txt").write_text(f"{args[1]}|ESM-2|CUDA out of memory\n")
     (outdir / "summary.json").write_text('{"exit_status": 1}')
     sys.exit(1)
-if mode == "no-model":  # the engine's record when no worker could load the model
-    cause = "systemic failure: 1 of 1 workers failed, stopping (worker 1 (cpu): could not load the model: bad file)"
+if mode in ("no-model", "no-memory-for-the-model"):  # the engine's records when no worker has the model
+    why = {"no-model": "the model cannot be used: m.pt: ESM model file not found",
+           "no-memory-for-the-model": "could not load the model: OutOfMemoryError: CUDA out of memory"}[mode]
+    cause = f"systemic failure: 1 of 1 workers failed, stopping (worker 1 (gpu 0): {why})"
     (outdir / "failed_files.txt").write_text(f"{args[1]}|ESM-2|not embedded: {cause}\n")
     sys.exit(1)
 if mode == "not-finite":  # the only failure another attempt would repeat
@@ -293,6 +295,8 @@ def fake_bin(tmp_path: Path) -> Path:
         ("error", True, 1, None),  # not data: the task fails
         ("no-model", False, 1, None),  # no retry, not data: the run stops
         ("no-model", True, 1, None),
+        ("no-memory-for-the-model", False, 75, None),  # this machine's problem: another attempt
+        ("no-memory-for-the-model", True, 0, ["shard_00007.failed_files.txt"]),
     ],
 )
 def test_embed_task_outcome(tmp_path, fake_bin, monkeypatch, process, mode, last_attempt, exit_code, outputs) -> None:

@@ -41,3 +41,18 @@ def describe(error: BaseException, *, typed: bool = False, limit: int = 500) -> 
     if typed and not isinstance(error, VirnucproError):
         return f"{type(error).__name__}: {text}"
     return text
+
+
+MODEL_UNUSABLE = "the model cannot be used"  # modules/local/embed_*/main.nf look for these words
+
+
+def model_load_failure(error: BaseException) -> str:
+    """Why a worker has no model, as one line.
+
+    A ModelError is the model's own problem (unreadable files, an unknown name, a download that
+    failed): ``the model cannot be used: ...``, which no retry on another machine cures. Anything
+    else (out of GPU or host memory, a device error) may be this machine's: ``could not load the
+    model: <Type>: ...``.
+    """
+    text = describe(error, typed=True, limit=1000)
+    return f"{MODEL_UNUSABLE}: {text}" if isinstance(error, ModelError) else f"could not load the model: {text}"

@@ -16,7 +16,7 @@ from virnucpro.engine.embed_file import embed_file
 from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
-from virnucpro.errors import describe
+from virnucpro.errors import model_load_failure
 from virnucpro.log import get_logger
 
 log = get_logger("engine")
@@ -49,7 +49,7 @@ class InProcessRunner:
         try:
             embedder = self.spec.load(worker.slot.device)
         except Exception as error:  # noqa: BLE001  (reported as the systemic failure, as from a worker)
-            worker.state, worker.cause = FAILED, f"could not load the model: {describe(error, typed=True, limit=1000)}"
+            worker.state, worker.cause = FAILED, model_load_failure(error)
             self.progress.set_state(0, FAILED)
             self.outcome.systemic = systemic_failure([worker])
             log.error("%s", self.outcome.systemic)

@@ -198,7 +198,7 @@ class Manager:
         elif kind == "load_failed":
             _, text, trace = message
             log.debug("worker %d (%s) could not load the model:\n%s", worker.number, worker.slot.label, trace)
-            self._fail(worker, f"could not load the model: {text}")
+            self._fail(worker, text)
         elif kind == "progress":
             _, sequences, tokens = message
             worker.add_progress(sequences, tokens)

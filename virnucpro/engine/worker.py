@@ -71,9 +71,9 @@ def worker_main(
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
-        from virnucpro.errors import describe
+        from virnucpro.errors import model_load_failure
 
-        _send(conn, ("load_failed", describe(error, typed=True, limit=1000), traceback.format_exc()))
+        _send(conn, ("load_failed", model_load_failure(error), traceback.format_exc()))
         conn.close()
         return
     from virnucpro.device_errors import DeviceFailure

@@ -5,8 +5,10 @@
  * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: more memory,
  * a smaller batch), unless its only failures are non-finite embeddings (the same again on any
  * attempt); on the last attempt the failure is kept as data
- * (embeddings/<shard>.failed_files.txt) and the run goes on. A model that could not be loaded
- * is not a property of the shard: the task fails at once, as on any other error that is not data.
+ * (embeddings/<shard>.failed_files.txt) and the run goes on. A model that cannot be used (its
+ * files or name; the engine says "the model cannot be used") is not a property of the shard:
+ * the task fails at once, as on any other error that is not data. A model that could not be
+ * loaded on this machine (out of memory, a device error) is retried like a failed shard.
  */
 process EMBED_ESM {
     tag "${meta.id}:${meta.shard}"
@@ -32,7 +34,7 @@ process EMBED_ESM {
     status=0
     virnucpro_stage.py embed-esm ${fasta} --outdir embeddings --esm-model ${model_name} ${args} || status=\$?
     rm -f embeddings/summary.json
-    if grep -q 'could not load the model' embeddings/failed_files.txt 2>/dev/null; then
+    if grep -q 'the model cannot be used' embeddings/failed_files.txt 2>/dev/null; then
         head -n 1 embeddings/failed_files.txt >&2
         exit 1
     fi
