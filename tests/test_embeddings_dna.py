@@ -329,5 +329,10 @@ def test_the_fingerprint_notices_one_file_replaced_with_its_old_size_and_date(te
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(older, older))  # `cp -p` of a file older than the rest
     assert max(p.stat().st_mtime_ns for p in model.iterdir()) == newest  # the old summary would not see it
-    assert model_fingerprint(str(model)) != before
+    changed = model_fingerprint(str(model))
+    assert changed != before
+    (model / ".git").mkdir()  # a git-lfs clone of the model: git's own files are not the model
+    (model / ".git" / "index").write_text("changes with every git status")
+    (model / ".gitattributes").write_text("*.safetensors filter=lfs")
+    assert model_fingerprint(str(model)) == changed
 

@@ -190,10 +190,10 @@ def test_a_hub_name_s_fingerprint_is_that_of_its_cached_weights(
     cached = Path(hub_checkpoint("esm2_t6_8M_UR50D"))
     assert cached.parent == tmp_path / "checkpoints"
     cached.parent.mkdir()
-    cached.write_bytes(b"weights of one download")
+    cached.write_bytes(b"weights of download A")
     first = load_esm_embedder("esm2_t6_8M_UR50D").identity()["model_files"]
     assert first == local_model_fingerprint(str(cached)) != ""
-    cached.write_bytes(b"weights of another one")  # fair-esm fetched it again: --resume must notice
+    cached.write_bytes(b"weights of download B")  # fetched again, same size: --resume must notice
     assert load_esm_embedder("esm2_t6_8M_UR50D").identity()["model_files"] != first
 
 

@@ -204,6 +204,10 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err == ""
     assert main(["prepare", str(ASSET_FILES[0]), "--outdir", str(outdir), "--chunk-length", "400"]) == 1
     assert main(["prepare", "--outdir", str(outdir)]) == 1
+    capsys.readouterr()
+    assert main(["prepare", str(tmp_path / "nope.fa"), "--outdir", str(tmp_path / "new")]) == 1
+    assert capsys.readouterr().err == f"virnucpro: error: {tmp_path / 'nope.fa'}: no such file\n"
+    assert not (tmp_path / "new").exists()  # the input is checked before the output directory is made
 
 
 def test_bundled_assets_are_reproducible(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def test_fastq_variants_seen_in_real_files_are_read(tmp_path: Path, text: str) -
         "@a\nACGTACGTAC\n+\nIIIII\n@b\nATGGCC\n+\nIIIIII\n@c\nAC\n+\nII\n",  # 5 of 10: @b is no quality line
         "@a\nACGTAC\nGTAC\n+\nIIII\nIII\n@b\nATG\n+\nIII\n",  # wrapped, 7 of 10
         "@a\nACGTACGTAC\n+\nIIIII\n\n@b\nATG\n+\nIII\n",  # a blank line is no quality line either
+        "@a\nACGTACGTAC\n+\nIIIII\n@bcde\nATGGC\n+\nIIIII\n",  # '@bcde' would complete it: its sequence follows
     ],
 )
 def test_a_short_quality_line_is_an_error_not_the_next_record(tmp_path: Path, text: str) -> None:
@@ -97,8 +98,16 @@ def test_a_short_quality_line_is_an_error_not_the_next_record(tmp_path: Path, te
         list(read_records([path]))
 
 
-def test_quality_wrapped_apart_from_the_sequence_is_read(tmp_path: Path) -> None:
-    path = _write(tmp_path / "qwrapped.fq", "@a\nACGTACGT\n+\nIIII\nIIII\n@b\nAT\n+\nII\n")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@a\nACGTACGT\n+\nIIII\nIIII\n@b\nAT\n+\nII\n",
+        "@a\nACGTACGT\n+\nIIII\n@III\n@b\nAT\n+\nII\n",  # the wrapped part starts with '@' (Q31)
+        "@a\nACGTACGT\n+\nIIII\n@III\n\n@b\nAT\n+\nII",  # then a blank line; no newline at the end
+    ],
+)
+def test_quality_wrapped_apart_from_the_sequence_is_read(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "qwrapped.fq", text)
     assert _pairs(path) == [("a", "ACGTACGT"), ("b", "AT")]
 
 
@@ -109,7 +118,9 @@ def test_a_file_given_twice_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     other = _write(tmp_path / "b.fa", CLEAN)
     check_inputs([reads, other])
     monkeypatch.chdir(tmp_path)
-    for paths in ([str(reads), str(other), str(reads)], [str(reads), "a.fa"]):
+    (tmp_path / "hard.fa").hardlink_to(reads)
+    (tmp_path / "soft.fa").symlink_to(reads)
+    for paths in ([str(reads), str(other), str(reads)], [str(reads), "a.fa"], [str(reads), "hard.fa"], [str(reads), "soft.fa"]):
         with pytest.raises(InputError, match=rf"^{paths[-1]}: given twice \(also as {reads}\)"):
             check_inputs(paths)
 

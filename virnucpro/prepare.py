@@ -84,7 +84,7 @@ def prepare(
     outdir = Path(outdir)
     result = PrepareResult()
     digests: dict[str, str] = {}
-    rna: list[str] = []  # records with U: as in the reference, a codon with U is not translated
+    rna_records, rna_first = 0, ""  # records with U: as in the reference, a codon with U is not translated
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order of opening: shards, frames, chunks, then the manifest;
         # prepare.json, written after all of them, marks a complete directory.
@@ -97,7 +97,8 @@ def prepare(
         manifest.write("\t".join(MANIFEST_COLUMNS) + "\n")
         for record in read_records(inputs, digests):
             if "U" in record.seq:
-                rna.append(record.id)
+                rna_first = rna_first or record.id
+                rna_records += 1
             chunks = chunk_sequence(record.id, record.seq, chunk_length)
             record_frames = 0
             for chunk_id, chunk in chunks:
@@ -119,12 +120,12 @@ def prepare(
         shards.close()
         result.shards = shards.stems
     _write_info(outdir, inputs, digests, chunk_length, shard_size, result)
-    if rna:
+    if rna_records:
         log.warning(
             "%d record(s) contain U (RNA letters; first: %s): codons with U are not translated, as in the "
             "reference; write U as T to classify them",
-            len(rna),
-            rna[0],
+            rna_records,
+            rna_first,
         )
     log.info(
         "prepared %d records: %d chunks, %d kept frames (%d residues) in %d shards -> %s",

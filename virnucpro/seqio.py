@@ -19,6 +19,8 @@ import contextlib
 import gzip
 import hashlib
 import io
+import itertools
+import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -74,13 +76,14 @@ def check_inputs(paths: Sequence[str | Path]) -> None:
     """Fail early, before any output is touched, when an input is missing, not a file, or given twice."""
     if not paths:
         raise InputError("no input files given")
-    seen: dict[Path, str] = {}
+    seen: dict[tuple[int, int], str] = {}
     for path in paths:
         _check_file(str(path))
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise InputError(f"{path}: given twice (also as {seen[resolved]}): its records would be counted twice")
-        seen[resolved] = str(path)
+        stat = os.stat(path)
+        identity = (stat.st_dev, stat.st_ino)  # the same file by any name: symlinks, hard links, ./
+        if identity in seen:
+            raise InputError(f"{path}: given twice (also as {seen[identity]}): its records would be counted twice")
+        seen[identity] = str(path)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -275,6 +278,36 @@ def _parse_fasta(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     return SimpleFastaParser(lines)
 
 
+def _header_like(line: str) -> bool:
+    return line.startswith("@") or not line.strip()
+
+
+def _read_quality(it: Iterator[str], bases: int, sequence_lines: int) -> tuple[int, str, Iterator[str]]:
+    """Read a record's quality lines: (quality values read, the line after them, the iterator).
+
+    Quality lines are read until they cover the sequence. A line that looks like the next header
+    ('@' or blank) is quality while there are fewer quality lines than sequence lines; after
+    that only when it completes the quality exactly and a header (or the end) follows. So a
+    quality line that is too short never swallows the next record, and quality wrapped onto
+    more lines than its sequence, with a line starting with '@', is still read.
+    """
+    quality_length, quality_lines = 0, 0
+    line = next(it, "")
+    while line:
+        if _header_like(line):
+            if quality_length >= bases:
+                break
+            if quality_lines >= max(1, sequence_lines):
+                following = next(it, "")
+                if quality_length + len(line.rstrip()) == bases and (not following or _header_like(following)):
+                    return bases, following, it
+                return quality_length, line, itertools.chain([following], it)
+        quality_length += len(line.rstrip())
+        quality_lines += 1
+        line = next(it, "")
+    return quality_length, line, it
+
+
 def _parse_fastq(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]:
     """``(title, sequence)`` pairs of a FASTQ file (wrapped records allowed); strict about structure.
 
@@ -301,20 +334,7 @@ def _parse_fastq(lines: Iterable[str], source: str) -> Iterator[tuple[str, str]]
         else:
             raise InputError(f"{source}: truncated FASTQ: record {number} ({title.split(' ')[0]}) has no '+' line")
         seq = "".join(seq_parts)
-        # Quality lines until they cover the sequence. A line that looks like the next header
-        # ('@' or blank) is quality only while there are fewer quality lines than sequence
-        # lines: a short quality line must not swallow the next record.
-        quality_length, quality_lines = 0, 0
-        line = ""
-        for line in it:
-            stripped = line.rstrip()
-            header_like = stripped.startswith("@") or not stripped
-            if header_like and (quality_length >= len(seq) or quality_lines >= max(1, len(seq_parts))):
-                break
-            quality_length += len(stripped)
-            quality_lines += 1
-        else:
-            line = ""
+        quality_length, line, it = _read_quality(it, len(seq), len(seq_parts))
         if quality_length != len(seq):
             raise InputError(
                 f"{source}: truncated or malformed FASTQ: record {number} ({title.split(' ')[0]}) has "

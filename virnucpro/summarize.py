@@ -135,11 +135,14 @@ def _prefixed(sample: str, failure: c.Failure) -> c.Failure:
 
 
 def summarize_run(sample_dirs: Sequence[Path], outdir: Path) -> RunSummary:
-    """Read every sample directory and write run_status.txt, run_summary.json and failed_files.txt.
+    """Read every sample directory and write run_status.txt, run_summary.json and failed_files.txt."""
+    run = read_run(sample_dirs)
+    write_run(run, outdir)
+    return run
 
-    ``failed_files.txt`` is written only when something failed (a stale one is removed);
-    ``run_status.txt`` is written last, so its presence means the summary is complete.
-    """
+
+def read_run(sample_dirs: Sequence[Path]) -> RunSummary:
+    """The run's status, samples and failures, from the sample directories (nothing is written)."""
     if not sample_dirs:
         raise InputError("summarize needs at least one sample directory")
     names = [Path(d).name for d in sample_dirs]
@@ -148,14 +151,19 @@ def summarize_run(sample_dirs: Sequence[Path], outdir: Path) -> RunSummary:
         raise InputError(f"sample directories must have distinct names: {', '.join(duplicates)}")
     samples = [read_sample(Path(d)) for d in sample_dirs]
     failures = [_prefixed(s.sample, f) for s in samples for f in s.failures]
-    run = RunSummary(run_status([s.exit_status for s in samples]), samples, failures)
+    return RunSummary(run_status([s.exit_status for s in samples]), samples, failures)
 
+
+def write_run(run: RunSummary, outdir: Path) -> None:
+    """Write failed_files.txt (only when something failed; a stale one is removed),
+    run_summary.json and, last, run_status.txt: its presence means the summary is complete."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    c.write_failures(outdir / c.FAILED_FILES, failures)
+    c.write_failures(outdir / c.FAILED_FILES, run.failures)
     atomic_write_text(outdir / RUN_SUMMARY_JSON, json.dumps(run.to_dict(), indent=2, sort_keys=True) + "\n")
     atomic_write_text(outdir / RUN_STATUS, f"{run.exit_status}\n")
-    for sample in samples:
+    for sample in run.samples:
         log.info("sample %s: %s (%d failures)", sample.sample, STATUS_WORDS[sample.exit_status], len(sample.failures))
-    log.info("run status %d (%s): %d samples, %d failures", run.exit_status, run.status, len(samples), len(failures))
-    return run
+    log.info(
+        "run status %d (%s): %d samples, %d failures", run.exit_status, run.status, len(run.samples), len(run.failures)
+    )

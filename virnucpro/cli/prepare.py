@@ -17,6 +17,7 @@ from virnucpro.cli.options import (
 from virnucpro.contracts import EXIT_OK
 from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import prepare
+from virnucpro.seqio import check_inputs
 
 
 @cli.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
@@ -30,6 +31,7 @@ def prepare_command(
 ) -> int:
     """Split INPUT... (FASTA/FASTQ, plain or gzip) into chunks and keep their stop-free frames."""
     init_logging(verbose, quiet)
+    check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):
         prepare(inputs, outdir, chunk_length, shard_size)
     return EXIT_OK

@@ -10,7 +10,7 @@ from virnucpro import contracts as c
 from virnucpro.cli import cli
 from virnucpro.cli.options import init_logging, outdir_option, verbosity_options
 from virnucpro.outdir import claimed_outdir
-from virnucpro.summarize import summarize_run
+from virnucpro.summarize import read_run, write_run
 
 
 def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
@@ -32,6 +32,7 @@ def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_parti
     unless the run failed (status 1) or --fail-on-partial is set and the status is 2.
     """
     init_logging(verbose, quiet)
+    run = read_run(list(sample_dirs))  # a missing sample directory is named before anything is written
     with claimed_outdir(outdir):
-        run = summarize_run(list(sample_dirs), outdir)
+        write_run(run, outdir)
     return summarize_exit_code(run.exit_status, fail_on_partial)

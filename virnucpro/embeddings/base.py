@@ -106,7 +106,8 @@ class EmbedderSpec:
 
 def local_model_fingerprint(model: str) -> str:
     """The files of a local model file or directory: count, bytes and a digest of each file's
-    relative path, size and modification time ("" when ``model`` is not a local path).
+    relative path, size and modification time ("" when ``model`` is not a local path). Hidden
+    files and folders (``.git``, ``.cache``) are not the model and are left out.
 
     Stored in the embedders' identity, so ``--resume`` notices a model replaced under the same
     name, one file at a time (weights copied over with their old dates too). Cheap: the files
@@ -119,7 +120,11 @@ def local_model_fingerprint(model: str) -> str:
     if os.path.isfile(path):
         files = [path]
     elif os.path.isdir(path):
-        files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+        files = []
+        for root, directories, names in os.walk(path):
+            directories[:] = [d for d in directories if not d.startswith(".")]  # .git, .cache: not the model
+            files.extend(os.path.join(root, name) for name in names if not name.startswith("."))
+        files.sort()
     else:
         return ""
     listing = hashlib.sha256()
