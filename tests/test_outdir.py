@@ -43,3 +43,28 @@ def test_an_outdir_that_cannot_be_a_directory_is_one_line(tmp_path: Path) -> Non
     (tmp_path / "a_file").write_text("")
     with pytest.raises(VirnucproError, match=r"a_file/sub: cannot create the output directory \(Not a directory\)$"):
         make_outdir(tmp_path / "a_file" / "sub")
+
+
+def test_a_file_system_without_locking_runs_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with claimed_outdir(tmp_path / "nfs") as outdir:
+        with claimed_outdir(outdir):  # nothing to hold: both run (as before locking existed)
+            pass
+    assert outdir.is_dir() and list(outdir.iterdir()) == []
+
+
+def test_a_lock_file_replaced_while_waiting_is_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder removed the file between our open and our lock: the new file is locked instead."""
+    from virnucpro import outdir as module
+
+    checks = iter([False, True])
+    monkeypatch.setattr(module, "_same_file", lambda handle, path: next(checks))
+    with claimed_outdir(tmp_path):
+        assert (tmp_path / LOCK_FILE).exists()
+    assert next(checks, "all used") == "all used"  # opened and locked twice

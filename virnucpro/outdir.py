@@ -42,7 +42,7 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
         handle = open(lock_path, "a")  # noqa: SIM115  (held open for the whole block)
         try:
             if not _locked(handle, outdir):
-                break  # no locking here: run unlocked, leave the file alone
+                break  # no locking here: run unlocked
             if _same_file(handle, lock_path):
                 try:
                     yield outdir
@@ -52,7 +52,10 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
         finally:
             handle.close()
         # the holder removed the file between our open and our lock: take the new one
-    yield outdir
+    try:
+        yield outdir
+    finally:
+        lock_path.unlink(missing_ok=True)
 
 
 def _locked(handle, outdir: Path) -> bool:
