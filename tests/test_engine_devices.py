@@ -123,3 +123,31 @@ def test_gpus_asked_for_on_a_torch_without_cuda_is_a_warning(
         assert devices.select_gpus("0") == []
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "--gpus 0 ignored, running on the CPU" in record.getMessage()
+
+
+def test_gpu_counts_come_from_nvml_without_a_cuda_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent counts GPUs through NVML (torch's private helpers), falling back to the runtime's
+    count; nothing here may initialise CUDA (the workers must be spawned first)."""
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert (devices.visible_gpu_count(), devices.physical_gpu_count()) == (0, 0)  # a CPU build
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: pytest.fail("the runtime was asked though NVML answered"))
+    assert (devices.visible_gpu_count(), devices.physical_gpu_count()) == (3, 8)
+
+    def no_nvml() -> int:
+        raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", no_nvml)
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", no_nvml)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert (devices.visible_gpu_count(), devices.physical_gpu_count()) == (2, None)  # None: do not check --gpus
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: -1)  # NVML failed to initialise
+    assert devices.physical_gpu_count() is None
+    monkeypatch.delattr(torch.cuda, "_raw_device_count_nvml")
+    assert devices.physical_gpu_count() is None

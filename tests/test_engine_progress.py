@@ -99,3 +99,29 @@ def test_files_skipped_on_resume_do_not_count_as_work_done(monkeypatch: pytest.M
     clock[0] += 60.0
     progress.file_done(0, failures=0, cost=190)  # the one file embedded is all the work there was
     assert progress.line().startswith("ESM-2: 10/10 files (100% of residues), ")
+
+
+def test_live_mode_shows_one_row_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal: a table with each worker's device, state, file, files, sequences and failures."""
+    import io
+
+    from rich.console import Console
+
+    import virnucpro.engine.progress as progress_module
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system=None, width=160)
+    monkeypatch.setattr(progress_module, "stderr_console", console)
+    display = Progress("live", "ESM-2", 3, ["gpu 0", "gpu 2"], total_cost=300)
+    display.set_state(0, "processing", "shard_00001.fa")
+    display.add(0, sequences=40, tokens=4000)
+    display.file_done(0, failures=1, cost=100)
+    display.set_state(1, "processing", "shard_00002.fa")
+    display.close()
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in screen.getvalue().splitlines() if "shard_0000" in line]
+    last = {row[1]: row for row in cells}  # the last drawing of each worker's row, by device
+    assert set(last) == {"gpu 0", "gpu 2"}
+    # worker, device, state, file, files, sequences, tokens/s, failures
+    assert last["gpu 0"][:6] + last["gpu 0"][7:] == ["0", "gpu 0", "processing", "shard_00001.fa", "1", "40", "1"]
+    assert last["gpu 2"][:6] + last["gpu 2"][7:] == ["1", "gpu 2", "processing", "shard_00002.fa", "0", "0", "0"]
+    assert "ESM-2: 1/3 files (33% of residues" in screen.getvalue()
