@@ -228,6 +228,18 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert shown.out.startswith("Usage: virnucpro") and "predict" in shown.out and shown.err == ""
 
 
+def test_a_rerun_that_fails_leaves_no_result_files_of_the_run_before(tmp_path, test_models, inputs, capsys):
+    outdir = tmp_path / "out"
+    assert main(["predict", inputs[0], "--outdir", str(outdir), *model_args(test_models), "--quiet"]) == c.EXIT_OK
+    assert all((outdir / name).exists() for name in c.RESULT_FILES if name != c.FAILED_FILES)
+    bad = tmp_path / "bad_in_the_middle.fa"
+    bad.write_text(">ok\nACGTACGTACGT\n>bad\nACGT*ACGT\n")  # found only while reading, after the checks
+    assert main(["predict", str(bad), "--outdir", str(outdir), *model_args(test_models), "--quiet"]) == c.EXIT_FAILED
+    assert "record 2 (bad)" in capsys.readouterr().err
+    assert [name for name in c.RESULT_FILES if (outdir / name).exists()] == []  # nothing that looks like a result
+    assert (outdir / "work").is_dir()  # what --resume reuses is kept
+
+
 def test_unusable_outdirs_and_values_are_one_line_exit_1(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

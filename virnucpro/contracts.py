@@ -49,6 +49,8 @@ PREDICTION_HIGHEST = "prediction_results_highestscore.csv"
 SEQUENCE_PREDICTIONS = "sequence_predictions.tsv"
 SUMMARY_JSON = "summary.json"
 FAILED_FILES = "failed_files.txt"
+# What a predict run writes into its --outdir besides work/: removed when the next run starts.
+RESULT_FILES = (PREDICTION_RESULTS, PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS, SUMMARY_JSON, FAILED_FILES)
 
 PREDICTION_RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
 PREDICTION_HIGHEST_HEADER = ("Modified_ID", "Is_Virus", "max_score_0", "max_score_1")

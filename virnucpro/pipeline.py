@@ -85,7 +85,13 @@ def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) ->
 def _run_stages(
     inputs: list[str], outdir: Path, options: PredictOptions, classifier: tuple, timer: StageTimer
 ) -> int:
-    """prepare, both embeddings, classify and summary.json into ``outdir``; returns 0/2/1."""
+    """prepare, both embeddings, classify and summary.json into ``outdir``; returns 0/2/1.
+
+    An earlier run's result files go first: a run that stops with an error leaves none that
+    look like its own (work/ stays for --resume).
+    """
+    for name in c.RESULT_FILES:
+        (outdir / name).unlink(missing_ok=True)
     prepared = outdir / PREPARED_DIR
     with timer.stage("prepare"):
         if options.resume and prepare_is_current(prepared, inputs, options.chunk_length, options.shard_size):
