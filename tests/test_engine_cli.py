@@ -144,18 +144,28 @@ def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: P
     children = children_file.read_text().split() if children_file.exists() else []
     assert process.poll() is None, "the run ended before it could be stopped: give it more work"
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 128 + signal.SIGTERM
-    assert process.stderr.read().splitlines() == [
-        "virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues"
-    ]
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read()
+    assert code == 128 + signal.SIGTERM, stderr
+    # the one line of the run (multiprocessing's resource tracker may add a warning of its own as it exits)
+    assert "virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues\n" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
     finished = sorted(outdir.glob("*.npz"))
-    assert 1 <= len(finished) < len(files)
+    assert 1 <= len(finished) < len(files), stderr
     for output in finished:  # complete, or not there at all
         assert len(load_embeddings(output).ids) == 1000
     assert not (outdir / ".virnucpro.lock").exists()
     assert not list(outdir.glob(".*.tmp"))
-    for child in children:  # the spawned workers (and multiprocessing's tracker) are gone
-        status = Path(f"/proc/{child}/status")
-        assert not status.exists() or "zombie" in status.read_text(), f"process {child} outlived the run"
+    def alive(pid: str) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "zombie" not in status.read_text()
+        except OSError:  # gone
+            return False
+
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends when it notices
+    while any(alive(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [child for child in children if alive(child)], "processes outlived the run"
     if workers == 2:
         assert len(children) >= 2

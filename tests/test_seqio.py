@@ -14,6 +14,8 @@ from virnucpro.cli import main
 from virnucpro.errors import InputError
 from virnucpro.seqio import Record, file_sha256, read_fasta, read_records, write_fasta_record
 
+from helpers import captured_log
+
 CLEAN = ">r1 first read\nACGTACGTAAGGCCTT\n>r2\nTTGGCCAANRYK\n>r3 x\nGGGAAACCCTTT\n"
 CLEAN_PAIRS = [("r1", "ACGTACGTAAGGCCTT"), ("r2", "TTGGCCAANRYK"), ("r3", "GGGAAACCCTTT")]
 
@@ -188,9 +190,6 @@ def _gzip_truncated() -> bytes:
 # name -> (file content or None for "do not create", words the error must contain)
 BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
     "missing.fa": (None, ["no such file"]),
-    "empty.fa": (b"", ["empty"]),
-    "blank.fa": (b"\n  \n\n", ["empty"]),
-    "empty.fa.gz": (gzip.compress(b""), ["empty"]),
     "junk.bin": (bytes(range(256)) * 8, ["binary"]),
     "junk_gz.fa": (gzip.compress(bytes(range(1, 256)) * 8), ["binary"]),  # no NUL: control bytes
     "latin1_seq.fa": (b">ok caf\xe9 header\nACGT\n>bad\nAC\xe9GT\n", ["record 2", "bad", "not text"]),
@@ -198,12 +197,44 @@ BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
     "truncated.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGTAC\n+\nII", ["r2", "quality"]),
     "no_plus.fq": (b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n", ["r2", "'+'"]),
     "no_at.fq": (b"@r1\nACGT\n+\nIIII\nr2\nACGT\n+\nIIII\n", ["record 1", "r1", "quality"]),
-    "only_empty.fa": (b">a\n>b desc\n\n>c\n", ["empty"]),
     "protein.fa": (b">dna\nACGT\n>prot1 some protein\nMKLVEFQPACGT\n", ["record 2", "prot1", "E", "F", "L", "protein"]),
     "no_id.fa": (b">\nACGT\n", ["record 1", "id"]),
     "reads.fa.bz2": (bz2.compress(b">a\nACGT\n"), ["bzip2"]),
     "truncated.fa.gz": (_gzip_truncated(), ["cannot read"]),
 }
+
+
+# A sample without reads (a blank control, reads all trimmed away) is data, not a mistake.
+NO_SEQUENCES: dict[str, tuple[bytes, list[tuple[str, str]], str]] = {
+    "empty.fa": (b"", [], "no sequences (an empty file)"),
+    "blank.fa": (b"\n  \n\n", [], "no sequences (an empty file)"),
+    "empty.fq.gz": (gzip.compress(b""), [], "no sequences (an empty file)"),
+    "only_empty.fq": (b"@a\n\n+\n\n@b desc\n\n+\n\n", [("a", ""), ("b", "")], "all 2 records are empty (no sequence letters)"),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_SEQUENCES))
+def test_a_file_without_sequences_is_a_sample_without_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    content, pairs, warning = NO_SEQUENCES[name]
+    path = _write(tmp_path / name, content)
+    digests: dict[str, str] = {}
+    with captured_log(caplog):
+        assert [(r.id, r.seq) for r in read_records([path], digests)] == pairs
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [f"{path}: {warning}"]
+    assert digests == {str(path): file_sha256(path)}  # --resume can still tell whether it changed
+
+
+def test_a_sample_without_reads_gets_empty_results_and_exit_0(tmp_path: Path, test_models) -> None:
+    empty = _write(tmp_path / "blank_control.fq.gz", gzip.compress(b""))
+    trimmed = _write(tmp_path / "trimmed.fq", NO_SEQUENCES["only_empty.fq"][0])
+    models = ["--classifier", str(test_models.classifier), "--esm-model", str(test_models.esm), "--dna-model", str(test_models.dna)]
+    assert main(["predict", str(empty), "--outdir", str(tmp_path / "blank"), *models, "--quiet"]) == 0
+    assert (tmp_path / "blank" / "sequence_predictions.tsv").read_text().count("\n") == 1  # the header only
+    assert main(["predict", str(trimmed), "--outdir", str(tmp_path / "trimmed"), *models, "--quiet"]) == 0
+    rows = (tmp_path / "trimmed" / "sequence_predictions.tsv").read_text().splitlines()[1:]
+    assert [(r.split("\t")[0], r.split("\t")[-2]) for r in rows] == [("a", "empty sequence"), ("b", "empty sequence")]
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

@@ -31,6 +31,9 @@ from typing import IO
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from virnucpro.errors import InputError, describe
+from virnucpro.log import get_logger
+
+log = get_logger("input")
 
 # IUPAC nucleotide codes plus gap characters; anything else (E, F, L, P, Q, *, ...) is not DNA.
 NUCLEOTIDE_LETTERS = "ACGTUNRYKMSWBDHV-."
@@ -133,15 +136,20 @@ def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[t
         raw = _open_raw(source, stack)
         binary = _decompressed(source, raw, stack)
         sniff = _sniff(source, binary)
-        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline=None)
-        first = sniff.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
-        if first == b">":
-            parsed: Iterator[tuple[str, str]] = _parse_fasta(text)
-        elif first == b"@":
-            parsed = _parse_fastq(text, source)
+        if _is_blank(sniff):  # a sample without reads (a blank control, say): no rows, not an error
+            log.warning("%s: no sequences (an empty file)", source)
+            while binary.read(_READ_BUFFER):  # to the end, for the digest
+                pass
         else:
-            raise InputError(f"{source}: not FASTA or FASTQ: the first line does not start with '>' or '@'")
-        yield from _validated(source, parsed)
+            text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline=None)
+            first = sniff.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+            if first == b">":
+                parsed: Iterator[tuple[str, str]] = _parse_fasta(text)
+            elif first == b"@":
+                parsed = _parse_fastq(text, source)
+            else:
+                raise InputError(f"{source}: not FASTA or FASTQ: the first line does not start with '>' or '@'")
+            yield from _validated(source, parsed)
         if digests is not None:
             try:
                 digests[source] = raw.finish()
@@ -179,8 +187,9 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
         raise InputError(f"{source}: cannot read after record {number}: {describe(error)}") from error
     if number == 0:
         raise InputError(f"{source}: no sequence records found")
-    if not seen_sequence:
-        raise InputError(f"{source}: all {number} records are empty (no sequence letters)")
+    if not seen_sequence:  # a sample whose reads were all trimmed away: each record gets its row
+        log.warning("%s: all %d records are empty (no sequence letters)", source, number)
+        yield from pending
 
 
 def _describe_bad_letters(seq: str) -> str:
@@ -252,16 +261,20 @@ def _decompressed(source: str, raw: _HashingReader, stack: contextlib.ExitStack)
 
 
 def _sniff(source: str, binary: io.BufferedReader) -> bytes:
-    """The first bytes of the (decompressed) content; refuses empty and binary files."""
+    """The first bytes of the (decompressed) content; refuses binary files."""
     try:
         head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
-    if not head.removeprefix(codecs.BOM_UTF8).strip():
-        raise InputError(f"{source}: file is empty")
+    if _is_blank(head):
+        return head
     if _looks_binary(head):
         raise InputError(f"{source}: binary content, not a FASTA/FASTQ text file")
     return head
+
+
+def _is_blank(head: bytes) -> bool:
+    return not head.removeprefix(codecs.BOM_UTF8).strip()
 
 
 _CONTROL_BYTES = bytes(b for b in range(32) if chr(b) not in "\t\n\r\f\v") + b"\x7f"
