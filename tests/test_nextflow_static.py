@@ -158,6 +158,9 @@ def test_gpu_retry_policy_matches_the_embed_modules() -> None:
         (code,) = set(re.findall(r"\bexit (\d+)\b", script)) - {"1"}  # 1: not data, the run stops
         assert f"[{code}]" in gpu, f"{name} exits {code} to be retried, but process_gpu's errorStrategy does not retry it"
         assert "task.maxRetries" in MODULE_PROCESSES[name].preamble("script")
+        from virnucpro.errors import MODEL_UNUSABLE  # the engine's words for a model no retry can cure
+
+        assert f"grep -q '{MODEL_UNUSABLE}' embeddings/failed_files.txt" in script, f"{name}: not the engine's words"
     ext = scan.with_name_blocks(scan.REPO_ROOT / "conf" / "modules.config")
     for name, option in (("EMBED_ESM", "--esm-batch-size"), ("EMBED_DNA", "--dna-batch-size")):
         assert option in ext[name] and "task.attempt" in ext[name], f"{name}: the batch size must shrink with task.attempt"

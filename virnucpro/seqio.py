@@ -266,9 +266,7 @@ def _sniff(source: str, binary: io.BufferedReader) -> bytes:
         head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
-    if _is_blank(head):
-        return head
-    if _looks_binary(head):
+    if _looks_binary(head):  # a blank head is not: a file without sequences is read as such
         raise InputError(f"{source}: binary content, not a FASTA/FASTQ text file")
     return head
 

@@ -4,13 +4,13 @@ Identical sequences are embedded once. Batches come from ``embedder.make_batches
 that runs out of memory is re-batched with half the token budget, down to one sequence per
 batch; a sequence that still does not fit is recorded as a failure and the rest of the file
 is kept, and so is a sequence whose embedding is not finite (an overflow in half precision). A
-device failure (the GPU is unusable) raises DeviceFailure: the worker must stop. A file that cannot be read, is empty or holds invalid letters is one failure. Every
-other problem becomes a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
+device failure (the GPU is unusable) raises DeviceFailure: the worker must stop. A file that
+cannot be read, is empty or holds invalid letters is one failure. Every other problem becomes
+a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -26,7 +26,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe
 from virnucpro.log import get_logger
-from virnucpro.seqio import GZIP_MAGIC, NUCLEOTIDE_LETTERS, read_fasta
+from virnucpro.seqio import GZIP_MAGIC, NUCLEOTIDE_LETTERS, file_sha256, read_fasta
 
 log = get_logger("engine.embed_file")
 
@@ -68,15 +68,6 @@ class FileResult:
     oom_retries: int = 0  # batches re-run with half the budget
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def embedder_fingerprint(embedder: Embedder) -> str:
@@ -122,7 +113,7 @@ def embed_file(
     result = FileResult(path)
     fingerprint = embedder_fingerprint(embedder)
     try:
-        input_sha256 = sha256_file(path)
+        input_sha256 = file_sha256(path)
         current = current_output_records(out_path, input_sha256, fingerprint) if skip_if_current else None
         if current is not None:
             result.output, result.skipped, result.records, result.embedded = out_path, True, current, current

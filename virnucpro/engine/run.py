@@ -176,4 +176,3 @@ def _log_summary(stats: dict) -> None:
             stats["stage"], label, device["files"], device["sequences"], device["sequences_per_s"],
             device["tokens_per_s"], device["failures"],
         )
-
