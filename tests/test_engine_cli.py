@@ -123,6 +123,21 @@ def test_a_malformed_gpus_list_is_refused_before_any_work(
     assert not (tmp_path / "out").exists()  # nothing prepared, nothing loaded
 
 
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone already
+        return b""
+
+
+def _alive(pid: str) -> bool:
+    """Running (a zombie or a reaped process is not)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone
+        return False
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: Path, test_models, workers: int) -> None:
     """A scheduler's time limit: exit 143 with one line, workers gone, nothing half-written left."""
@@ -142,9 +157,13 @@ def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: P
         time.sleep(0.05)  # until the first file is done: the workers are running
     children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     children = children_file.read_text().split() if children_file.exists() else []
+    workers_spawned = [child for child in children if b"spawn_main" in _cmdline(child)]
     assert process.poll() is None, "the run ended before it could be stopped: give it more work"
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=60)
+    # checked at once: the run stopped its workers before it ended (an orphaned worker would
+    # still be running now, until it noticed its pipe to the manager closing)
+    assert not [child for child in workers_spawned if _alive(child)], "workers outlived the run"
     stderr = process.stderr.read()
     assert code == 128 + signal.SIGTERM, stderr
     # the one line of the run (multiprocessing's resource tracker may add a warning of its own as it exits)
@@ -156,16 +175,9 @@ def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: P
         assert len(load_embeddings(output).ids) == 1000
     assert not (outdir / ".virnucpro.lock").exists()
     assert not list(outdir.glob(".*.tmp"))
-    def alive(pid: str) -> bool:
-        status = Path(f"/proc/{pid}/status")
-        try:
-            return "zombie" not in status.read_text()
-        except OSError:  # gone
-            return False
-
     deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends when it notices
-    while any(alive(child) for child in children) and time.monotonic() < deadline:
+    while any(_alive(child) for child in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [child for child in children if alive(child)], "processes outlived the run"
+    assert not [child for child in children if _alive(child)], "processes outlived the run"
     if workers == 2:
-        assert len(children) >= 2
+        assert len(workers_spawned) == 2, children

@@ -3,7 +3,8 @@
 Each task is a module's ``script:`` block rendered as Nextflow renders it (a value for each of its
 ``${...}`` expressions: what the module's Groovy lines compute) and run with ``bash -euo pipefail``
 in a task directory of its own, inputs staged as Nextflow stages them (symlinks under their
-``stageAs`` names), ``bin/`` on the PATH. The gather between EMBED_* and PREDICT follows
+``stageAs`` names), ``bin/`` on the PATH, then the directory of the tests' own interpreter (in the
+role of the container's ``python3``). The gather between EMBED_* and PREDICT follows
 workflows/virnucpro.nf (results grouped per sample, missing shards simply absent).
 
 The run: sample ``fastq`` (one shard) is complete. Sample ``reads`` (the FASTA, three shards)
@@ -59,7 +60,9 @@ class Task:
             target.symlink_to(Path(source).resolve())
         (self.workdir / ".command.sh").write_text(script)
         path = [str(self.path_prefix)] if self.path_prefix else []
-        env = {**os.environ, "PATH": os.pathsep.join([*path, str(scan.BIN_DIR), os.environ["PATH"]])}
+        # the tests' interpreter plays the container's python3 (bin/ scripts say `env python3`)
+        interpreter = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": os.pathsep.join([*path, str(scan.BIN_DIR), interpreter, os.environ["PATH"]])}
         return subprocess.run(
             ["bash", "-euo", "pipefail", ".command.sh"], cwd=self.workdir, env=env, capture_output=True, text=True, timeout=300
         )
