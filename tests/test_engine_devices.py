@@ -14,6 +14,12 @@ from engine_doubles import write_fasta
 from helpers import captured_log
 
 
+@pytest.fixture(autouse=True)
+def fresh_device_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a new process would: no device message said yet."""
+    monkeypatch.setattr(devices, "_said", set())
+
+
 @pytest.fixture()
 def four_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend torch has CUDA and the machine has four GPUs (all visible unless the env says otherwise)."""
@@ -30,6 +36,22 @@ def test_no_gpu_means_one_cpu_worker_and_one_log_line(
         slots = devices.plan_workers(None, None)
     assert [(s.device, s.env) for s in slots] == [("cpu", {})]
     assert [r.getMessage() for r in caplog.records] == ["no CUDA GPU visible: running on the CPU"]
+
+
+def test_the_cpu_fallback_is_said_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """predict plans workers for the DNA and the ESM-2 stage: one line, not one per stage."""
+    monkeypatch.setattr(devices, "visible_gpu_count", lambda: 0)
+    monkeypatch.setattr(devices, "cuda_built", lambda: False)
+    with captured_log(caplog):
+        for _stage in ("DNABERT-S", "ESM-2"):
+            devices.plan_workers(None, None)
+            devices.plan_workers("0", None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "no CUDA GPU visible: running on the CPU",
+        "no CUDA support in this torch build: --gpus 0 ignored, running on the CPU",
+    ]
 
 
 def test_cpu_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ a CUDA context, so spawned workers start from a clean state.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -97,25 +98,35 @@ def _visible_entries(count: int) -> list[str]:
     return entries[:count]
 
 
+_said: set[str] = set()  # device messages already logged by this process
+
+
+def _log_once(level: int, message: str) -> None:
+    """Log ``message`` the first time only: ``predict`` plans workers twice (DNA, then ESM-2)."""
+    if message not in _said:
+        _said.add(message)
+        log.log(level, message)
+
+
 def select_gpus(gpus: str | None) -> list[str]:
-    """The CUDA_VISIBLE_DEVICES entry of every GPU to use; empty means CPU (logged once)."""
+    """The CUDA_VISIBLE_DEVICES entry of every GPU to use; empty means CPU (logged once per process)."""
     if gpus is not None:
         selected = parse_gpus(gpus)
         if not cuda_built():
-            log.warning("no CUDA support in this torch build: --gpus %s ignored, running on the CPU", gpus)
+            _log_once(logging.WARNING, f"no CUDA support in this torch build: --gpus {gpus} ignored, running on the CPU")
             return []
         total = physical_gpu_count()
         if total is not None:
             missing = [entry for entry in selected if int(entry) >= total]
             if total == 0:
-                log.warning("no CUDA GPU found: --gpus %s ignored, running on the CPU", gpus)
+                _log_once(logging.WARNING, f"no CUDA GPU found: --gpus {gpus} ignored, running on the CPU")
                 return []
             if missing:
                 raise InputError(f"--gpus {gpus}: no GPU {', '.join(missing)} on this machine ({total} found)")
         return selected
     count = visible_gpu_count()
     if count == 0:
-        log.info("no CUDA GPU visible: running on the CPU")
+        _log_once(logging.INFO, "no CUDA GPU visible: running on the CPU")
         return []
     return _visible_entries(count)
 
