@@ -8,9 +8,10 @@ repeated ``--repeat`` times in turn (so load changes on a shared machine hit all
 alike); prints min / median / max seconds per variant.
 
 ESM-2: fair-esm's ``ESM2.forward`` (stock ``nn.Linear``, i.e. MKL), the same with oneDNN
-linears, our forward with oneDNN switched off, our forward (as shipped). DNA: one sequence per
-forward (the reference), batched with MKL, batched with oneDNN without the CPU cache-sized
-groups, as shipped. Token budgets: the predict defaults.
+linears, our forward with MKL linears (as shipped for AVX2 CPUs), our forward with oneDNN (as
+shipped for AVX-512 CPUs). DNA: one sequence per forward (the reference), batched with MKL
+(AVX2), batched with oneDNN without the CPU cache-sized groups, and with them (AVX-512).
+Token budgets: the predict defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
 
     def onednn(on: bool) -> None:
         os.environ[cpu_linear.ENV_SWITCH] = "1" if on else "0"
-        cpu_linear.onednn_available.cache_clear()
+        cpu_linear.onednn_chosen.cache_clear()
 
     def batched(embedder, records, budget: int) -> None:
         sequences = [seq for _, seq in records]
@@ -59,6 +60,7 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
 
     def dna_batched(linears: str, cap: bool) -> None:
         saved = dna._cpu_tokens
+        onednn(True)
         if linears == "mkl":
             cpu_linear.restore_linears(dna.model)
         if not cap:
@@ -79,12 +81,12 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
     return {
         "esm: fair-esm forward, MKL (reference)": lambda: stock_esm(False),
         "esm: fair-esm forward, oneDNN linears": lambda: stock_esm(True),
-        "esm: our forward, MKL": lambda: ours_esm(False),
-        "esm: our forward, oneDNN (shipped)": lambda: ours_esm(True),
+        "esm: our forward, MKL (shipped on AVX2 CPUs)": lambda: ours_esm(False),
+        "esm: our forward, oneDNN (shipped on AVX-512 CPUs)": lambda: ours_esm(True),
         "dna: one per forward, MKL (reference)": dna_reference,
-        "dna: batched, MKL": lambda: dna_batched("mkl", cap=True),
+        "dna: batched, MKL (shipped on AVX2 CPUs)": lambda: dna_batched("mkl", cap=True),
         "dna: batched, oneDNN, no cache groups": lambda: dna_batched("onednn", cap=False),
-        "dna: batched, oneDNN, cache groups (shipped)": lambda: dna_batched("onednn", cap=True),
+        "dna: batched, oneDNN, cache groups (shipped on AVX-512 CPUs)": lambda: dna_batched("onednn", cap=True),
     }
 
 

@@ -26,7 +26,9 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    """CPU, cores, torch version and build, threads and the load when measured."""
+    """CPU, cores, torch version and build, linear backend, threads and the load when measured."""
+    from virnucpro.embeddings.cpu_linear import cpu_linear_backend
+
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -39,6 +41,7 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "blas": "MKL" if torch.backends.mkl.is_available() else "other",
         "onednn": torch.backends.mkldnn.is_available(),
+        "linear_backend": cpu_linear_backend(),  # what the embedders' fp32 linears run on here
         "python": platform.python_version(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
@@ -58,10 +61,10 @@ def measure_gemm(sizes=GEMM_SIZES, repeats: int = 5) -> dict:
     """Best-of-``repeats`` fp32 GEMM rate (GFLOP/s, wall clock, default threads) per size and backend.
 
     Backends: ``torch.matmul`` (the BLAS torch links, MKL in the official wheels) and oneDNN's
-    fp32 linear (what our embedders use on the CPU, see virnucpro.embeddings.cpu_linear). The
+    fp32 linear (what our embedders use on AVX-512 CPUs, see virnucpro.embeddings.cpu_linear). The
     machine's rate is the best over both and all sizes: the limit to compare model work with.
     """
-    from virnucpro.embeddings.cpu_linear import onednn_available
+    from virnucpro.embeddings.cpu_linear import onednn_usable
 
     generator = torch.Generator().manual_seed(0)
     rows = []
@@ -72,7 +75,7 @@ def measure_gemm(sizes=GEMM_SIZES, repeats: int = 5) -> dict:
             flops = 2.0 * m * k * n
             seconds = _best_seconds(lambda: torch.matmul(a, b), repeats)
             row = {"m": m, "k": k, "n": n, "matmul_gflops": flops / seconds / 1e9}
-            if onednn_available():
+            if onednn_usable():
                 weight = b.t().contiguous()
                 onednn = torch.ops.mkldnn._linear_pointwise
                 seconds = _best_seconds(lambda: onednn(a, weight, None, "none", [], ""), repeats)

@@ -77,8 +77,9 @@ def table(results: dict) -> str:
     """The per-stage table and the ratios, as printed."""
     gemm = results["gemm"]
     lines = [
-        f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
-        f"{results['machine']['torch']} ({results['machine']['torch_threads']} threads), "
+        f"machine: {results['machine']['cpu']} ({results['machine']['cpu_capability']}), "
+        f"{results['machine']['cores']} cores, torch {results['machine']['torch']} "
+        f"({results['machine']['torch_threads']} threads), fp32 linears on {results['machine']['linear_backend']}, "
         f"load {results['machine']['load_average_1min']}",
         f"fp32 GEMM: torch.matmul {_fmt(gemm['matmul_gflops'])} GFLOP/s, oneDNN {_fmt(gemm['onednn_gflops'])} "
         f"GFLOP/s -> limit {_fmt(gemm['best_gflops'])} GFLOP/s",

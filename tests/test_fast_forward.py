@@ -1,8 +1,9 @@
 """The speed paths of the embedders give the numbers of the stock models.
 
-ESM-2: our forward (SDPA, in-place rotary, fused GELU, oneDNN linears, early stop at the chosen
-layer) against fair-esm's ``ESM2.forward`` at every layer, padded and packed. DNA: the oneDNN
-linears against the plain ``nn.Linear`` model. fp32, 1e-5.
+ESM-2: our forward (SDPA, in-place rotary, fused GELU, early stop at the chosen layer) against
+fair-esm's ``ESM2.forward`` at every layer, with oneDNN and with BLAS linears, padded and packed.
+DNA: the oneDNN linears against the plain ``nn.Linear`` model. fp32, 1e-5. Which linears run
+where (the switch, else AVX-512).
 """
 
 from __future__ import annotations
@@ -25,13 +26,37 @@ from virnucpro.embeddings.esm_forward import encoder_forward, fused_qkv
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 
+@pytest.fixture()
+def onednn_switch(monkeypatch: pytest.MonkeyPatch):
+    """``onednn_switch("1")`` sets VIRNUCPRO_ONEDNN for this test (the choice is cached per process)."""
+
+    def switch(value: str) -> None:
+        monkeypatch.setenv(cpu_linear.ENV_SWITCH, value)
+        cpu_linear.onednn_chosen.cache_clear()
+
+    yield switch
+    monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
+    cpu_linear.onednn_chosen.cache_clear()
+
+
+def _force_onednn(switch) -> None:
+    if not cpu_linear.onednn_usable():
+        pytest.skip("oneDNN's fused linear is not usable in this torch build")
+    switch("1")
+
+
 def _proteins(lengths: tuple[int, ...], seed: int = 3) -> list[str]:
     rng = random.Random(seed)
     return ["".join(rng.choices(AMINO_ACIDS, k=n)) for n in lengths]
 
 
+@pytest.mark.parametrize("backend", ["1", "0"])  # oneDNN linears, then the BLAS ones
 @pytest.mark.parametrize("layer", [0, 1, 2])
-def test_esm_forward_equals_fair_esm_at_every_layer(test_models, layer: int) -> None:
+def test_esm_forward_equals_fair_esm_at_every_layer(test_models, layer: int, backend: str, onednn_switch) -> None:
+    if backend == "1":
+        _force_onednn(onednn_switch)
+    else:
+        onednn_switch("0")
     embedder = load_esm_embedder(str(test_models.esm), layer=layer)
     sequences = _proteins((1, 9, 50, 99, 166, 400))  # padded rows of very different lengths
     _, _, tokens = embedder.alphabet.get_batch_converter()([("", s) for s in sequences])
@@ -59,7 +84,8 @@ def test_esm_packed_from_environment(test_models, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("gelu", [False, True])
-def test_linear_equals_torch(gelu: bool) -> None:
+def test_linear_equals_torch(gelu: bool, onednn_switch) -> None:
+    _force_onednn(onednn_switch)
     generator = torch.Generator().manual_seed(1)
     x, weight, bias = torch.randn(3, 70, 64, generator=generator), torch.randn(96, 64), torch.randn(96)
     expected = F.linear(x, weight, bias)
@@ -68,20 +94,36 @@ def test_linear_equals_torch(gelu: bool) -> None:
     torch.testing.assert_close(linear(x.double(), weight.double(), None), F.linear(x.double(), weight.double()))
 
 
-def test_onednn_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
-    cpu_linear.onednn_available.cache_clear()
-    try:
-        assert not cpu_linear.onednn_available()
-    finally:
-        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
-        cpu_linear.onednn_available.cache_clear()
-
-
-def test_onednn_is_what_runs_on_the_cpu_and_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The equality tests above would pass on F.linear alone: here the fused oneDNN op must be called."""
-    if not cpu_linear.onednn_available():
+@pytest.mark.parametrize(
+    ("switch", "avx512", "expected"),
+    [("0", True, False), ("off", True, False), ("1", False, True), ("on", False, True),
+     ("auto", True, True), ("auto", False, False), (None, True, True), (None, False, False)],
+)
+def test_onednn_is_chosen_by_the_switch_else_by_avx512(
+    monkeypatch: pytest.MonkeyPatch, onednn_switch, switch: str | None, avx512: bool, expected: bool
+) -> None:
+    """oneDNN pays on AVX-512 CPUs and loses on AVX2 ones (docs/performance.md); the switch overrides."""
+    if not cpu_linear.onednn_usable():
         pytest.skip("oneDNN's fused linear is not usable in this torch build")
+    monkeypatch.setattr(cpu_linear, "cpu_has_avx512", lambda: avx512)
+    if switch is None:
+        monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
+        cpu_linear.onednn_chosen.cache_clear()
+    else:
+        onednn_switch(switch)
+    assert cpu_linear.onednn_chosen() is expected
+    assert cpu_linear.cpu_linear_backend() == ("oneDNN" if expected else "BLAS")
+
+
+def test_avx512_is_read_from_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    for capability, expected in (("AVX512", True), ("AVX2", False), ("DEFAULT", False), ("NO AVX", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert cpu_linear.cpu_has_avx512() is expected
+
+
+def test_onednn_is_what_runs_on_the_cpu_and_the_switch_turns_it_off(onednn_switch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equality tests would pass on F.linear alone: here the fused oneDNN op must be called."""
+    _force_onednn(onednn_switch)
     real = torch.ops.mkldnn._linear_pointwise
     calls: list[str] = []
 
@@ -101,14 +143,10 @@ def test_onednn_is_what_runs_on_the_cpu_and_the_switch_turns_it_off(monkeypatch:
     linear(x, weight, bias, residual=torch.randn(4, 6))
     linear(x.double(), weight.double(), bias.double())  # not fp32: F.linear
     assert calls == ["linear", "linear", "residual"]
-    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
-    cpu_linear.onednn_available.cache_clear()
-    try:
-        linear(x, weight, bias)
-        assert calls == ["linear", "linear", "residual"]  # switched off: nothing more through oneDNN
-    finally:
-        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
-        cpu_linear.onednn_available.cache_clear()
+    onednn_switch("0")
+    linear(x, weight, bias)
+    linear(x, weight, bias, gelu=True)
+    assert calls == ["linear", "linear", "residual"]  # switched off: nothing more through oneDNN
 
 
 def test_linear_swap_and_restore() -> None:
@@ -122,7 +160,8 @@ def test_linear_swap_and_restore() -> None:
     assert restore_linears(model) == 2 and type(model[0]) is nn.Linear
 
 
-def test_dna_onednn_model_equals_plain_model(test_models) -> None:
+def test_dna_onednn_model_equals_plain_model(test_models, onednn_switch) -> None:
+    _force_onednn(onednn_switch)
     embedder = load_dna_embedder(str(test_models.dna))
     assert any(type(m) is OneDnnLinear for m in embedder.model.modules())
     sequences = ["ACGT" * 20, "GATTACA" * 31, "TTAGGC" * 7]

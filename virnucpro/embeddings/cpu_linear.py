@@ -1,14 +1,20 @@
-"""fp32 linear layers on the CPU through oneDNN instead of the default BLAS.
+"""fp32 linear layers on the CPU through oneDNN instead of the default BLAS, where that pays.
 
-PyTorch's CPU ``nn.Linear`` calls its BLAS (MKL in the official wheels). On AMD CPUs MKL
-takes a generic code path: on the Zen 5 development machines it reaches about 100 GFLOP/s per
+PyTorch's CPU ``nn.Linear`` calls its BLAS (MKL in the official wheels). On AMD CPUs with
+AVX-512 MKL takes a generic code path: on a Zen 5 machine it reaches about 100 GFLOP/s per
 core in fp32, where oneDNN (also bundled with PyTorch, used by its own compiler backend)
-reaches about 220 GFLOP/s with AVX-512, in fp32 and to the same accuracy (relative error
-~1e-6 against float64, like MKL; no bf16 or TF32 shortcut). :func:`linear` uses oneDNN for
-fp32 tensors on the CPU when it is available and agrees with ``F.linear`` on a probe, and
-``F.linear`` everywhere else (GPUs, half precision, builds without oneDNN).
+reaches about 220 GFLOP/s, in fp32 and to the same accuracy (relative error ~1e-6 against
+float64, like MKL; no bf16 or TF32 shortcut). On an AVX2-only CPU (a Zen 3 machine) it is
+the other way round: MKL's GEMM is as fast or faster and oneDNN's fused GELU is slow, so
+the embedding stages run 12-20% faster without oneDNN (docs/performance.md).
 
-``VIRNUCPRO_ONEDNN=0`` turns it off (for measurements, or as an escape hatch).
+:func:`linear` therefore uses oneDNN for fp32 tensors on the CPU when the CPU has AVX-512,
+oneDNN is available and it agrees with ``F.linear`` on a probe; ``F.linear`` everywhere else
+(AVX2 CPUs, GPUs, half precision, builds without oneDNN). The choice depends on the machine
+only, so every worker of a run computes with the same kernels.
+
+``VIRNUCPRO_ONEDNN=1`` uses oneDNN wherever it is usable, ``0`` never (for measurements, or
+as an escape hatch); unset or ``auto``: the rule above.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ from torch import nn
 
 ENV_SWITCH = "VIRNUCPRO_ONEDNN"
 _PROBE_TOLERANCE = 1e-4
+_OFF = ("0", "false", "no", "off")
+_ON = ("1", "true", "yes", "on")
 
 
 @functools.cache
-def onednn_available() -> bool:
+def onednn_usable() -> bool:
     """True when oneDNN's fused linear runs here and matches ``F.linear`` (checked once per process)."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return False
@@ -46,8 +52,29 @@ def onednn_available() -> bool:
     return all(got.shape == want.shape and bool((got - want).abs().max() <= _PROBE_TOLERANCE) for got, want in checks)
 
 
+def cpu_has_avx512() -> bool:
+    """True when PyTorch runs its AVX-512 kernels on this CPU."""
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
+@functools.cache
+def onednn_chosen() -> bool:
+    """True when :func:`linear` uses oneDNN on the CPU (``VIRNUCPRO_ONEDNN``, else AVX-512 only)."""
+    switch = os.environ.get(ENV_SWITCH, "auto").strip().lower()
+    if switch in _OFF:
+        return False
+    if switch not in _ON and not cpu_has_avx512():
+        return False
+    return onednn_usable()
+
+
+def cpu_linear_backend() -> str:
+    """What fp32 linear layers run on here: ``oneDNN`` or ``BLAS`` (for logs and benchmarks)."""
+    return "oneDNN" if onednn_chosen() else "BLAS"
+
+
 def _use_onednn(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_available()
+    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_chosen()
 
 
 def linear(
@@ -59,7 +86,8 @@ def linear(
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then the exact (erf) GELU when ``gelu``, or ``+ residual``.
 
-    On the CPU in fp32 through oneDNN, with the GELU or the addition fused into the matrix product.
+    On the CPU in fp32 through oneDNN where :func:`onednn_chosen`, with the GELU or the addition
+    fused into the matrix product.
     """
     if gelu and residual is not None:
         raise ValueError("linear: gelu and residual cannot be combined")
@@ -71,7 +99,7 @@ def linear(
     y = F.linear(x, weight, bias)
     if gelu:
         return F.gelu(y)
-    return y if residual is None else y + residual
+    return y if residual is None else y.add_(residual)
 
 
 class OneDnnLinear(nn.Linear):
