@@ -10,8 +10,9 @@
   counted), the same rule as for ESM-2 (:func:`virnucpro.embeddings.batching.token_budget_batches`).
   On the CPU a batch is run in consecutive groups small enough for their activations to stay in
   cache (:func:`virnucpro.embeddings.batching.cpu_token_cap`): same numbers, faster.
-- **Speed on the CPU**: the model's ``nn.Linear`` layers run through oneDNN
-  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate on AVX-512 CPUs.
+- **Speed on the CPU**: on AVX-512 CPUs the model's ``nn.Linear`` layers run through oneDNN
+  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate there;
+  elsewhere torch's BLAS.
 - **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
   ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
   to the scores, which breaks a model cast wholesale to half precision; autocast does not.)

@@ -18,8 +18,9 @@
   embedded whole, exactly as upstream.
 - **Forward pass** (:mod:`virnucpro.embeddings.esm_forward`): fair-esm's layers and weights,
   run by :func:`encoder_forward` rather than ``ESM2.forward`` (SDPA attention, fused GELU,
-  oneDNN linears on the CPU, no LM head, stops at the pooled layer): equal to fair-esm's forward within 1e-5 in fp32, about 2.5x faster on the
-  CPU (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
+  oneDNN linears on AVX-512 CPUs, no LM head, stops at the pooled layer): equal to fair-esm's
+  forward within 1e-5 in fp32; on the CPU about 2.2x faster on AVX-512, 1.1x on AVX2
+  (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
 - **Precision**: fp32 on the CPU; on CUDA the model is cast to bf16/fp16 (see
   :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check,
   :mod:`virnucpro.embeddings.parity`) except its rotary position tables, which are computed
@@ -80,7 +81,7 @@ class EsmEmbedder:
     its ``ESM2.forward``: batch-first, one fused query/key/value product (:func:`fused_qkv`),
     rotary embeddings without the concatenation, ``scaled_dot_product_attention`` with the
     padding as a key mask, the exact GELU and the residual additions fused into the matrix
-    products (oneDNN on the CPU, see :mod:`virnucpro.embeddings.cpu_linear`), only the layers up
+    products (oneDNN on AVX-512 CPUs, see :mod:`virnucpro.embeddings.cpu_linear`), only the layers up
     to the chosen one, no language-model head or contact computation. Residues are tokenised
     with a lookup table. It equals fair-esm's forward within 1e-5 in fp32 at every layer
     (tests/test_fast_forward.py, tests/test_embeddings_esm.py).
