@@ -6,7 +6,8 @@ core in fp32, where oneDNN (also bundled with PyTorch, used by its own compiler 
 reaches about 220 GFLOP/s, in fp32 and to the same accuracy (relative error ~1e-6 against
 float64, like MKL; no bf16 or TF32 shortcut). On an AVX2-only CPU (a Zen 3 machine) it is
 the other way round: MKL's GEMM is as fast or faster and oneDNN's fused GELU is slow, so
-the embedding stages run 12-20% faster without oneDNN (docs/performance.md).
+the embedding stages run 8-10% faster without oneDNN (interleaved ablation;
+docs/performance.md).
 
 :func:`linear` therefore uses oneDNN for fp32 tensors on the CPU when the CPU has AVX-512,
 oneDNN is available and it agrees with ``F.linear`` on a probe; ``F.linear`` everywhere else
@@ -99,7 +100,7 @@ def linear(
     y = F.linear(x, weight, bias)
     if gelu:
         return F.gelu(y)
-    return y if residual is None else y.add_(residual)
+    return y if residual is None else y + residual
 
 
 class OneDnnLinear(nn.Linear):
