@@ -28,15 +28,18 @@ AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 @pytest.fixture()
 def onednn_switch(monkeypatch: pytest.MonkeyPatch):
-    """``onednn_switch("1")`` sets VIRNUCPRO_ONEDNN for this test (the choice is cached per process)."""
+    """``onednn_switch("1")`` sets VIRNUCPRO_ONEDNN for this test, ``None`` unsets it (the choice is
+    cached per process)."""
 
-    def switch(value: str) -> None:
-        monkeypatch.setenv(cpu_linear.ENV_SWITCH, value)
+    def switch(value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
+        else:
+            monkeypatch.setenv(cpu_linear.ENV_SWITCH, value)
         cpu_linear.onednn_chosen.cache_clear()
 
     yield switch
-    monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
-    cpu_linear.onednn_chosen.cache_clear()
+    switch(None)
 
 
 def _force_onednn(switch) -> None:
@@ -106,11 +109,7 @@ def test_onednn_is_chosen_by_the_switch_else_by_avx512(
     if not cpu_linear.onednn_usable():
         pytest.skip("oneDNN's fused linear is not usable in this torch build")
     monkeypatch.setattr(cpu_linear, "cpu_has_avx512", lambda: avx512)
-    if switch is None:
-        monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
-        cpu_linear.onednn_chosen.cache_clear()
-    else:
-        onednn_switch(switch)
+    onednn_switch(switch)
     assert cpu_linear.onednn_chosen() is expected
     assert cpu_linear.cpu_linear_backend() == ("oneDNN" if expected else "BLAS")
 
