@@ -2,12 +2,14 @@
 
 Each returns a dict of plain numbers. Embedding stages run the engine's unit of work
 (:func:`virnucpro.engine.embed_file`: FASTA reading, deduplication, batching, the model, the
-``.npz`` writing) in this process with a model loaded once, and time the model calls apart
-from the rest, so CPU overhead and model work are reported separately.
+``.npz`` writing) in this process with a model loaded once, the batches side by side as the
+CPU workers run them, and time the model calls apart from the rest, so CPU overhead and model
+work are reported separately.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -18,20 +20,30 @@ from virnucpro.embeddings.base import EmbedderWrapper
 
 
 class TimedEmbedder(EmbedderWrapper):
-    """Wraps an embedder: the same interface, plus the seconds spent in ``embed_batch``."""
+    """Wraps an embedder: the same interface, plus the wall seconds during which at least one
+    ``embed_batch`` call ran (batches run side by side in threads)."""
 
     def __init__(self, inner) -> None:
         super().__init__(inner)
         self.model_s = 0.0
         self.batches = 0
-        self.padded_tokens = 0
+        self._running = 0
+        self._busy_since = 0.0
+        self._lock = threading.Lock()
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray:
-        start = time.perf_counter()
-        out = self.inner.embed_batch(sequences)
-        self.model_s += time.perf_counter() - start
-        self.batches += 1
-        return out
+        with self._lock:
+            if not self._running:
+                self._busy_since = time.perf_counter()
+            self._running += 1
+        try:
+            return self.inner.embed_batch(sequences)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self.batches += 1
+                if not self._running:
+                    self.model_s += time.perf_counter() - self._busy_since
 
 
 def _token_lengths(embedder, kind: str, sequences: list[str]) -> list[int]:
@@ -67,6 +79,7 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
     """One embedding stage over every shard, in this process: load once, then the engine's embed_file."""
     from virnucpro.embeddings.base import EmbedderSpec
     from virnucpro.engine import embed_file
+    from virnucpro.engine.cpu_batches import batches_side_by_side
     from virnucpro.prepare import list_shards, shard_paths
     from virnucpro.seqio import read_fasta
 
@@ -79,9 +92,11 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
     Path(outdir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     failures = 0
-    for path in files:
-        result = embed_file(str(path), timed, Path(outdir) / f"{path.stem}.npz", token_budget)
-        failures += len(result.failures)
+    with batches_side_by_side("cpu") as parallel:
+        for path in files:
+            out = Path(outdir) / f"{path.stem}.npz"
+            result = embed_file(str(path), timed, out, token_budget, parallel_batches=parallel)
+            failures += len(result.failures)
     embed_s = time.perf_counter() - start
     sequences = [seq.upper() for path in files for _, seq in read_fasta(path)]
     unique = list(dict.fromkeys(sequences))

@@ -81,6 +81,29 @@ def test_batches_respect_the_token_budget(embedder: DnaEmbedder) -> None:
     assert embedder.token_count("ACGT") == len(embedder.tokenizer("ACGT")["input_ids"])
 
 
+def test_threads_can_share_the_embedder(embedder: DnaEmbedder) -> None:
+    """CPU batches run side by side: batching (tokenizer without padding) and embedding (with
+    padding) from eight threads at once; transformers switches the padding on the shared Rust
+    tokenizer at each call, which fails ("Already borrowed", unpadded tensors) without the lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(3)
+    sequences = ["".join(rng.choices("ACGT", k=rng.randint(100, 220))) for _ in range(400)]
+    expected = {i: embedder.embed_batch(sequences[i : i + 2]) for i in range(0, 400, 8)}
+
+    def task(i: int) -> np.ndarray | None:
+        if i % 8:
+            embedder.make_batches(sequences[i : i + 50], 1000)
+            return None
+        return embedder.embed_batch(sequences[i : i + 2])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(task, range(0, 400, 2)))  # raises the first thread's error, if any
+    for i, got in zip(range(0, 400, 2), results):
+        if i % 8 == 0:
+            np.testing.assert_allclose(got, expected[i], atol=1e-5, rtol=0)
+
+
 def test_empty_sequence_is_an_input_error(embedder: DnaEmbedder) -> None:
     with pytest.raises(InputError):
         embedder.embed_batch(["ACGT", ""])

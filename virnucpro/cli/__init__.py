@@ -7,8 +7,11 @@ means "partial result" and is never used for usage errors.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
+from typing import NoReturn
 
 import click
 
@@ -60,27 +63,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
-        code = _run(args, verbose)
+        code, stopped = _run(args, verbose)
     else:
         try:
-            code = _run(args, verbose)
+            code, stopped = _run(args, verbose)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if argv is None:
+        if stopped:
+            _exit_at_once(code)
         sys.exit(code)
     return int(code)
 
 
-def _run(args: list[str], verbose: bool) -> int:
-    """The command's exit code; every exception a user can cause becomes one line on stderr."""
+def _exit_at_once(code: int) -> NoReturn:
+    """End a stopped run now, without waiting for batches still running in the CPU engine's
+    threads (nobody collects them; on a big model one can take minutes). The run has already
+    unwound (workers stopped, temporary files removed); output streams and logs are flushed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(args: list[str], verbose: bool) -> tuple[int, bool]:
+    """The command's exit code, and whether the run was stopped (SIGTERM, Ctrl-C); every
+    exception a user can cause becomes one line on stderr."""
     try:
         code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
     except Terminated:
         click.echo("virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues", err=True)
-        code = EXIT_TERMINATED
+        return EXIT_TERMINATED, True
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("virnucpro: interrupted; finished outputs are kept: --resume continues", err=True)
-        code = EXIT_FAILED
+        return EXIT_FAILED, True
     except _NO_ARGS_IS_HELP as error:  # bare `virnucpro` (click >= 8.2): the help, not an error
         click.echo(error.ctx.get_help() if error.ctx else error.format_message())
         code = 0
@@ -94,4 +110,4 @@ def _run(args: list[str], verbose: bool) -> int:
         where = f"{error.filename}: " if error.filename else ""
         _report(f"{where}{error.strerror or error}", verbose)
         code = EXIT_FAILED
-    return 0 if code is None else int(code)
+    return (0 if code is None else int(code)), False

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +71,12 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class DnaEmbedder:
-    """A loaded transformers model and tokenizer that turn DNA sequences into pooled float32 vectors."""
+    """A loaded transformers model and tokenizer that turn DNA sequences into pooled float32 vectors.
+
+    Safe to call from several threads at once (CPU batches side by side): the tokenizer, whose
+    padding setting transformers changes on the shared Rust object at each call, is used by
+    one thread at a time; the forward passes run in parallel.
+    """
 
     stage = STAGE_DNA
 
@@ -80,6 +86,7 @@ class DnaEmbedder:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
+        self._tokenizer_lock = threading.Lock()
         self.name = name
         self.device = torch.device(device)
         self.dtype = dtype
@@ -102,15 +109,20 @@ class DnaEmbedder:
             "pooling": "mean over all tokens ([CLS] and [SEP] included)",
         }
 
+    def _tokenize(self, sequences: list[str], **options) -> dict:
+        """The tokenizer's output for the uppercased ``sequences``, one thread at a time."""
+        with self._tokenizer_lock:
+            return self.tokenizer([s.upper() for s in sequences], **options)
+
     def _token_lengths(self, sequences: list[str]) -> list[int]:
-        encoded = self.tokenizer([s.upper() for s in sequences], add_special_tokens=True)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [len(ids) for ids in self._tokenize(sequences, add_special_tokens=True)["input_ids"]]
 
     def token_count(self, sequence: str) -> int:
         """Tokens of this sequence, [CLS] and [SEP] included."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)  # fast tokenizers: skip the Python wrapper
         if backend is not None:
-            return len(backend.encode(sequence.upper(), add_special_tokens=True).ids)
+            with self._tokenizer_lock:
+                return len(backend.encode(sequence.upper(), add_special_tokens=True).ids)
         return self._token_lengths([sequence])[0]
 
     def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
@@ -129,7 +141,7 @@ class DnaEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if any(not s for s in sequences):
             raise InputError("empty DNA sequence")
-        encoded = self.tokenizer([s.upper() for s in sequences], padding=True, return_tensors="pt")
+        encoded = self._tokenize(sequences, padding=True, return_tensors="pt")
         row_tokens = encoded["attention_mask"].sum(dim=1).tolist()
         if self.device.type == "cpu" and max(row_tokens) * len(row_tokens) > self._cpu_tokens:
             groups = row_groups(row_tokens, self._cpu_tokens)  # cache-sized pieces (padding is on the right)

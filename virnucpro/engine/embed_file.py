@@ -3,7 +3,9 @@
 Identical sequences are embedded once. Batches come from ``embedder.make_batches``; a batch
 that runs out of memory is re-batched with half the token budget, down to one sequence per
 batch; a sequence that still does not fit is recorded as a failure and the rest of the file
-is kept, and so is a sequence whose embedding is not finite (an overflow in half precision). A
+is kept, and so is a sequence whose embedding is not finite (an overflow in half precision).
+``parallel_batches`` > 1 runs that many batches at once in threads (CPU workers, see
+:mod:`virnucpro.engine.cpu_batches`); results and accounting are the same, in the same order. A
 device failure (the GPU is unusable) raises DeviceFailure: the worker must stop. A file that
 cannot be read, is empty or holds invalid letters is one failure. Every other problem becomes
 a :class:`~virnucpro.contracts.Failure`: nothing here raises for bad data.
@@ -14,7 +16,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,11 +107,13 @@ def embed_file(
     *,
     skip_if_current: bool = False,
     on_batch: ProgressCallback | None = None,
+    parallel_batches: int = 1,
 ) -> FileResult:
     """Embed every record of FASTA ``path`` into ``out_path``; failures are returned, never raised.
 
     ``skip_if_current`` (``--resume``) keeps an existing output that is complete and was made
     from the same input bytes by the same model. ``on_batch`` is told each embedded batch.
+    ``parallel_batches``: batches embedded at once (threads; the caller sets torch's threads).
     """
     start = time.perf_counter()
     result = FileResult(path)
@@ -132,8 +138,10 @@ def embed_file(
     state = np.full(len(unique), _PENDING, dtype=np.int8)
     try:
         tokens = [embedder.token_count(seq) for seq in unique]
-        for batch in embedder.make_batches(unique, token_budget):
-            _embed_batch(embedder, unique, tokens, batch, token_budget, matrix, state, result, on_batch)
+        batches = embedder.make_batches(unique, token_budget)
+        with closing(embedded_batches(embedder, unique, batches, parallel_batches)) as attempts:
+            for batch, vectors in attempts:
+                _record_batch(embedder, unique, tokens, batch, vectors, token_budget, matrix, state, result, on_batch)
     except Exception as error:  # noqa: BLE001  (a model error that is not out-of-memory fails the file)
         if is_device_failure(error):  # not this file's fault: the worker stops, the file goes elsewhere
             raise DeviceFailure(describe(error, typed=True)) from None
@@ -193,21 +201,38 @@ def _read_valid(path: str, stage: str) -> tuple[list[str], list[str]]:
     return ids, sequences
 
 
-def _embed_batch(
+def embedded_batches(
+    embedder: Embedder, unique: list[str], batches: list[list[int]], parallel: int
+) -> Iterator[tuple[list[int], np.ndarray | None]]:
+    """Each batch (indices into ``unique``) with its embeddings, None when out of memory; in order,
+    ``parallel`` batches computed at a time in threads. Other errors are raised."""
+    if parallel <= 1 or len(batches) <= 1:
+        for batch in batches:
+            yield batch, _embed_or_none(embedder, [unique[i] for i in batch])
+        return
+    pool = ThreadPoolExecutor(min(parallel, len(batches)), thread_name_prefix="batch")
+    try:
+        yield from zip(batches, pool.map(lambda batch: _embed_or_none(embedder, [unique[i] for i in batch]), batches))
+    finally:  # done, or the file failed or the run was stopped: drop the batches not started yet
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _record_batch(
     embedder: Embedder,
     unique: list[str],
     tokens: list[int],
     batch: list[int],
+    vectors: np.ndarray | None,
     budget: int,
     matrix: np.ndarray,
     state: np.ndarray,
     result: FileResult,
     on_batch: ProgressCallback | None,
 ) -> None:
-    """Embed ``batch`` (indices into ``unique``) and set their ``state``; on out-of-memory split it
-    into batches of at most half its padded tokens, recursively."""
+    """Store the ``vectors`` of ``batch`` (indices into ``unique``) and set their ``state``; when
+    they are None (out of memory) re-embed the batch in parts of at most half its padded tokens,
+    recursively."""
     sequences = [unique[i] for i in batch]
-    vectors = _embed_or_none(embedder, sequences)
     if vectors is None:  # out of memory; the failed attempt's tensors are unreachable by now
         release_cached_memory(collect=True)
         if len(batch) == 1:
@@ -222,7 +247,9 @@ def _embed_batch(
         if len(subs) == 1:  # still one batch: split it in two, so every retry is smaller
             subs = [subs[0][: len(batch) // 2], subs[0][len(batch) // 2 :]]
         for sub in subs:
-            _embed_batch(embedder, unique, tokens, [batch[j] for j in sub], half, matrix, state, result, on_batch)
+            part = [batch[j] for j in sub]
+            vectors = _embed_or_none(embedder, [unique[i] for i in part])
+            _record_batch(embedder, unique, tokens, part, vectors, half, matrix, state, result, on_batch)
         return
     vectors = np.asarray(vectors, dtype=np.float32)
     matrix[batch] = vectors

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from virnucpro.device_errors import DeviceFailure
+from virnucpro.engine.cpu_batches import batches_side_by_side
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import embed_file
 from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
@@ -56,6 +57,12 @@ class InProcessRunner:
             return self.outcome
         self.outcome.stage = embedder.stage
         worker.model_loaded(embedder.identity(), getattr(embedder, "parity_checks", None))
+        with batches_side_by_side(worker.slot.device, worker.slot.threads) as parallel:
+            return self._embed_items(embedder, parallel)
+
+    def _embed_items(self, embedder: Any, parallel: int) -> ManagerOutcome:
+        """Embed every item, ``parallel`` batches at a time."""
+        worker = self.worker
         for item in self.items:
             worker.state, worker.item = PROCESSING, item
             self.progress.set_state(0, PROCESSING, Path(item.path).name)
@@ -67,6 +74,7 @@ class InProcessRunner:
                     self.token_budget,
                     skip_if_current=self.resume,
                     on_batch=self._batch_done,
+                    parallel_batches=parallel,
                 )
             except DeviceFailure as failure:  # the only worker cannot go on: a systemic failure
                 worker.state, worker.cause = FAILED, f"device failure while embedding {item.path}: {failure}"

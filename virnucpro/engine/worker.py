@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -68,20 +67,27 @@ def worker_main(
     _forward_logging(conn, log_level)
     try:
         embedder = spec.load(device)
-        if threads and "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
         from virnucpro.errors import model_load_failure
 
         _send(conn, ("load_failed", model_load_failure(error), traceback.format_exc()))
         conn.close()
         return
-    from virnucpro.device_errors import DeviceFailure
-    from virnucpro.engine.embed_file import embed_file, embedder_fingerprint
+    from virnucpro.engine.cpu_batches import batches_side_by_side
+    from virnucpro.engine.embed_file import embedder_fingerprint
 
     ready = ("ready", embedder.stage, embedder_fingerprint(embedder), getattr(embedder, "parity_checks", None))
     if not _send(conn, ready):
         return
+    with batches_side_by_side(device, threads) as parallel:
+        _serve(embedder, token_budget, parallel, conn)
+
+
+def _serve(embedder: Any, token_budget: int, parallel: int, conn: Connection) -> None:
+    """Embed the files the manager sends until it says stop or is gone."""
+    from virnucpro.device_errors import DeviceFailure
+    from virnucpro.engine.embed_file import embed_file
+
     progress = _Throttled(conn)
     while True:
         try:
@@ -92,7 +98,9 @@ def worker_main(
             return
         _, index, path, out_path, resume = message
         try:
-            result = embed_file(path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress)
+            result = embed_file(
+                path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress, parallel_batches=parallel
+            )
         except DeviceFailure as failure:
             _send(conn, ("device_failed", str(failure)))
             conn.close()
