@@ -181,3 +181,25 @@ def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: P
     assert not [child for child in children if _alive(child)], "processes outlived the run"
     if workers == 2:
         assert len(workers_spawned) == 2, children
+
+
+def test_a_sigterm_that_some_code_swallowed_still_ends_the_run_as_terminated(monkeypatch: pytest.MonkeyPatch,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """Library code that turns the Terminated exception into an ordinary error (a failed file,
+    exit 2) must not hide the SIGTERM: the run still ends with 143 and its one line."""
+    import signal
+
+    import virnucpro.cli as cli_module
+
+    def swallowing_run(args: list[str], verbose: bool) -> tuple[int, bool]:
+        try:
+            cli_module._raise_terminated(signal.SIGTERM, None)
+        except BaseException:  # noqa: BLE001  (what the library code did)
+            pass
+        return 2, False
+
+    monkeypatch.setattr(cli_module, "_run", swallowing_run)
+    assert main(["embed-esm", "x.faa", "--outdir", "out"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues\n"
+    monkeypatch.setattr(cli_module, "_run", lambda args, verbose: (2, False))  # the flag is per run
+    assert main(["embed-esm", "x.faa", "--outdir", "out"]) == 2

@@ -47,12 +47,19 @@ class Terminated(BaseException):
     workers are stopped, temporary files removed and the output directory released. Not a
     KeyboardInterrupt, which click would turn into Abort with a blank line of its own."""
 
+    received = False  # set by the handler: a SIGTERM ends the run as terminated even if some
+    # library code it interrupted turned the exception into an ordinary error
+
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:
+    Terminated.received = True
     raise Terminated()
+
+
+_TERMINATED_LINE = "virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
+    Terminated.received = False
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
@@ -69,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             code, stopped = _run(args, verbose)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if Terminated.received and code != EXIT_TERMINATED:  # the exception was swallowed on its way up
+        click.echo(_TERMINATED_LINE, err=True)
+        code, stopped = EXIT_TERMINATED, True
     if argv is None:
         if stopped:
             _exit_at_once(code)
@@ -92,7 +103,7 @@ def _run(args: list[str], verbose: bool) -> tuple[int, bool]:
     try:
         code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
     except Terminated:
-        click.echo("virnucpro: terminated (SIGTERM); finished outputs are kept: --resume continues", err=True)
+        click.echo(_TERMINATED_LINE, err=True)
         return EXIT_TERMINATED, True
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("virnucpro: interrupted; finished outputs are kept: --resume continues", err=True)
