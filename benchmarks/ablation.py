@@ -42,7 +42,7 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
         os.environ[cpu_linear.ENV_SWITCH] = "1" if on else "0"
         cpu_linear.onednn_chosen.cache_clear()
 
-    def batched(embedder, records, budget: int, side_by_side: bool = True) -> None:
+    def batched(embedder, records, budget: int, side_by_side: bool) -> None:
         sequences = [seq for _, seq in records]
         batches = embedder.make_batches(sequences, budget)
         with batches_side_by_side("cpu") if side_by_side else nullcontext(1) as parallel:
@@ -65,7 +65,7 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
         finally:
             onednn(True)
 
-    def dna_batched(linears: str, cap: bool, side_by_side: bool = False) -> None:
+    def dna_batched(linears: str, cap: bool, side_by_side: bool) -> None:
         saved = dna._cpu_tokens
         onednn(True)
         if linears == "mkl":
@@ -93,10 +93,10 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
         "esm: our forward, oneDNN, one batch at a time": lambda: ours_esm(True, False),
         "esm: our forward, oneDNN, side by side (shipped on AVX-512 CPUs)": lambda: ours_esm(True, True),
         "dna: one per forward, MKL (reference)": dna_reference,
-        "dna: batched, MKL, one at a time": lambda: dna_batched("mkl", cap=True),
+        "dna: batched, MKL, one at a time": lambda: dna_batched("mkl", True, False),
         "dna: batched, MKL, side by side (shipped on AVX2 CPUs)": lambda: dna_batched("mkl", True, True),
-        "dna: batched, oneDNN, no cache groups, one at a time": lambda: dna_batched("onednn", cap=False),
-        "dna: batched, oneDNN, cache groups, one at a time": lambda: dna_batched("onednn", cap=True),
+        "dna: batched, oneDNN, no cache groups, one at a time": lambda: dna_batched("onednn", False, False),
+        "dna: batched, oneDNN, cache groups, one at a time": lambda: dna_batched("onednn", True, False),
         "dna: batched, oneDNN, cache groups, side by side (shipped on AVX-512 CPUs)": (
             lambda: dna_batched("onednn", True, True)
         ),
