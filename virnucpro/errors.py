@@ -43,6 +43,35 @@ def describe(error: BaseException, *, typed: bool = False, limit: int = 500) -> 
     return text
 
 
+def interruption_behind(error: BaseException) -> BaseException | None:
+    """The interruption (Ctrl-C, SIGTERM, an exit) that ``error`` was raised during, if any.
+
+    Cleanup code can fail while an interruption unwinds through it: a zip file closed while the
+    signal left a member half open raises ``ValueError``, whose context is the interruption. Code
+    that turns errors into data (a failed file, a fallback, a one-line message) must let such an
+    interruption go on instead of recording it as an ordinary error. ``GeneratorExit`` (a
+    generator closed) is not an interruption.
+    """
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if not isinstance(current, (Exception, GeneratorExit)):
+            return current
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def raise_interruption_behind(error: BaseException) -> None:
+    """Raise the interruption behind ``error`` (:func:`interruption_behind`), if there is one."""
+    interruption = interruption_behind(error)
+    if interruption is not None:
+        raise interruption
+
+
 MODEL_UNUSABLE = "the model cannot be used"  # modules/local/embed_*/main.nf look for these words
 
 

@@ -33,7 +33,7 @@ from virnucpro.contracts import (
     REFERENCE_ESM_LAYER,
     REFERENCE_ESM_MODEL,
 )
-from virnucpro.errors import ModelError, describe
+from virnucpro.errors import ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
 log = get_logger("classifier")
@@ -293,7 +293,8 @@ def _try_native_payload(path: Path) -> dict | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on non-default pickle protocols
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001  (not loadable as plain weights: maybe a reference pickle)
+    except Exception as error:  # noqa: BLE001  (not loadable as plain weights: maybe a reference pickle)
+        raise_interruption_behind(error)
         return None
     return payload if _is_native_payload(payload) else None
 

@@ -17,7 +17,7 @@ import click
 
 from virnucpro import __version__
 from virnucpro.contracts import EXIT_FAILED
-from virnucpro.errors import VirnucproError
+from virnucpro.errors import VirnucproError, raise_interruption_behind
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -98,16 +98,25 @@ def _exit_at_once(code: int) -> NoReturn:
 
 
 def _run(args: list[str], verbose: bool) -> tuple[int, bool]:
-    """The command's exit code, and whether the run was stopped (SIGTERM, Ctrl-C); every
-    exception a user can cause becomes one line on stderr."""
+    """The command's exit code, and whether the run was stopped (SIGTERM, Ctrl-C)."""
     try:
-        code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
+        return _run_command(args, verbose), False
     except Terminated:
         click.echo(_TERMINATED_LINE, err=True)
         return EXIT_TERMINATED, True
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("virnucpro: interrupted; finished outputs are kept: --resume continues", err=True)
         return EXIT_FAILED, True
+
+
+def _run_command(args: list[str], verbose: bool) -> int:
+    """The command's exit code; every exception a user can cause becomes one line on stderr.
+
+    An error raised while an interruption unwound (cleanup that failed on its way) is that
+    interruption, not the user's mistake: it is raised again for :func:`_run`.
+    """
+    try:
+        code = cli.main(args=args, prog_name="virnucpro", standalone_mode=False)
     except _NO_ARGS_IS_HELP as error:  # bare `virnucpro` (click >= 8.2): the help, not an error
         click.echo(error.ctx.get_help() if error.ctx else error.format_message())
         code = 0
@@ -115,10 +124,15 @@ def _run(args: list[str], verbose: bool) -> tuple[int, bool]:
         click.echo(f"virnucpro: error: {' '.join(error.format_message().split())}", err=True)
         code = EXIT_FAILED
     except VirnucproError as error:
+        raise_interruption_behind(error)
         _report(f"{error}", verbose)
         code = error.exit_code
     except OSError as error:  # the file system refused (a path that is a file, a full disk, permissions)
+        raise_interruption_behind(error)
         where = f"{error.filename}: " if error.filename else ""
         _report(f"{where}{error.strerror or error}", verbose)
         code = EXIT_FAILED
-    return (0 if code is None else int(code)), False
+    except Exception as error:  # a bug (shown with its traceback), unless an interruption is behind it
+        raise_interruption_behind(error)
+        raise
+    return 0 if code is None else int(code)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnucpro.errors import raise_interruption_behind
+
 ENV_SWITCH = "VIRNUCPRO_ONEDNN"
 _PROBE_TOLERANCE = 1e-4
 _OFF = ("0", "false", "no", "off")
@@ -48,7 +50,8 @@ def onednn_usable() -> bool:
                 (op(x, weight, bias, "gelu", [], "none"), F.gelu(F.linear(x, weight, bias))),
                 (op.binary(x, other, weight, bias, "add"), F.linear(x, weight, bias) + other),
             ]
-    except Exception:  # noqa: BLE001  (any failure means: not usable here)
+    except Exception as error:  # noqa: BLE001  (any failure means: not usable here)
+        raise_interruption_behind(error)
         return False
     return all(got.shape == want.shape and bool((got - want).abs().max() <= _PROBE_TOLERANCE) for got, want in checks)
 

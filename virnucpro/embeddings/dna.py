@@ -62,7 +62,7 @@ from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budge
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
 from virnucpro.embeddings.parity import load_checked, probe_frames
 from virnucpro.embeddings.precision import dtype_name, is_cuda, parity_candidates, resolve_dtype
-from virnucpro.errors import InputError, ModelError, describe
+from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
 log = get_logger("dna")
@@ -282,7 +282,8 @@ def _hub_snapshot(source: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(source, "config.json")
-    except Exception:  # noqa: BLE001  (no usable cache: load as usual)
+    except Exception as error:  # noqa: BLE001  (no usable cache: load as usual)
+        raise_interruption_behind(error)
         return None
     return str(Path(cached).parent) if isinstance(cached, str) else None
 
@@ -343,6 +344,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
         try:
             loaded = _load_tokenizer_and_network(source, local_files_only=True)
         except Exception as error:  # noqa: BLE001  (a file missing from the cache: the hub completes it below)
+            raise_interruption_behind(error)
             log.debug("%s: not complete in the local cache (%s); asking the hub", source, describe(error))
     if loaded is None:
         try:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from virnucpro.errors import raise_interruption_behind
+
 # fair-esm's ESM-2 models by layer count (esm2_t{layers}_...): width of the representations.
 ESM2_WIDTHS = {6: 320, 12: 480, 30: 640, 33: 1280, 36: 2560, 48: 5120}
 
@@ -46,7 +48,8 @@ def _esm_checkpoint_shape(path: Path) -> ModelShape | None:
         data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         cfg = data["cfg"]["model"]
         return ModelShape(int(cfg.encoder_embed_dim), int(cfg.encoder_layers))
-    except Exception:  # noqa: BLE001  (not readable this way: checked after embedding instead)
+    except Exception as error:  # noqa: BLE001  (not readable this way: checked after embedding instead)
+        raise_interruption_behind(error)
         return None
 
 
@@ -61,5 +64,6 @@ def dna_shape(model: str) -> ModelShape | None:
     try:
         config = AutoConfig.from_pretrained(model, trust_remote_code=True, local_files_only=True)
         return ModelShape(int(config.hidden_size))
-    except Exception:  # noqa: BLE001  (offline without a cache, or no config: checked later)
+    except Exception as error:  # noqa: BLE001  (offline without a cache, or no config: checked later)
+        raise_interruption_behind(error)
         return None

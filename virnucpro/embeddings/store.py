@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.atomic import atomic_path
-from virnucpro.errors import InputError, describe
+from virnucpro.errors import InputError, describe, raise_interruption_behind
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _MEMBERS = ("ids", "embeddings", "meta")
@@ -67,6 +67,7 @@ def load_embeddings(path: Path) -> EmbeddingFile:
                 raise ValueError(f"missing {', '.join(missing)}")
             ids, matrix, meta_text = data["ids"], data["embeddings"], data["meta"]
     except Exception as error:  # noqa: BLE001  (zip, npy and pickle errors all mean "not our file")
+        raise_interruption_behind(error)
         raise InputError(f"{path}: not a valid embedding file ({describe(error)})") from None
     return EmbeddingFile(_check_ids(path, ids, matrix), _check_matrix(path, matrix), _parse_meta(path, meta_text))
 

@@ -28,7 +28,7 @@ from virnucpro.contracts import STAGE_DNA, STAGE_ESM, Failure
 from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory, release_cached_memory
 from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
-from virnucpro.errors import VirnucproError, describe
+from virnucpro.errors import VirnucproError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 from virnucpro.seqio import GZIP_MAGIC, NUCLEOTIDE_LETTERS, file_sha256, read_fasta
 
@@ -275,7 +275,12 @@ def _embed_or_none(embedder: Embedder, sequences: list[str]) -> np.ndarray | Non
 
 
 def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseException, start: float) -> FileResult:
-    """Record the whole file as failed and remove a stale output of an earlier run."""
+    """Record the whole file as failed and remove a stale output of an earlier run.
+
+    An interruption behind ``error`` (a SIGTERM that broke the output's cleanup) is raised
+    instead: the run stops, and the file is not blamed.
+    """
+    raise_interruption_behind(error)
     log.debug("%s failed", result.path, exc_info=error)
     out_path.unlink(missing_ok=True)
     result.output, result.embedded = None, 0

@@ -17,7 +17,7 @@ from virnucpro.engine.embed_file import embed_file
 from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
-from virnucpro.errors import model_load_failure
+from virnucpro.errors import model_load_failure, raise_interruption_behind
 from virnucpro.log import get_logger
 
 log = get_logger("engine")
@@ -50,6 +50,7 @@ class InProcessRunner:
         try:
             embedder = self.spec.load(worker.slot.device)
         except Exception as error:  # noqa: BLE001  (reported as the systemic failure, as from a worker)
+            raise_interruption_behind(error)
             worker.state, worker.cause = FAILED, model_load_failure(error)
             self.progress.set_state(0, FAILED)
             self.outcome.systemic = systemic_failure([worker])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virnucpro.contracts import EMBEDDING_SUFFIX
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, raise_interruption_behind
 from virnucpro.seqio import GZIP_MAGIC
 
 _BOUNDARY_TOKENS = 2  # BOS/CLS and EOS/SEP: what every sequence costs besides its residues
@@ -53,7 +53,8 @@ def estimate_cost(path: str) -> int:
                     records += 1
                 else:
                     residues += len(line.strip())
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError) as error:
+        raise_interruption_behind(error)
         return 0
     return residues + _BOUNDARY_TOKENS * records
 
