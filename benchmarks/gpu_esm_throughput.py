@@ -138,8 +138,9 @@ def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sam
     return out
 
 
-def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype) -> list[dict]:
-    """Throughput of every model x layout x token budget, plus parity per model."""
+def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=None) -> list[dict]:
+    """Throughput of every model x layout x token budget, plus parity per model; ``on_model(results
+    so far)`` after each model (main saves them, so a run stopped at its time limit keeps them)."""
     from virnucpro.embeddings.esm import EsmEmbedder, cast_model
 
     results = []
@@ -181,6 +182,8 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype) -> list[dic
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         results.append(entry)
+        if on_model is not None:
+            on_model(results)
     return results
 
 
@@ -317,10 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{results['device']}, torch {results['torch']} (CUDA {results['cuda']}), {args.precision}, "
           f"limit {args.peak_tflops:.0f} TFLOP/s, varlen attention: {results['varlen_attention']}", flush=True)
+    def save(models: list[dict] | None = None) -> None:
+        if models is not None:
+            results["models"] = models
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
     if args.scaling:
         results["scaling"] = scaling(args, device)
     else:
-        results["models"] = sweep(args, device, dtype)
+        results["models"] = sweep(args, device, dtype, on_model=save)
         for entry in results["models"]:
             best = max((r for r in entry["runs"] if "error" not in r), key=lambda r: r["tokens_per_s"], default=None)
             entry["best"] = best
@@ -330,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 line += (f"; best {best['tokens_per_s']:,.0f} tokens/s ({best['mode']}, budget {best['token_budget']}) "
                          f"= {100 * best['fraction_of_limit']:.1f}% of the limit")
             print(line, flush=True)
+    save()
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"results: {args.json}")
     return 0
 

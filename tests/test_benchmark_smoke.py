@@ -102,3 +102,8 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
         assert measured and all(run["tokens_per_s"] > 0 for run in measured)
         assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
         assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0
+
+
+def test_the_device_check_script_is_valid_bash(repo_root: Path) -> None:
+    """It only runs on a device machine (minutes that cannot be spent on a syntax error)."""
+    subprocess.run(["bash", "-n", str(repo_root / "tests" / "gpu" / "device_check.sh")], check=True)

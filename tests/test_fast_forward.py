@@ -20,7 +20,7 @@ from virnucpro.embeddings import cpu_linear
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups
 from virnucpro.embeddings.cpu_linear import OneDnnLinear, linear, restore_linears, use_onednn_linears
 from virnucpro.embeddings.dna import load_dna_embedder
-from virnucpro.embeddings.esm import load_esm_embedder
+from virnucpro.embeddings.esm import EsmEmbedder, load_esm_embedder
 from virnucpro.embeddings.esm_forward import encoder_forward, fused_qkv
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
@@ -84,6 +84,27 @@ def test_esm_packed_from_environment(test_models, monkeypatch: pytest.MonkeyPatc
     assert load_esm_embedder(str(test_models.esm)).packed
     monkeypatch.setenv("VIRNUCPRO_ESM_PACKED", "0")
     assert not load_esm_embedder(str(test_models.esm)).packed
+
+
+@pytest.mark.parametrize(("capability", "kernel"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_packed_attention_uses_flash_only_where_it_runs(
+    test_models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capability, kernel: bool
+) -> None:
+    """FlashAttention's variable-length kernel needs an Ampere or newer GPU: on older ones a packed
+    embedder says so once and attention runs on padded rows, instead of every batch failing."""
+    from virnucpro.embeddings import esm_forward
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    esm_forward.flash_varlen_available.cache_clear()
+    try:
+        assert esm_forward.flash_varlen_available(0) is kernel
+        loaded = load_esm_embedder(str(test_models.esm))
+        with caplog.at_level("WARNING", logger="virnucpro"):  # nothing runs on the "GPU": only the choice is made
+            EsmEmbedder(loaded.model, loaded.alphabet, loaded.name, loaded.layer, device="cuda:0", packed=True)
+        warned = [r for r in caplog.records if "variable-length kernel cannot run here" in r.getMessage()]
+        assert len(warned) == (0 if kernel else 1)
+    finally:
+        esm_forward.flash_varlen_available.cache_clear()
 
 
 @pytest.mark.parametrize("gelu", [False, True])

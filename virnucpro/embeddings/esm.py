@@ -42,7 +42,7 @@ from torch import nn
 from virnucpro.contracts import STAGE_ESM
 from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
-from virnucpro.embeddings.esm_forward import encoder_forward, fused_qkv, packed_encoder_forward
+from virnucpro.embeddings.esm_forward import encoder_forward, flash_varlen_available, fused_qkv, packed_encoder_forward
 from virnucpro.embeddings.parity import load_checked, probe_frames
 from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
 from virnucpro.errors import InputError, ModelError, describe
@@ -88,7 +88,8 @@ class EsmEmbedder:
 
     ``packed=True`` runs every batch unpadded (all tokens of all sequences in one row, per-token
     rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
-    variable-length kernel (``torch.nn.attention.varlen``, half precision). Default: off, or
+    variable-length kernel (``torch.nn.attention.varlen``, half precision; where it cannot run, a
+    warning and padded attention per sequence). Default: off, or
     ``VIRNUCPRO_ESM_PACKED=1`` (see docs/performance.md).
     """
 
@@ -114,6 +115,9 @@ class EsmEmbedder:
         self.max_residues = max_residues
         self.dim = int(model.embed_dim)
         self.packed = packed_from_environment() if packed is None else packed
+        if self.packed and self.device.type == "cuda" and not flash_varlen_available(self.device.index or 0):
+            log.warning("packed ESM-2 batches: FlashAttention's variable-length kernel cannot run here (torch >= 2.9 "
+                        "and an Ampere or newer GPU needed); attention falls back to padded rows (same numbers, slower)")
         self._converter = alphabet.get_batch_converter()
         self._residues = frozenset(tok for tok in alphabet.standard_toks if len(tok) == 1)
         self._codes = _residue_codes(alphabet, self._residues)

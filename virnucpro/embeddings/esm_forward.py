@@ -11,6 +11,8 @@ within 1e-5 in fp32 at every layer (tests/test_fast_forward.py).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,10 +138,11 @@ def varlen_attention(
 ) -> torch.Tensor:
     """Attention within each row of packed ``[n, heads, head_dim]`` tensors (rows ``starts[i]:starts[i+1]``).
 
-    FlashAttention's variable-length kernel on CUDA in half precision; elsewhere the rows are
-    padded for ``scaled_dot_product_attention`` and unpadded again (same numbers, for tests).
+    FlashAttention's variable-length kernel on CUDA in half precision where it runs
+    (:func:`flash_varlen_available`); elsewhere the rows are padded for
+    ``scaled_dot_product_attention`` and unpadded again (same numbers, slower).
     """
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_varlen_available(q.device.index or 0):
         from torch.nn.attention.varlen import varlen_attn
 
         q, k, v = (t.contiguous() for t in (q, k, v))
@@ -156,3 +159,14 @@ def varlen_attention(
 
     out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=keep[:, None, None, :])
     return out.transpose(1, 2)[rows, columns]
+
+
+@functools.cache
+def flash_varlen_available(device_index: int) -> bool:
+    """True when FlashAttention's variable-length kernel can run on CUDA device ``device_index``:
+    this torch has ``torch.nn.attention.varlen`` (2.9 and newer) and the GPU is Ampere (sm80) or newer."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.get_device_capability(device_index) >= (8, 0)
