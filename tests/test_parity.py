@@ -16,7 +16,15 @@ import torch
 
 from virnucpro.embeddings import dna, esm, parity
 from virnucpro.embeddings.esm import load_esm_embedder
-from virnucpro.embeddings.parity import PARITY_MIN_COSINE, check_candidate, load_checked, min_cosine, probe_frames
+from virnucpro.embeddings.parity import (
+    PARITY_MIN_COSINE,
+    PROBE_BATCH_TOKENS,
+    check_candidate,
+    embed_probe,
+    load_checked,
+    min_cosine,
+    probe_frames,
+)
 from virnucpro.embeddings.precision import parity_candidates
 
 from helpers import captured_log
@@ -81,6 +89,15 @@ class NoisyEmbedder:
         vectors = rng.normal(size=(len(sequences), 64))
         scale = self.noise.get(self.dtype, 0.0)
         return vectors + scale * np.linalg.norm(vectors, axis=1, keepdims=True) * rng.normal(size=vectors.shape) / 8
+
+    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]:
+        """Consecutive batches of at most ``token_budget`` letters (the double's tokens)."""
+        batches: list[list[int]] = [[]]
+        for i, sequence in enumerate(sequences):
+            if batches[-1] and sum(len(sequences[j]) for j in batches[-1]) + len(sequence) > token_budget:
+                batches.append([])
+            batches[-1].append(i)
+        return batches
 
 
 class Loader:
@@ -165,6 +182,32 @@ def test_when_the_fp32_probe_runs_out_of_memory_the_fp32_model_is_gone_before_th
     assert embedder.dtype == BF16 and embedder.parity_checks[0]["passed"] is None and len(made) == 2
 
 
+def test_the_probe_is_embedded_in_batches_so_a_model_that_fits_is_measured() -> None:
+    """A GPU with room for the fp32 model and ordinary batches, not for the whole probe at once:
+    the check is made (before, the probe's one big batch ran out of memory and the first
+    candidate was taken unchecked)."""
+    sizes: list[int] = []
+
+    class RoomForOrdinaryBatches(NoisyEmbedder):
+        def embed_batch(self, sequences: list[str]) -> np.ndarray:
+            sizes.append(sum(map(len, sequences)))
+            if sizes[-1] > PROBE_BATCH_TOKENS:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().embed_batch(sequences)
+
+    probe = ["M" * 300] * 40  # 12,000 letters: more than one batch
+    embedder = load_checked(lambda dtype: RoomForOrdinaryBatches({BF16: 1e-6}, dtype=dtype), [BF16], probe, "model")
+    assert embedder.dtype == BF16 and embedder.parity_checks[0]["passed"] is True
+    assert embedder.parity_checks[0]["sequences"] == len(probe) and len(sizes) > 2
+
+
+def test_the_probe_embeddings_are_in_probe_order(test_models) -> None:
+    probe = [protein for _, protein in probe_frames()]
+    embedder = load_esm_embedder(str(test_models.esm), precision="fp32")
+    assert len(embedder.make_batches(probe, PROBE_BATCH_TOKENS)) > 1
+    np.testing.assert_allclose(embed_probe(embedder, probe), embedder.embed_batch(probe), atol=1e-5, rtol=0)
+
+
 def test_an_error_other_than_memory_while_checking_is_not_swallowed() -> None:
     def broken(dtype: torch.dtype) -> NoisyEmbedder:
         raise RuntimeError("CUDA error: device-side assert triggered")
@@ -180,7 +223,7 @@ def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:
     reference = full.embed_batch(probe)
     check = check_candidate(full, reference, probe, BF16)
     assert full.dtype == BF16 and next(full.model.parameters()).dtype == BF16
-    assert check.min_cosine == pytest.approx(min_cosine(reference, full.embed_batch(probe)), abs=1e-12)
+    assert check.min_cosine == pytest.approx(min_cosine(reference, embed_probe(full, probe)), abs=1e-12)
     assert 0.99 < check.min_cosine < 1.0  # measured, not assumed: bf16 differs a little
     assert full.identity()["precision"] == "bf16"
     # Cast after loading (what the check keeps) == cast while loading (what --precision bf16 does on a GPU).

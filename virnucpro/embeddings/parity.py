@@ -13,7 +13,9 @@ summary.json.
 The probe is the kept frames of 32 synthetic coding reads of 300 bp and 32 of 500 bp (the two
 chunk lengths; :mod:`virnucpro.synthetic`, fixed seed): the same sequences everywhere, so
 workers on the same kind of GPU measure the same thing and make the same choice. It costs
-two forward passes over about 64 frames per model load.
+two forward passes over the 64 frames (about 8,600 tokens) per model load, in batches of at
+most ``PROBE_BATCH_TOKENS`` padded tokens: a model that fits the GPU in fp32 with room for an
+ordinary batch is measured, not taken for one that does not fit.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = get_logger("precision")
 PARITY_MIN_COSINE = 0.9999
 PROBE_READS_PER_LENGTH = 32
 PROBE_SEED = 20261129
+PROBE_BATCH_TOKENS = 2048  # the smallest default token budget of the embedding stages
 
 
 class Recastable(Protocol):
@@ -45,6 +48,8 @@ class Recastable(Protocol):
     def set_precision(self, dtype: torch.dtype) -> None: ...
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray: ...
+
+    def make_batches(self, sequences: list[str], token_budget: int) -> list[list[int]]: ...
 
 
 E = TypeVar("E", bound=Recastable)
@@ -95,10 +100,18 @@ def probe_frames() -> tuple[tuple[str, str], ...]:
     return tuple(frames)
 
 
+def embed_probe(embedder: Recastable, probe: list[str]) -> np.ndarray:
+    """Embeddings of ``probe`` in its order, embedded in batches of at most ``PROBE_BATCH_TOKENS``."""
+    rows: dict[int, np.ndarray] = {}
+    for batch in embedder.make_batches(probe, PROBE_BATCH_TOKENS):
+        rows.update(zip(batch, embedder.embed_batch([probe[i] for i in batch])))
+    return np.stack([rows[i] for i in range(len(probe))])
+
+
 def check_candidate(embedder: Recastable, reference: np.ndarray, probe: list[str], dtype: torch.dtype) -> ParityCheck:
     """Cast ``embedder`` to ``dtype`` and compare its probe embeddings with ``reference`` (fp32)."""
     embedder.set_precision(dtype)
-    return ParityCheck(dtype_name(dtype), min_cosine(reference, embedder.embed_batch(probe)), len(probe))
+    return ParityCheck(dtype_name(dtype), min_cosine(reference, embed_probe(embedder, probe)), len(probe))
 
 
 def load_checked(load: Callable[[torch.dtype], E], candidates: list[torch.dtype], probe: list[str], what: str) -> E:
@@ -137,7 +150,7 @@ def _fp32_reference(load: Callable[[torch.dtype], E], probe: list[str]) -> tuple
     """
     try:
         embedder = load(torch.float32)
-        return embedder, embedder.embed_batch(probe)
+        return embedder, embed_probe(embedder, probe)
     except Exception as error:  # noqa: BLE001  (only out-of-memory is handled here)
         if not is_out_of_memory(error):
             raise
