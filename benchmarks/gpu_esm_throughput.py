@@ -207,13 +207,24 @@ def write_checkpoint(arch: str, outdir: Path, seed: int) -> Path:
 
 
 def scaling(args: argparse.Namespace, device: str) -> dict:
-    """The worker engine on 1, 2, ... GPUs: tokens/s and efficiency against one GPU."""
+    """The worker engine on 1, 2, ... GPUs: tokens/s and efficiency against one GPU.
+
+    Checkpoint, inputs and outputs go to ``--workdir`` (kept) or to a temporary directory,
+    removed afterwards (a random 650M checkpoint alone is 2.6 GB).
+    """
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _scaling_in(workdir, args, device)
+    with tempfile.TemporaryDirectory(prefix="virnucpro-gpu-scaling-") as temporary:
+        return _scaling_in(Path(temporary), args, device)
+
+
+def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
     from virnucpro.embeddings.base import EmbedderSpec
     from virnucpro.engine import run_embedding
     from virnucpro.seqio import write_fasta_record
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="virnucpro-gpu-scaling-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = write_checkpoint(args.scaling_model, workdir, args.seed)
     files = []
     per_file = args.scaling_tokens // args.scaling_files

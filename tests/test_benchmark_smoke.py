@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,11 +89,14 @@ def test_flop_formula() -> None:
 def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_path: Path, mode: list[str]) -> None:
     """The GPU benchmark only runs for real on a device machine: its --dry-run keeps the script honest here."""
     out = tmp_path / "gpu.json"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_esm_throughput.py", "--dry-run", *mode, "--json", str(out)],
-        cwd=repo_root, capture_output=True, text=True, timeout=300,
+        cwd=repo_root, capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert not [path.name for path in scratch.iterdir() if path.name.startswith("virnucpro-")]  # nothing left behind
     results = json.loads(out.read_text())
     if mode:
         assert results["scaling"] and "tokens/s" in done.stdout
