@@ -33,13 +33,23 @@ def asBoolean(value) {
     return value.toString().toLowerCase() in ['true', 'yes', '1']
 }
 
+// Compressed inputs the reader recognises by content (virnucpro.seqio); the suffix is optional to it, not here.
+def compressionSuffixes() {
+    return ['.gz', '.bz2', '.xz']
+}
+
+def withoutCompressionSuffix(name) {
+    def suffix = compressionSuffixes().find { candidate -> name.toLowerCase().endsWith(candidate) }
+    return suffix ? name.substring(0, name.length() - suffix.length()) : name
+}
+
 def isSequenceFile(name) {
-    def plain = name.toLowerCase().endsWith('.gz') ? name.substring(0, name.length() - 3) : name
+    def plain = withoutCompressionSuffix(name)
     return sequenceSuffixes().any { suffix -> plain.toLowerCase().endsWith(suffix) }
 }
 
 def sampleNameOf(file_name) {
-    def name = file_name.toLowerCase().endsWith('.gz') ? file_name.substring(0, file_name.length() - 3) : file_name
+    def name = withoutCompressionSuffix(file_name)
     def dot = name.lastIndexOf('.')
     name = dot > 0 ? name.substring(0, dot) : name
     return name.replaceAll(/[^A-Za-z0-9._-]/, '_')
@@ -65,7 +75,7 @@ def readSamples(input) {
     }
     if (!source.name.toLowerCase().endsWith('.csv')) {
         if (!isSequenceFile(source.name)) {
-            error("--input must be a samplesheet (.csv) or a FASTA/FASTQ file (${sequenceSuffixes().join(', ')}, optionally .gz): ${input}")
+            error("--input must be a samplesheet (.csv) or a FASTA/FASTQ file (${sequenceSuffixes().join(', ')}, optionally ${compressionSuffixes().join(', ')}): ${input}")
         }
         if (source.name =~ /\s/) {
             error("--input: '${source.name}' contains whitespace; rename or link the file to a name without spaces")
@@ -89,7 +99,7 @@ def readSamples(input) {
         checkSampleName(name, where)
         def path = row.fasta ?: ''
         if (!path || !isSequenceFile(path)) {
-            error("${where}: '${path}' is not a FASTA/FASTQ file name (${sequenceSuffixes().join(', ')}, optionally .gz)")
+            error("${where}: '${path}' is not a FASTA/FASTQ file name (${sequenceSuffixes().join(', ')}, optionally ${compressionSuffixes().join(', ')})")
         }
         // The staged file names reach the PREPARE command line unquoted (assets/schema_input.json forbids whitespace too).
         if (path =~ /\s/) {

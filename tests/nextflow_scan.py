@@ -67,8 +67,12 @@ def _tokens(text: str) -> tuple[Tok, ...]:
 
     tokens, offset = [], 0
     for kind, value in GroovyRestrictedTokenizer().get_tokens(text):
-        tokens.append(Tok(kind, value, offset))
-        offset += len(value)
+        start = text.find(value, offset)
+        # The tokenizer gives comments without their // or /* */: skip those, nothing else.
+        if start < 0 or set(text[offset:start]) - set("/*"):
+            raise ValueError(f"tokens out of step with the text at offset {offset}: {value[:40]!r}")
+        tokens.append(Tok(kind, value, start))
+        offset = start + len(value)
     return tuple(tokens)
 
 

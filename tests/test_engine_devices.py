@@ -104,7 +104,7 @@ def test_gpus_without_cuda_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch
 
 def test_output_stem() -> None:
     assert output_stem("a/b/shard_00001.faa") == "shard_00001"
-    assert output_stem("x.fa.gz") == "x"
+    assert output_stem("x.fa.gz") == output_stem("x.fa.bz2") == output_stem("x.faa.xz") == "x"
     assert output_stem("noext") == "noext"
 
 

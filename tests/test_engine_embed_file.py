@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -233,13 +235,13 @@ def test_missing_and_corrupt_outputs_are_not_current(tmp_path: Path) -> None:
     assert current_output_records(tmp_path / "bad.npz", "0" * 64, "{}") is None
 
 
-def test_gzip_input_is_a_clear_failure(tmp_path: Path) -> None:
-    """The engine reads the plain FASTA shards prepare writes (docs/engine.md); gzip is one clear failure."""
-    path = tmp_path / "in.faa.gz"
-    with gzip.open(path, "wt") as handle:
-        handle.write(">a\nMKV\n")
+@pytest.mark.parametrize("name, compress", [("gzip", gzip.compress), ("bzip2", bz2.compress), ("xz", lzma.compress)])
+def test_compressed_input_is_a_clear_failure(tmp_path: Path, name: str, compress) -> None:
+    """The engine reads the plain FASTA shards prepare writes (docs/engine.md); compressed input is one clear failure."""
+    path = tmp_path / "in.faa.z"
+    path.write_bytes(compress(b">a\nMKV\n"))
     result = embed_file(str(path), FakeEmbedder(), tmp_path / "in.npz", BUDGET)
     assert [f.line() for f in result.failures] == [
-        f"{path}|ESM-2|gzip-compressed: the embedding stages read plain-text FASTA (as prepare writes it)"
+        f"{path}|ESM-2|{name}-compressed: the embedding stages read plain-text FASTA (as prepare writes it)"
     ]
     assert not (tmp_path / "in.npz").exists()

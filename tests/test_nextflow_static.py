@@ -68,6 +68,14 @@ def test_syntax_error_is_reported_with_line_and_column() -> None:
     assert scan.syntax_error(bad).startswith("10:1: Unexpected token")
 
 
+def test_token_offsets_point_into_the_text() -> None:
+    """The checker itself: offsets stay exact past comments, whose // and /* */ the tokenizer drops."""
+    text = "#!/usr/bin/env nextflow\n/* a\n block */\n// line\ndef f() { return ['.gz'] }\n"
+    toks = scan._tokens(text)
+    assert all(text[t.offset : t.offset + len(t.value)] == t.value for t in toks)
+    assert scan.block_after(text, text.index("def f(")) == "{ return ['.gz'] }"
+
+
 @pytest.mark.parametrize("path", NF_FILES + CONFIG_FILES, ids=scan.rel)
 def test_strict_syntax_rules(path: Path) -> None:
     problems = scan.strict_syntax_problems(path)
@@ -287,6 +295,24 @@ def test_test_samplesheet_matches_input_schema() -> None:
         jsonschema.validate([{"sample": "pipeline_info", "fasta": "x.fa"}], schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"sample": "s1", "fasta": "my reads.fa"}], schema)
+
+
+def test_compressions_agree_between_reader_main_nf_and_schemas() -> None:
+    """The suffixes main.nf strips and the schemas accept are the compressions virnucpro.seqio reads."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from virnucpro.seqio import COMPRESSION_SUFFIXES
+
+    text = (scan.REPO_ROOT / "main.nf").read_text()
+    body = scan.block_after(text, text.index("def compressionSuffixes("))
+    assert tuple(re.findall(r"'(\.\w+)'", body)) == COMPRESSION_SUFFIXES
+    sheet_schema = json.loads((scan.REPO_ROOT / "assets" / "schema_input.json").read_text())
+    input_pattern = re.compile(schema_properties()["input"]["pattern"])
+    for suffix in ("", *COMPRESSION_SUFFIXES):
+        jsonschema.validate([{"sample": "s1", "fasta": f"reads.fq{suffix}"}], sheet_schema)
+        assert input_pattern.search(f"reads.fa{suffix}"), f"--input rejects reads.fa{suffix}"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{"sample": "s1", "fasta": "reads.fq.zst"}], sheet_schema)
+    assert not input_pattern.search("reads.fa.zst")
 
 
 def test_samplesheet_reader_rejects_what_the_input_schema_rejects() -> None:

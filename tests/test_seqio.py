@@ -6,6 +6,7 @@ import bz2
 import gzip
 import hashlib
 import io
+import lzma
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,15 @@ def test_fastq_plain_wrapped_crlf_and_gzip_by_content(tmp_path: Path) -> None:
     ]
     for path in files:
         assert _pairs(path) == CLEAN_PAIRS, path.name
+
+
+@pytest.mark.parametrize("compress", [bz2.compress, lzma.compress], ids=["bzip2", "xz"])
+def test_bzip2_and_xz_are_read_by_content_to_the_end_of_every_stream(tmp_path: Path, compress) -> None:
+    """Multi-stream files (pbzip2, parts concatenated with cat) hold records after the first stream's end."""
+    first, rest = CLEAN.split(">r2")
+    streams = _write(tmp_path / "reads.bin", compress(first.encode()) + compress((">r2" + rest).encode()))
+    assert _pairs(streams) == CLEAN_PAIRS
+    assert _pairs(_write(tmp_path / "reads.fa", compress(_fastq(CLEAN_PAIRS).encode()))) == CLEAN_PAIRS
 
 
 @pytest.mark.parametrize(
@@ -182,9 +192,21 @@ def test_read_fasta_and_write_fasta_record_round_trip(tmp_path: Path) -> None:
     assert list(read_fasta(path)) == CLEAN_PAIRS + [("empty", "")]
 
 
-def _gzip_truncated() -> bytes:
-    data = gzip.compress(("".join(f">r{i}\n{'ACGT' * 50}\n" for i in range(2000))).encode())
+def _compressed_reads(compress) -> bytes:
+    return compress(("".join(f">r{i}\n{'ACGT' * 50}\n" for i in range(2000))).encode())
+
+
+def _truncated(compress) -> bytes:
+    data = _compressed_reads(compress)
     return data[: len(data) // 2]
+
+
+def _damaged(compress) -> bytes:
+    """Bytes changed in the middle of the compressed data (a bad copy), the end intact."""
+    data = bytearray(_compressed_reads(compress))
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(16)
+    return bytes(data)
 
 
 # name -> (file content or None for "do not create", words the error must contain)
@@ -199,8 +221,12 @@ BAD_INPUTS: dict[str, tuple[bytes | None, list[str]]] = {
     "no_at.fq": (b"@r1\nACGT\n+\nIIII\nr2\nACGT\n+\nIIII\n", ["record 1", "r1", "quality"]),
     "protein.fa": (b">dna\nACGT\n>prot1 some protein\nMKLVEFQPACGT\n", ["record 2", "prot1", "E", "F", "L", "protein"]),
     "no_id.fa": (b">\nACGT\n", ["record 1", "id"]),
-    "reads.fa.bz2": (bz2.compress(b">a\nACGT\n"), ["bzip2"]),
-    "truncated.fa.gz": (_gzip_truncated(), ["cannot read"]),
+    "reads.fa.zst": (b"\x28\xb5\x2f\xfd" + bytes(20), ["zstd", "not supported", "bzip2 or xz"]),
+    "truncated.fa.bz2": (_truncated(bz2.compress), ["cannot read"]),
+    "truncated.fa.xz": (_truncated(lzma.compress), ["cannot read"]),
+    "damaged.fa.xz": (_damaged(lzma.compress), ["cannot read"]),
+    "damaged.fa.bz2": (_damaged(bz2.compress), ["cannot read"]),
+    "truncated.fa.gz": (_truncated(gzip.compress), ["cannot read"]),
 }
 
 

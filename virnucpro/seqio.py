@@ -1,8 +1,8 @@
-"""Reading input sequences: FASTA and FASTQ, plain or gzip, recognised by content.
+"""Reading input sequences: FASTA and FASTQ, plain or compressed (gzip, bzip2, xz), recognised by content.
 
 FASTA records are parsed by Biopython's ``SimpleFastaParser``, FASTQ by a lenient parser of
 our own (see :func:`_parse_fastq`); this module adds what a pipeline needs around them:
-content sniffing, gzip, hashing while reading, validation and one-line errors.
+content sniffing, decompression, hashing while reading, validation and one-line errors.
 
 ``read_records`` streams records from several files in order, validates that they are
 nucleotide sequences, uppercases them and gives every record a unique id (duplicates get
@@ -14,16 +14,18 @@ pipeline's own intermediate FASTA files.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import contextlib
 import gzip
 import hashlib
 import io
 import itertools
+import lzma
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,8 +42,17 @@ NUCLEOTIDE_LETTERS = "ACGTUNRYKMSWBDHV-."
 _NOT_NUCLEOTIDE = re.compile(f"[^{re.escape(NUCLEOTIDE_LETTERS)}]")
 _WHITESPACE = re.compile(r"\s+")
 
-GZIP_MAGIC = b"\x1f\x8b"
-_OTHER_COMPRESSION = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+# Compressions recognised by their magic bytes, whatever the file is called.
+_COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+# Readers of the standard library; multi-stream files (bgzip, pbzip2, concatenated parts) are read to the end.
+_DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    "gzip": lambda handle: gzip.GzipFile(fileobj=handle, mode="rb"),
+    "bzip2": lambda handle: bz2.BZ2File(handle, mode="rb"),
+    "xz": lambda handle: lzma.LZMAFile(handle, mode="rb"),
+}
+SUPPORTED_COMPRESSION = "plain, gzip, bzip2 or xz"
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")  # stripped from file names to name outputs
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)  # what a damaged or truncated file raises
 _SNIFF_BYTES = 1 << 16
 _READ_BUFFER = 1 << 20
 
@@ -62,7 +73,7 @@ class Record:
 
 
 def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = None) -> Iterator[Record]:
-    """Stream the records of several FASTA/FASTQ files (plain or gzip) in order.
+    """Stream the records of several FASTA/FASTQ files (plain or compressed) in order.
 
     When ``digests`` is given, the sha256 of each file's bytes (as stored, computed while
     reading) is put there under ``str(path)`` once the file has been read to its end.
@@ -183,7 +194,7 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
                 yield record_id, seq
             else:
                 pending.append((record_id, seq))
-    except (OSError, EOFError, zlib.error) as error:
+    except _READ_ERRORS as error:
         raise InputError(f"{source}: cannot read after record {number}: {describe(error)}") from error
     if number == 0:
         raise InputError(f"{source}: no sequence records found")
@@ -244,27 +255,37 @@ def _check_file(source: str) -> None:
         raise InputError(f"{source}: no such file")
 
 
+def compression_of(path: str | Path) -> str | None:
+    """The compression named by a file's magic bytes (``"gzip"``, ``"zstd"``...), None for plain files."""
+    with open(path, "rb") as handle:
+        return _compression_named_by(handle.read(8))
+
+
+def _compression_named_by(magic: bytes) -> str | None:
+    return next((name for prefix, name in _COMPRESSION_MAGIC.items() if magic.startswith(prefix)), None)
+
+
 def _decompressed(source: str, raw: _HashingReader, stack: contextlib.ExitStack) -> io.BufferedReader:
-    """A buffered reader of the content, decompressing gzip (recognised by its magic bytes)."""
+    """A buffered reader of the content, decompressed where its magic bytes name a supported compression."""
     handle = io.BufferedReader(raw, buffer_size=_READ_BUFFER)
     try:
         magic = handle.peek(8)[:8]
     except OSError as error:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
-    if magic.startswith(GZIP_MAGIC):
-        gz = stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
-        return io.BufferedReader(gz, buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
-    for prefix, name in _OTHER_COMPRESSION.items():
-        if magic.startswith(prefix):
-            raise InputError(f"{source}: {name}-compressed files are not supported (use plain or gzip)")
-    return handle
+    compression = _compression_named_by(magic)
+    if compression is None:
+        return handle
+    if compression not in _DECOMPRESSORS:
+        raise InputError(f"{source}: {compression}-compressed files are not supported (use {SUPPORTED_COMPRESSION})")
+    content = stack.enter_context(_DECOMPRESSORS[compression](handle))
+    return io.BufferedReader(content, buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
 
 
 def _sniff(source: str, binary: io.BufferedReader) -> bytes:
     """The first bytes of the (decompressed) content; refuses binary files."""
     try:
         head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
-    except (OSError, EOFError, zlib.error) as error:
+    except _READ_ERRORS as error:
         raise InputError(f"{source}: cannot read: {describe(error)}") from None
     if _looks_binary(head):  # a blank head is not: a file without sequences is read as such
         raise InputError(f"{source}: binary content, not a FASTA/FASTQ text file")

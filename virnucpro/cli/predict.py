@@ -53,7 +53,7 @@ def predict_command(
     verbose: bool,
     quiet: bool,
 ) -> int:
-    """Predict viral sequences in FASTA/FASTQ INPUTS (plain or gzip); exit 0 ok, 2 partial, 1 failed."""
+    """Predict viral sequences in FASTA/FASTQ INPUTS (plain, gzip, bzip2 or xz); exit 0 ok, 2 partial, 1 failed."""
     init_logging(verbose, quiet)
     options = PredictOptions(
         chunk_length=chunk_length,

@@ -29,7 +29,7 @@ from virnucpro.seqio import check_inputs
 def prepare_command(
     inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool
 ) -> int:
-    """Split INPUT... (FASTA/FASTQ, plain or gzip) into chunks and keep their stop-free frames."""
+    """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz) into chunks and keep their stop-free frames."""
     init_logging(verbose, quiet)
     check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):

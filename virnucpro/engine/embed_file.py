@@ -30,7 +30,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
-from virnucpro.seqio import GZIP_MAGIC, NUCLEOTIDE_LETTERS, file_sha256, read_fasta
+from virnucpro.seqio import NUCLEOTIDE_LETTERS, compression_of, file_sha256, read_fasta
 
 log = get_logger("engine.embed_file")
 
@@ -180,9 +180,9 @@ def embed_file(
 
 def _read_valid(path: str, stage: str) -> tuple[list[str], list[str]]:
     """Ids and uppercase sequences of ``path``; ValueError naming the record for bad content."""
-    with open(path, "rb") as handle:
-        if handle.read(2) == GZIP_MAGIC:
-            raise ValueError("gzip-compressed: the embedding stages read plain-text FASTA (as prepare writes it)")
+    compression = compression_of(path)
+    if compression is not None:
+        raise ValueError(f"{compression}-compressed: the embedding stages read plain-text FASTA (as prepare writes it)")
     invalid = _INVALID.get(stage)
     ids: list[str] = []
     sequences: list[str] = []

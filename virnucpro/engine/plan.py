@@ -8,14 +8,13 @@ fill the gaps at the end, so no worker idles while another has a backlog.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from virnucpro.contracts import EMBEDDING_SUFFIX
 from virnucpro.errors import InputError, raise_interruption_behind
-from virnucpro.seqio import GZIP_MAGIC
+from virnucpro.seqio import COMPRESSION_SUFFIXES, compression_of
 
 _BOUNDARY_TOKENS = 2  # BOS/CLS and EOS/SEP: what every sequence costs besides its residues
 
@@ -32,22 +31,21 @@ class WorkItem:
 
 
 def output_stem(path: str) -> str:
-    """``dir/shard_00001.faa`` -> ``shard_00001``; ``x.fa.gz`` -> ``x``."""
+    """``dir/shard_00001.faa`` -> ``shard_00001``; ``x.fa.gz`` (or .bz2, .xz) -> ``x``."""
     name = Path(path).name
-    if name.endswith(".gz"):
-        name = name[: -len(".gz")]
+    for suffix in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
     stem = Path(name).stem
     return stem or name
 
 
 def estimate_cost(path: str) -> int:
-    """Residues plus boundary tokens of a FASTA file (plain or gzip); 0 when unreadable."""
+    """Residues plus boundary tokens of a plain FASTA file; 0 when unreadable or compressed (both fail at once)."""
     try:
-        with open(path, "rb") as raw:
-            magic = raw.read(2)
-        opener = gzip.open if magic == GZIP_MAGIC else open
+        if compression_of(path) is not None:
+            return 0
         residues = records = 0
-        with opener(path, "rb") as handle:
+        with open(path, "rb") as handle:
             for line in handle:
                 if line.startswith(b">"):
                     records += 1
