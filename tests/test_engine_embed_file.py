@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,22 @@ def test_resume_keeps_a_current_output_and_redoes_changed_input_model_or_incompl
     seqs = [line for line in fasta.read_text().splitlines() if not line.startswith(">")]
     embed_file(str(fasta), FakeEmbedder(oom_always=frozenset({seqs[0]})), out, BUDGET)
     assert not embed_file(str(fasta), FakeEmbedder(), out, BUDGET, skip_if_current=True).skipped  # was incomplete
+
+
+def test_a_stream_is_one_clear_failure_not_an_empty_file(tmp_path: Path) -> None:
+    """Hashing a pipe for --resume would use it up; the workers read files, so a stream is refused unread."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b">a\nMKV\n")
+    os.close(write_end)
+    path = f"/dev/fd/{read_end}"
+    try:
+        result = embed_file(path, FakeEmbedder(), tmp_path / "a.npz", BUDGET, skip_if_current=True)
+        assert os.read(read_end, 100) == b">a\nMKV\n"  # left as it was
+    finally:
+        os.close(read_end)
+    assert [f.line() for f in result.failures] == [
+        f"{path}|ESM-2|not a regular file (a pipe or standard input?): the embedding stages read files"
+    ]
 
 
 def test_missing_and_corrupt_outputs_are_not_current(tmp_path: Path) -> None:

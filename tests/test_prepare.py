@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -124,6 +127,49 @@ def test_rerun_replaces_outputs_and_changed_input_is_not_current(tmp_path: Path)
     second = prepare([reads], outdir, 300, shard_size=500)
     assert list_shards(outdir) == second.shards and len(second.shards) < len(first.shards)
     assert sum(1 for _ in read_manifest(outdir)) == 5
+
+
+def _pipe_path(text: str) -> str:
+    """A path to a pipe holding ``text`` (like ``/dev/stdin`` or ``<(zcat ...)``): it can be read once."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, text.encode())
+    os.close(write_end)
+    return f"/dev/fd/{read_end}"
+
+
+def test_resume_does_not_use_up_a_stream(tmp_path: Path) -> None:
+    """--resume cannot check a stream without reading it, so prepare runs again and reads it whole."""
+    first_reads = synthetic_reads(6, 400, coding_fraction=1.0, seed=21)
+    second_reads = synthetic_reads(4, 400, coding_fraction=1.0, seed=22)
+    outdir = tmp_path / "out"
+    texts = []
+    for reads in (first_reads, second_reads):
+        write_reads(tmp_path / "reads.fa", reads)
+        texts.append((tmp_path / "reads.fa").read_text())
+    first, second = _pipe_path(texts[0]), _pipe_path(texts[1])
+    try:
+        assert prepare([first], outdir, 300).records == 6
+        assert not prepare_is_current(outdir, [second], 300)
+        assert prepare([second], outdir, 300).records == 4
+    finally:
+        for stream in (first, second):
+            os.close(int(stream.rsplit("/", 1)[1]))
+
+
+def test_cli_reads_standard_input_as_dash(tmp_path: Path) -> None:
+    text = ">r1\n" + "ATG" * 120 + "\n>r2\n" + "ATGAAA" * 60 + "\n"
+    command = [sys.executable, "-m", "virnucpro", "prepare", "-", "--outdir", str(tmp_path / "out"), "-q"]
+    done = subprocess.run(command, input=text.encode(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert [(row.id, row.source) for row in read_manifest(tmp_path / "out")] == [("r1", "/dev/stdin"), ("r2", "/dev/stdin")]
+    terminal, other_end = os.openpty()
+    try:
+        waiting = subprocess.run(command, stdin=other_end, capture_output=True, timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(other_end)
+    assert waiting.returncode == 1
+    assert waiting.stderr.decode().count("\n") == 1 and "terminal here: pipe the sequences in" in waiting.stderr.decode()
 
 
 def test_no_kept_frame_gives_no_shard(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from virnucpro.contracts import (
 from virnucpro.errors import InputError
 from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
-from virnucpro.seqio import check_inputs, file_sha256, read_records, write_fasta_record
+from virnucpro.seqio import check_inputs, file_sha256, is_stream, read_records, write_fasta_record
 
 DEFAULT_SHARD_RESIDUES = 250_000  # ~2,500 frames of 300 bp reads: several shards per GPU on a typical sample
 _INFO_FORMAT = 1
@@ -158,6 +158,10 @@ def prepare_is_current(
 ) -> bool:
     """Whether ``prepared_dir`` holds a complete ``prepare`` of these inputs (same bytes) and settings."""
     prepared_dir = Path(prepared_dir)
+    streams = [str(path) for path in inputs if is_stream(path)]
+    if streams:  # hashing would use up what prepare has to read
+        log.info("resume: %s is a stream (read once), so prepare runs again", streams[0])
+        return False
     try:
         info = read_prepare_info(prepared_dir)
         expected = [{"path": str(path), "sha256": file_sha256(path)} for path in inputs]

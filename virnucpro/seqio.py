@@ -24,6 +24,7 @@ import itertools
 import lzma
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,14 @@ def check_inputs(paths: Sequence[str | Path]) -> None:
         if identity in seen:
             raise InputError(f"{path}: given twice (also as {seen[identity]}): its records would be counted twice")
         seen[identity] = str(path)
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` is something other than a regular file (a pipe, standard input, a device): it reads once."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def file_sha256(path: str | Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,20 @@ def _check_gpus(_ctx: click.Context, _param: click.Parameter, value: str | None)
             raise click.BadParameter(str(error).removeprefix(f"--gpus {value!r}: ")) from None
     return value
 
+
+STANDARD_INPUT = "/dev/stdin"  # what ``-`` stands for: read once, like any stream
+
+
+def _sequence_inputs(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``-`` is standard input; refused when that is a terminal (the run would wait for typing)."""
+    if "-" in values and sys.stdin.isatty():
+        raise click.BadParameter("'-' reads standard input, which is a terminal here: pipe the sequences in")
+    return tuple(STANDARD_INPUT if value == "-" else value for value in values)
+
+
+sequence_inputs_argument = click.argument(
+    "inputs", nargs=-1, required=True, metavar="INPUT...", callback=_sequence_inputs
+)
 
 verbosity_options = _stack(
     click.option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on errors."),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from virnucpro.classify import CallRule
 from virnucpro.cli import cli
 from virnucpro.cli.options import (
@@ -16,6 +14,7 @@ from virnucpro.cli.options import (
     esm_model_options,
     init_logging,
     outdir_option,
+    sequence_inputs_argument,
     shard_size_option,
     verbosity_options,
 )
@@ -24,7 +23,7 @@ from virnucpro.pipeline import PredictOptions, run_predict
 
 
 @cli.command("predict", short_help="Everything: prepare, embed with both models, classify.")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@sequence_inputs_argument
 @outdir_option("Output directory.")
 @chunk_length_option
 @classifier_options
@@ -53,7 +52,7 @@ def predict_command(
     verbose: bool,
     quiet: bool,
 ) -> int:
-    """Predict viral sequences in FASTA/FASTQ INPUTS (plain, gzip, bzip2 or xz); exit 0 ok, 2 partial, 1 failed."""
+    """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
     init_logging(verbose, quiet)
     options = PredictOptions(
         chunk_length=chunk_length,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
 from virnucpro.cli import cli
 from virnucpro.cli.options import (
     chunk_length_option,
     init_logging,
     outdir_option,
+    sequence_inputs_argument,
     shard_size_option,
     verbosity_options,
 )
@@ -21,7 +20,7 @@ from virnucpro.seqio import check_inputs
 
 
 @cli.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@sequence_inputs_argument
 @outdir_option("Directory for chunks.fa, frames.*, manifest.tsv and shards/.")
 @chunk_length_option
 @shard_size_option
@@ -29,7 +28,7 @@ from virnucpro.seqio import check_inputs
 def prepare_command(
     inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool
 ) -> int:
-    """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz) into chunks and keep their stop-free frames."""
+    """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz; - for standard input) into chunks and keep their stop-free frames."""
     init_logging(verbose, quiet)
     check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):

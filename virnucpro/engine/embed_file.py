@@ -30,7 +30,7 @@ from virnucpro.embeddings.base import Embedder
 from virnucpro.embeddings.store import load_embeddings, save_embeddings
 from virnucpro.errors import VirnucproError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
-from virnucpro.seqio import NUCLEOTIDE_LETTERS, compression_of, file_sha256, read_fasta
+from virnucpro.seqio import NUCLEOTIDE_LETTERS, compression_of, file_sha256, is_stream, read_fasta
 
 log = get_logger("engine.embed_file")
 
@@ -119,6 +119,8 @@ def embed_file(
     result = FileResult(path)
     fingerprint = embedder_fingerprint(embedder)
     try:
+        if is_stream(path):  # read once: hashing it would leave nothing to embed
+            raise ValueError("not a regular file (a pipe or standard input?): the embedding stages read files")
         input_sha256 = file_sha256(path)
         current = current_output_records(out_path, input_sha256, fingerprint) if skip_if_current else None
         if current is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from virnucpro.contracts import EMBEDDING_SUFFIX
 from virnucpro.errors import InputError, raise_interruption_behind
-from virnucpro.seqio import COMPRESSION_SUFFIXES, compression_of
+from virnucpro.seqio import COMPRESSION_SUFFIXES, compression_of, is_stream
 
 _BOUNDARY_TOKENS = 2  # BOS/CLS and EOS/SEP: what every sequence costs besides its residues
 
@@ -40,9 +40,9 @@ def output_stem(path: str) -> str:
 
 
 def estimate_cost(path: str) -> int:
-    """Residues plus boundary tokens of a plain FASTA file; 0 when unreadable or compressed (both fail at once)."""
+    """Residues plus boundary tokens of a plain FASTA file; 0 when unreadable, compressed or a stream (all fail at once)."""
     try:
-        if compression_of(path) is not None:
+        if is_stream(path) or compression_of(path) is not None:
             return 0
         residues = records = 0
         with open(path, "rb") as handle:
