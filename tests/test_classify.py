@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from pathlib import Path
 
 import pytest
 
+from virnucpro import classify as classify_module
 from virnucpro import contracts as c
 from virnucpro.classify import (
     CallRule,
@@ -157,3 +160,22 @@ def test_a_sequence_failure_finds_its_frame_even_with_a_pipe_in_the_id():
     for given in (failure, c.Failure.parse(failure.line())):  # in memory (predict), or read back (classify --failed)
         by_frame, _by_shard = upstream_reasons([given])
         assert by_frame[failure_key(frame)] == "ESM-2: embedding not finite in fp16"
+
+
+def test_prediction_files_are_all_written_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk when the last file is closed leaves none of the three (the others were renamed
+    already), names that file, and leaves no temporary file behind."""
+    real_atomic_open = classify_module.atomic_open
+
+    @contextlib.contextmanager
+    def disk_full_at_results(path: Path, mode: str = "w"):
+        with real_atomic_open(path, mode) as handle:
+            yield handle
+            if path.name == c.PREDICTION_RESULTS:  # opened first, so closed last
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(classify_module, "atomic_open", disk_full_at_results)
+    with pytest.raises(OSError) as raised, PredictionWriter(tmp_path, CallRule()):
+        pass
+    assert raised.value.filename == str(tmp_path / c.PREDICTION_RESULTS)
+    assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,11 @@ def give_default_mode(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    An OSError without a file name (a write to a full disk, say) is given ``path``'s, so the
+    one-line error says which output could not be written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -33,6 +37,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         give_default_mode(tmp_path)  # readable by others as usual: shared caches and results
         os.replace(tmp_path, path)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -6,6 +6,7 @@ embeddings whatever the number of reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -303,31 +304,39 @@ def group_by_record(records: Iterator[ManifestRow], frames: Iterator[FrameScore]
         yield SequenceRow(record, frames_of_record, calls, len(chunk_frames), failed[0] if failed else "")
 
 
+_PREDICTION_FILES = {
+    c.PREDICTION_RESULTS: c.PREDICTION_RESULTS_HEADER,
+    c.PREDICTION_HIGHEST: c.PREDICTION_HIGHEST_HEADER,
+    c.SEQUENCE_PREDICTIONS: c.SEQUENCE_PREDICTIONS_HEADER,
+}
+
+
 class PredictionWriter:
     """Writes the three prediction files atomically, row by row."""
 
     def __init__(self, outdir: Path, rule: CallRule) -> None:
         self.outdir, self.rule = outdir, rule
-        self._stack: list = []
+        self._files = contextlib.ExitStack()
 
     def __enter__(self) -> "PredictionWriter":
-        opened = []
-        for name, header in (
-            (c.PREDICTION_RESULTS, c.PREDICTION_RESULTS_HEADER),
-            (c.PREDICTION_HIGHEST, c.PREDICTION_HIGHEST_HEADER),
-            (c.SEQUENCE_PREDICTIONS, c.SEQUENCE_PREDICTIONS_HEADER),
-        ):
-            manager = atomic_open(self.outdir / name)
-            handle = manager.__enter__()
-            handle.write("\t".join(header) + "\n")
-            self._stack.append(manager)
-            opened.append(handle)
+        with contextlib.ExitStack() as files:  # the ones opened so far are removed if one fails
+            opened = []
+            for name, header in _PREDICTION_FILES.items():
+                handle = files.enter_context(atomic_open(self.outdir / name))
+                handle.write("\t".join(header) + "\n")
+                opened.append(handle)
+            self._files = files.pop_all()
         self.frames, self.chunks, self.sequences = opened
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for manager in reversed(self._stack):
-            manager.__exit__(*exc_info)
+        """Close every file, even when closing one fails (a full disk): all three are kept, or none."""
+        try:
+            self._files.__exit__(*exc_info)
+        except BaseException:
+            for name in _PREDICTION_FILES:
+                (self.outdir / name).unlink(missing_ok=True)
+            raise
 
     def write(self, row: SequenceRow) -> None:
         """Append one record's frames, chunk calls and sequence call."""
