@@ -31,6 +31,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.reference_strategy import dna_one_by_one, esm_fair_batches  # noqa: E402
+from virnucpro.embeddings.dna import DNA_TOKEN_BUDGET  # noqa: E402
+from virnucpro.embeddings.esm import ESM_TOKEN_BUDGET_CPU  # noqa: E402
 from virnucpro.engine.cpu_batches import batches_side_by_side  # noqa: E402
 from virnucpro.engine.embed_file import embedded_batches  # noqa: E402
 
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", type=Path)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--frames", type=int, default=0, help="use the first N frames only (0: all)")
-    parser.add_argument("--esm-batch-tokens", type=int, default=2048)
-    parser.add_argument("--dna-batch-tokens", type=int, default=8192)
+    parser.add_argument("--esm-batch-tokens", type=int, default=ESM_TOKEN_BUDGET_CPU)
+    parser.add_argument("--dna-batch-tokens", type=int, default=DNA_TOKEN_BUDGET)
     parser.add_argument("--only", default="", help="keep the variants whose name contains this text")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """ESM-2 650M and 3B throughput on GPU, in bf16, through our embedder's forward path.
 
     python benchmarks/gpu_esm_throughput.py [--models 650M,3B] [--modes padded,packed]
-        [--budgets 16384,65536,131072] [--tokens 400000] [--json FILE]
+        [--budgets 16384,65536,131072] [--tokens 400000] [--profile 3B] [--json FILE]
     python benchmarks/gpu_esm_throughput.py --scaling [--gpus 0,1,...] [--scaling-model 650M]
     python benchmarks/gpu_esm_throughput.py --dry-run      # the whole script on the CPU, tiny model
 
@@ -117,7 +117,7 @@ def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sam
     from virnucpro.embeddings.parity import cosines
 
     layers = ARCHITECTURES[arch][0]
-    full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32)
+    full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32, packed=False)
     reference = full.embed_batch(sample)
     _, _, tokens = alphabet.get_batch_converter()([("", s) for s in sample])
     with torch.inference_mode():
@@ -178,6 +178,8 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
                     run["fraction_of_limit"] = run["tflop_per_s"] / args.peak_tflops
                 entry["runs"].append(run)
                 print(_run_line(arch, run), flush=True)
+        if arch in args.profile:
+            entry["profile"] = profile_best(entry, model, alphabet, arch, device, dtype, sequences)
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -185,6 +187,47 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
         if on_model is not None:
             on_model(results)
     return results
+
+
+def profile_best(entry: dict, model, alphabet, arch: str, device: str, dtype: torch.dtype, sequences: list[str]) -> dict:
+    """Where the time of ``arch``'s fastest layout and budget goes: torch.profiler over a few batches,
+    the operators taking the most device time (printed, and returned for the JSON)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from virnucpro.embeddings.esm import EsmEmbedder
+
+    runs = [r for r in entry["runs"] if "error" not in r]
+    if not runs:
+        return {"error": "no successful run to profile"}
+    best = max(runs, key=lambda r: r["tokens_per_s"])
+    embedder = EsmEmbedder(model, alphabet, arch, ARCHITECTURES[arch][0], device=device, dtype=dtype,
+                           packed=best["mode"] == "packed")
+    batches = embedder.make_batches(sequences, best["token_budget"])[:4]
+    embedder.embed_batch([sequences[i] for i in batches[0]])  # warm-up
+    _sync(device)
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as profiler:
+        for batch in batches:
+            embedder.embed_batch([sequences[i] for i in batch])
+        _sync(device)
+    wall_ms = (time.perf_counter() - start) * 1e3
+    # On a GPU the kernels themselves (no double counting with the operators that launch them).
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in profiler.key_averages() if not cuda or e.device_type == DeviceType.CUDA]
+    events.sort(key=lambda e: getattr(e, key, 0) or 0, reverse=True)
+    total = sum(getattr(e, key, 0) or 0 for e in events) or 1
+    top = [{"op": e.key, "calls": e.count, "ms": (getattr(e, key, 0) or 0) / 1e3,
+            "share": (getattr(e, key, 0) or 0) / total} for e in events[:20]]
+    print(f"{arch} profile ({best['mode']}, budget {best['token_budget']}, {len(batches)} batches): "
+          f"{total / 1e3:.1f} ms of {'kernel' if cuda else 'CPU'} time in {wall_ms:.1f} ms of wall time "
+          f"(profiler on)", flush=True)
+    for row in top:
+        print(f"  {100 * row['share']:5.1f}%  {row['ms']:9.2f} ms  {row['calls']:6d} x  {row['op'][:100]}", flush=True)
+    return {"mode": best["mode"], "token_budget": best["token_budget"], "batches": len(batches),
+            "busy_ms": total / 1e3, "wall_ms": wall_ms, "top": top}
 
 
 def _run_line(arch: str, run: dict) -> str:
@@ -279,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parity-sample", type=int, default=64)
     parser.add_argument("--peak-tflops", type=float, default=H200_DENSE_BF16_TFLOPS, help="dense bf16 limit")
     parser.add_argument("--precision", choices=("bf16", "fp16"), default="bf16")
+    parser.add_argument("--profile", default="3B", help="comma-separated models whose fastest run is profiled ('' for none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scaling", action="store_true", help="run the worker engine on 1..N GPUs instead")
     parser.add_argument("--gpus", help="GPUs for --scaling (default: all visible)")
@@ -293,8 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.models = [m for m in args.models.split(",") if m]
     args.modes = [m for m in args.modes.split(",") if m]
     args.budgets = [int(b) for b in args.budgets.split(",") if b]
+    args.profile = [m for m in args.profile.split(",") if m]
     if args.dry_run:
-        args.models, args.scaling_model = ["dry"], "dry"
+        args.models, args.scaling_model, args.profile = ["dry"], "dry", ["dry"]
         args.tokens, args.parity_sample = min(args.tokens, 3000), min(args.parity_sample, 8)
         args.budgets = [b for b in args.budgets if b <= 4096] or [1024]
         args.scaling_files, args.scaling_tokens, args.scaling_budget = 2, 2000, 1024

@@ -61,6 +61,8 @@ def write_read_set(path: Path, reads: int, length: int, coding_fraction: float, 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from virnucpro.embeddings.dna import DNA_TOKEN_BUDGET
+    from virnucpro.embeddings.esm import ESM_TOKEN_BUDGET_CPU
     from virnucpro.pipeline import PredictOptions
 
     defaults = PredictOptions()
@@ -71,8 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=("t6", "tiny"), default="t6", help="test model size (default t6)")
     parser.add_argument("--chunk-length", type=int, choices=(300, 500), default=300)
-    parser.add_argument("--esm-batch-tokens", type=int, default=defaults.esm_batch_tokens)
-    parser.add_argument("--dna-batch-tokens", type=int, default=defaults.dna_batch_tokens)
+    parser.add_argument("--esm-batch-tokens", type=int, default=ESM_TOKEN_BUDGET_CPU, help="predict's CPU default")
+    parser.add_argument("--dna-batch-tokens", type=int, default=DNA_TOKEN_BUDGET, help="predict's default")
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size, help="residues per shard")
     parser.add_argument("--repeat", type=int, default=1, help="runs of predict and of the reference (alternating)")
     parser.add_argument("--scale", type=int, default=0, metavar="K", help="also run predict on K x the reads")

@@ -64,6 +64,7 @@ class FakeEmbedder:
     model: str = "fake"
     dim: int = DIM
     stage: str = STAGE_ESM
+    default_token_budget: int = 2048  # used when the caller gives no budget
     oom_above: int | None = None  # padded batch tokens above this raise out-of-memory
     oom_always: frozenset[str] = frozenset()  # sequences that run out of memory even alone
     oom_error: str = "torch"  # "torch": torch.OutOfMemoryError; "runtime": RuntimeError message

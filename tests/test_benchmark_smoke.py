@@ -106,6 +106,10 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
         assert measured and all(run["tokens_per_s"] > 0 for run in measured)
         assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
         assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0
+        profiled = model["profile"]  # the fastest run, profiled: operators by time, largest first
+        assert profiled["mode"] in ("padded", "packed") and profiled["top"]
+        assert [row["ms"] for row in profiled["top"]] == sorted((row["ms"] for row in profiled["top"]), reverse=True)
+        assert any("linear" in row["op"] or "mm" in row["op"] for row in profiled["top"])
 
 
 def test_the_device_check_script_is_valid_bash(repo_root: Path) -> None:

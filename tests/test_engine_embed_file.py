@@ -82,6 +82,12 @@ def test_a_budget_that_fits_after_one_halving_stops_halving(tmp_path: Path, fast
     assert result.failures == [] and result.embedded == 8
 
 
+def test_no_budget_means_the_embedders_default_for_its_device(tmp_path: Path, fasta: Path) -> None:
+    embedder = FakeEmbedder(default_token_budget=40)
+    result = embed_file(str(fasta), embedder, tmp_path / "out.npz", None)
+    assert embedder.budgets == [40] and result.embedded == 8
+
+
 def test_a_small_batch_under_a_large_budget_is_split_not_run_again(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "two.faa", [("a", protein(1, 10)), ("b", protein(2, 10))])
     embedder = FakeEmbedder(oom_above=12)

@@ -81,9 +81,49 @@ def test_esm_packed_equals_padded(test_models) -> None:
 
 def test_esm_packed_from_environment(test_models, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIRNUCPRO_ESM_PACKED", "1")
-    assert load_esm_embedder(str(test_models.esm)).packed
+    assert load_esm_embedder(str(test_models.esm)).uses_packed
     monkeypatch.setenv("VIRNUCPRO_ESM_PACKED", "0")
-    assert not load_esm_embedder(str(test_models.esm)).packed
+    assert not load_esm_embedder(str(test_models.esm)).uses_packed
+    monkeypatch.delenv("VIRNUCPRO_ESM_PACKED")
+    unset = load_esm_embedder(str(test_models.esm))
+    assert unset.packed is None and not unset.uses_packed  # the CPU runs padded (faster there)
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype", "packed"),
+    [((9, 0), torch.bfloat16, True), ((8, 0), torch.float16, True), ((9, 0), torch.float32, False),
+     ((7, 5), torch.bfloat16, False)],
+)
+def test_packed_is_the_gpu_default_where_flash_varlen_runs(
+    test_models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capability, dtype, packed: bool
+) -> None:
+    """Unforced, a CUDA embedder runs packed batches exactly where FlashAttention's variable-length
+    kernel runs (half precision, Ampere or newer: faster on an H200, docs/performance.md), padded
+    otherwise, without a warning; the choice follows a later cast (the parity check's fp32 -> bf16)."""
+    from virnucpro.embeddings import esm_forward
+
+    monkeypatch.delenv("VIRNUCPRO_ESM_PACKED", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    esm_forward.flash_varlen_available.cache_clear()
+    try:
+        loaded = load_esm_embedder(str(test_models.esm))
+        with caplog.at_level("WARNING", logger="virnucpro"):  # nothing runs on the "GPU": only the choice is made
+            on_gpu = EsmEmbedder(loaded.model, loaded.alphabet, loaded.name, loaded.layer, device="cuda:0")
+            assert not on_gpu.uses_packed  # fp32 as loaded
+            on_gpu.dtype = dtype  # what set_precision records (without moving weights to a GPU here)
+            assert on_gpu.uses_packed is packed
+        assert not caplog.records
+    finally:
+        esm_forward.flash_varlen_available.cache_clear()
+
+
+def test_the_default_token_budget_depends_on_the_device(test_models) -> None:
+    """2,048 tokens per ESM-2 batch on the CPU (the reference's), 65,536 on a GPU (measured)."""
+    loaded = load_esm_embedder(str(test_models.esm))
+    assert loaded.default_token_budget == 2048
+    on_gpu = EsmEmbedder(loaded.model, loaded.alphabet, loaded.name, loaded.layer, device="cuda:0")
+    assert on_gpu.default_token_budget == 65536
+    assert load_dna_embedder(str(test_models.dna)).default_token_budget == 8192
 
 
 @pytest.mark.parametrize(("capability", "kernel"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])

@@ -36,8 +36,8 @@ class PredictOptions:
     classifier: str | None = None  # None -> the reference model for chunk_length
     esm: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("esm", c.REFERENCE_ESM_MODEL))
     dna: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("dna", c.REFERENCE_DNA_MODEL))
-    esm_batch_tokens: int = 2048
-    dna_batch_tokens: int = 8192
+    esm_batch_tokens: int | None = None  # None: the embedder's default for its device
+    dna_batch_tokens: int | None = None
     batch_size: int = 1024
     gpus: str | None = None
     workers: int | None = None

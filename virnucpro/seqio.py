@@ -102,11 +102,12 @@ def check_inputs(paths: Sequence[str | Path]) -> None:
 
 
 def is_stream(path: str | Path) -> bool:
-    """Whether ``path`` is something other than a regular file (a pipe, standard input, a device): it reads once."""
+    """Whether ``path`` is a pipe, socket or character device (piped standard input, ``<(...)``): it reads once."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -25,7 +25,7 @@ _outdir_option = outdir_option("Directory for <stem>.npz per input, failed_files
 
 
 def _run(
-    fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int,
+    fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int | None,
     gpus: str | None, workers: int | None, resume: bool, quiet: bool,
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
@@ -51,7 +51,7 @@ def embed_esm(
     outdir: Path,
     esm_model: str,
     esm_layer: int | None,
-    esm_batch_size: int,
+    esm_batch_size: int | None,
     gpus: str | None,
     workers: int | None,
     precision: str,
@@ -75,7 +75,7 @@ def embed_dna(
     fasta: tuple[str, ...],
     outdir: Path,
     dna_model: str,
-    dna_batch_size: int,
+    dna_batch_size: int | None,
     gpus: str | None,
     workers: int | None,
     precision: str,

@@ -13,9 +13,6 @@ import click
 from virnucpro.contracts import CHUNK_LENGTHS, REFERENCE_DNA_MODEL, REFERENCE_ESM_MODEL
 from virnucpro.log import setup_logging
 
-DEFAULT_ESM_BATCH_TOKENS = 2048
-DEFAULT_DNA_BATCH_TOKENS = 8192
-
 F = Callable[..., Any]
 
 
@@ -80,9 +77,9 @@ esm_model_options = _stack(
     click.option(
         "--esm-batch-size",
         type=click.IntRange(min=1),
-        default=DEFAULT_ESM_BATCH_TOKENS,
-        show_default=True,
-        help="Tokens per ESM-2 batch (padded), halved automatically on out-of-memory.",
+        default=None,
+        help="Tokens per ESM-2 batch (padded), halved automatically on out-of-memory "
+        "[default: 2048 on the CPU, 65536 on a GPU].",
     ),
 )
 
@@ -96,9 +93,8 @@ dna_model_options = _stack(
     click.option(
         "--dna-batch-size",
         type=click.IntRange(min=1),
-        default=DEFAULT_DNA_BATCH_TOKENS,
-        show_default=True,
-        help="Tokens per DNABERT-S batch (padded), halved automatically on out-of-memory.",
+        default=None,
+        help="Tokens per DNABERT-S batch (padded), halved automatically on out-of-memory [default: 8192].",
     ),
 )
 

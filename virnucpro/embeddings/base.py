@@ -20,6 +20,9 @@ class Embedder(Protocol):
     dim: int
     """Width of one embedding vector."""
 
+    default_token_budget: int
+    """Tokens per batch when the caller gives no budget (may depend on the device)."""
+
     def identity(self) -> dict[str, str]:
         """What determines the numbers (model, layer, precision): stored with outputs for --resume."""
 
@@ -46,7 +49,7 @@ class EmbedderWrapper:
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.stage, self.dim = inner.stage, inner.dim
+        self.stage, self.dim, self.default_token_budget = inner.stage, inner.dim, inner.default_token_budget
 
     def identity(self) -> dict[str, str]:
         return self.inner.identity()

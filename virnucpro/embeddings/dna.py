@@ -67,6 +67,9 @@ from virnucpro.log import get_logger
 
 log = get_logger("dna")
 
+# Tokens per batch when --dna-batch-size is not given, CPU and GPU alike (the DNA stage is a small
+# share of a run; no GPU measurement argues for another figure yet).
+DNA_TOKEN_BUDGET = 8192
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
@@ -91,6 +94,7 @@ class DnaEmbedder:
         self.device = torch.device(device)
         self.dtype = dtype
         self.dim = int(model.config.hidden_size)
+        self.default_token_budget = DNA_TOKEN_BUDGET
         widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=1)
         self._cpu_tokens = cpu_token_cap(widest)
 

@@ -53,6 +53,12 @@ log = get_logger("esm")
 MAX_RESIDUES = 1022  # ESM-2's 1024 positions minus BOS and EOS
 _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
 PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
+# Tokens per batch when --esm-batch-size is not given, by "on a GPU": the reference's 2,048 on the
+# CPU (bigger batches are cut into cache-sized row groups there anyway); 65,536 on a GPU, where
+# 2,048 leaves it mostly idle (an H200 in bf16: 40-64% of its limit at 64k tokens, 28-53% at 16k;
+# docs/performance.md, "GPU").
+ESM_TOKEN_BUDGET_CPU = 2048
+ESM_TOKEN_BUDGET_GPU = 65536
 _Residues = TypeVar("_Residues", str, np.ndarray)
 
 
@@ -89,8 +95,9 @@ class EsmEmbedder:
     ``packed=True`` runs every batch unpadded (all tokens of all sequences in one row, per-token
     rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
     variable-length kernel (``torch.nn.attention.varlen``, half precision; where it cannot run, a
-    warning and padded attention per sequence). Default: off, or
-    ``VIRNUCPRO_ESM_PACKED=1`` (see docs/performance.md).
+    warning and padded attention per sequence). ``packed=None`` (the default) decides per batch:
+    packed where that kernel runs (CUDA, bf16/fp16, Ampere or newer: 9-18% faster on an H200,
+    docs/performance.md), padded elsewhere; ``VIRNUCPRO_ESM_PACKED=1`` or ``0`` forces either.
     """
 
     stage = STAGE_ESM
@@ -115,6 +122,7 @@ class EsmEmbedder:
         self.max_residues = max_residues
         self.dim = int(model.embed_dim)
         self.packed = packed_from_environment() if packed is None else packed
+        self.default_token_budget = ESM_TOKEN_BUDGET_GPU if self.device.type == "cuda" else ESM_TOKEN_BUDGET_CPU
         if self.packed and self.device.type == "cuda" and not flash_varlen_available(self.device.index or 0):
             log.warning("packed ESM-2 batches: FlashAttention's variable-length kernel cannot run here (torch >= 2.9 "
                         "and an Ampere or newer GPU needed); attention falls back to padded rows (same numbers, slower)")
@@ -131,6 +139,14 @@ class EsmEmbedder:
         self.dtype = dtype
         for block in self.model.layers:
             fused_qkv(block.self_attn)  # rebuilt now, so the fp32 copy is freed at once
+
+    @property
+    def uses_packed(self) -> bool:
+        """Whether batches run unpadded now: as forced, else where FlashAttention's varlen kernel runs."""
+        if self.packed is not None:
+            return self.packed
+        half = self.dtype in (torch.float16, torch.bfloat16)
+        return self.device.type == "cuda" and half and flash_varlen_available(self.device.index or 0)
 
     def identity(self) -> dict[str, str]:
         """Model, layer, precision and pooling: what determines the numbers."""
@@ -190,7 +206,7 @@ class EsmEmbedder:
             groups = row_groups([len(p) + _SPECIAL_TOKENS for p in pieces], self._cpu_tokens)
         else:
             groups = [range(len(pieces))]
-        forward = self._packed_sums if self.packed else self._padded_sums
+        forward = self._packed_sums if self.uses_packed else self._padded_sums
         with torch.inference_mode():
             parts = [forward(pieces[g.start : g.stop]) for g in groups]
             sums = torch.cat([part[0] for part in parts]) if len(parts) > 1 else parts[0][0]
@@ -269,9 +285,10 @@ def _sum_rows_by_owner(rows: torch.Tensor, owners: list[int], count: int) -> tor
     return buffer.sum(dim=1)
 
 
-def packed_from_environment() -> bool:
-    """``VIRNUCPRO_ESM_PACKED=1`` turns the packed (unpadded) forward on by default."""
-    return os.environ.get(PACKED_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+def packed_from_environment() -> bool | None:
+    """``VIRNUCPRO_ESM_PACKED=1`` forces the packed (unpadded) forward, ``0`` the padded one; unset: None (choose)."""
+    value = os.environ.get(PACKED_ENV, "").strip().lower()
+    return None if not value else value in ("1", "true", "yes", "on")
 
 
 def _residue_codes(alphabet, residues: frozenset[str]) -> np.ndarray:
@@ -399,7 +416,7 @@ def load_esm_embedder(
 
     ``precision`` auto on a GPU: half precision only after the parity check of
     :mod:`virnucpro.embeddings.parity`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
-    None reads ``VIRNUCPRO_ESM_PACKED``.
+    None reads ``VIRNUCPRO_ESM_PACKED``, else chooses per batch.
     """
 
     def load(dtype: torch.dtype) -> EsmEmbedder:

@@ -102,7 +102,7 @@ def embed_file(
     path: str,
     embedder: Embedder,
     out_path: Path,
-    token_budget: int,
+    token_budget: int | None,
     meta: dict[str, str] | None = None,
     *,
     skip_if_current: bool = False,
@@ -114,8 +114,10 @@ def embed_file(
     ``skip_if_current`` (``--resume``) keeps an existing output that is complete and was made
     from the same input bytes by the same model. ``on_batch`` is told each embedded batch.
     ``parallel_batches``: batches embedded at once (threads; the caller sets torch's threads).
+    ``token_budget`` None: the embedder's default for its device.
     """
     start = time.perf_counter()
+    token_budget = embedder.default_token_budget if token_budget is None else token_budget
     result = FileResult(path)
     fingerprint = embedder_fingerprint(embedder)
     try:

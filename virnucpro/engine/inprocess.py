@@ -30,7 +30,7 @@ class InProcessRunner:
         self,
         items: list[WorkItem],
         spec: Any,
-        token_budget: int,
+        token_budget: int | None,
         slot: WorkerSlot,
         progress: Progress,
         resume: bool = False,

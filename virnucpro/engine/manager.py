@@ -97,7 +97,7 @@ class Manager:
         self,
         items: list[WorkItem],
         spec: Any,
-        token_budget: int,
+        token_budget: int | None,
         slots: list[WorkerSlot],
         progress: Progress,
         resume: bool = False,

@@ -46,7 +46,7 @@ def run_embedding(
     files: Sequence[str],
     spec: Any,
     outdir: Path,
-    token_budget: int,
+    token_budget: int | None,
     gpus: str | None = None,
     workers: int | None = None,
     resume: bool = False,

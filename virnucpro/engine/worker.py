@@ -57,7 +57,7 @@ def worker_main(
     env: dict[str, str],
     threads: int | None,
     spec: Any,
-    token_budget: int,
+    token_budget: int | None,
     conn: Connection,
     log_level: int,
 ) -> None:
@@ -83,7 +83,7 @@ def worker_main(
         _serve(embedder, token_budget, parallel, conn)
 
 
-def _serve(embedder: Any, token_budget: int, parallel: int, conn: Connection) -> None:
+def _serve(embedder: Any, token_budget: int | None, parallel: int, conn: Connection) -> None:
     """Embed the files the manager sends until it says stop or is gone."""
     from virnucpro.device_errors import DeviceFailure
     from virnucpro.engine.embed_file import embed_file
