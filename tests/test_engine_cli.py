@@ -56,9 +56,12 @@ def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
     summary = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())
     assert summary["command"] == "embed-esm" and summary["exit_status"] == 0
     assert summary["engine"]["embedded"] == 18 and summary["engine"]["devices"]["cpu"]["workers"] == 2
-    assert (summary["engine"]["devices"]["cpu"]["precision"], summary["engine"]["devices"]["cpu"]["parity_checks"]) == (
+    cpu = summary["engine"]["devices"]["cpu"]
+    assert (cpu["precision"], cpu["parity_checks"], cpu["token_budget"], cpu["layout"]) == (
         "fp32",
         None,  # the CPU runs fp32 unchecked; spawned workers report it through their ready message
+        200,
+        "padded",
     )
     assert not (tmp_path / "one" / FAILED_FILES).exists()
 
@@ -81,6 +84,8 @@ def test_embed_dna_records_a_bad_file_and_keeps_the_rest(tmp_path: Path, test_mo
     assert (outdir / FAILED_FILES).read_text() == f"{bad}|DNABERT-S|record 2 (n1): invalid letters 'Q'\n"
     assert sorted(_outputs(outdir)) == ["nuc0.npz", "nuc1.npz"]
     assert load_embeddings(outdir / "nuc1.npz").ids == ["n1_0", "n1_1", "n1_2"]
+    cpu = json.loads((outdir / SUMMARY_JSON).read_text())["engine"]["devices"]["cpu"]
+    assert (cpu["token_budget"], cpu["layout"]) == (8192, None)  # no --dna-batch-size: the default; no layouts
 
 
 def _embed_esm_quietly(protein: str, outdir: Path, model: Path) -> subprocess.CompletedProcess:

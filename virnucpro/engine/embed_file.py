@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,22 @@ def embedder_fingerprint(embedder: Embedder) -> str:
     return json.dumps(embedder.identity(), sort_keys=True)
 
 
+def effective_token_budget(embedder: Embedder, token_budget: int | None) -> int:
+    """``token_budget``, or when None the embedder's default for its device."""
+    return embedder.default_token_budget if token_budget is None else token_budget
+
+
+def run_settings(embedder: Embedder, token_budget: int | None) -> dict[str, Any]:
+    """How a loaded worker embeds, for summary.json: token budget, ESM-2's batch layout
+    (``packed``/``padded``; None for other models) and the ``--precision auto`` measurements."""
+    uses_packed = getattr(embedder, "uses_packed", None)
+    return {
+        "token_budget": effective_token_budget(embedder, token_budget),
+        "layout": None if uses_packed is None else ("packed" if uses_packed else "padded"),
+        "parity_checks": getattr(embedder, "parity_checks", None),
+    }
+
+
 def current_output_records(out_path: Path, input_sha256: str, fingerprint: str) -> int | None:
     """Records in ``out_path`` when it is a complete embedding of the same input bytes by the same
     model; None otherwise (missing, unreadable, incomplete, other input or model)."""
@@ -117,7 +134,7 @@ def embed_file(
     ``token_budget`` None: the embedder's default for its device.
     """
     start = time.perf_counter()
-    token_budget = embedder.default_token_budget if token_budget is None else token_budget
+    token_budget = effective_token_budget(embedder, token_budget)
     result = FileResult(path)
     fingerprint = embedder_fingerprint(embedder)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from virnucpro.device_errors import DeviceFailure
 from virnucpro.engine.cpu_batches import batches_side_by_side
 from virnucpro.engine.devices import WorkerSlot
-from virnucpro.engine.embed_file import embed_file
+from virnucpro.engine.embed_file import embed_file, run_settings
 from virnucpro.engine.manager import COMPLETED, FAILED, PROCESSING, ManagerOutcome, WorkerRecord, systemic_failure
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
@@ -57,7 +57,7 @@ class InProcessRunner:
             log.error("%s", self.outcome.systemic)
             return self.outcome
         self.outcome.stage = embedder.stage
-        worker.model_loaded(embedder.identity(), getattr(embedder, "parity_checks", None))
+        worker.model_loaded(embedder.identity(), run_settings(embedder, self.token_budget))
         with batches_side_by_side(worker.slot.device, worker.slot.threads) as parallel:
             return self._embed_items(embedder, parallel)
 

@@ -57,11 +57,14 @@ class WorkerRecord:
     failures: int = 0
     precision: str | None = None  # what the loaded model runs in (fp32, bf16, fp16)
     parity_checks: list[dict] | None = None  # --precision auto on a GPU: what was measured
+    token_budget: int | None = None  # tokens per batch it starts each file with
+    layout: str | None = None  # ESM-2's batches: packed or padded
 
-    def model_loaded(self, identity: dict[str, str], parity_checks: list[dict] | None) -> None:
-        """The worker's model is loaded: note its precision; the worker is idle."""
+    def model_loaded(self, identity: dict[str, str], settings: dict[str, Any]) -> None:
+        """The worker's model is loaded: note how it embeds (embed_file.run_settings); the worker is idle."""
         self.precision = identity.get("precision")
-        self.parity_checks = parity_checks
+        self.parity_checks = settings["parity_checks"]
+        self.token_budget, self.layout = settings["token_budget"], settings["layout"]
         self.state = IDLE
 
     def add_progress(self, sequences: int, tokens: int) -> None:
@@ -190,9 +193,9 @@ class Manager:
     def _handle(self, worker: WorkerRecord, message: tuple) -> None:
         kind = message[0]
         if kind == "ready":
-            _, stage, fingerprint, parity_checks = message
+            _, stage, fingerprint, settings = message
             self.outcome.stage = self.outcome.stage or stage
-            worker.model_loaded(json.loads(fingerprint), parity_checks)
+            worker.model_loaded(json.loads(fingerprint), settings)
             self.progress.set_state(worker.number, IDLE)
             log.debug("worker %d (%s) loaded the model", worker.number, worker.slot.label)
         elif kind == "load_failed":

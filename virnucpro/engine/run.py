@@ -135,11 +135,11 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
             worker.slot.label,
             {"workers": 0, "files": 0, "sequences": 0, "tokens": 0, "busy_s": 0.0, "failures": 0,
              "sequences_per_s": 0.0, "tokens_per_s": 0.0, "failed_workers": 0,
-             "precision": worker.precision, "parity_checks": worker.parity_checks},
+             "precision": None, "token_budget": None, "layout": None, "parity_checks": None},
         )
         device["workers"] += 1
-        device["precision"] = device["precision"] or worker.precision  # a worker that failed to load has none
-        device["parity_checks"] = device["parity_checks"] or worker.parity_checks
+        for key in ("precision", "token_budget", "layout", "parity_checks"):  # a worker that failed to load has none
+            device[key] = device[key] or getattr(worker, key)
         device["failed_workers"] += worker.state == "failed"
         for key in ("files", "sequences", "tokens", "failures"):
             device[key] += getattr(worker, key)

@@ -3,8 +3,9 @@
 It talks to the manager through its own pipe only (a killed worker can corrupt nothing but
 its own channel). Messages to the manager:
 
-- ``("ready", stage, fingerprint, parity_checks)`` after the model loaded (the embedder's
-  identity as JSON; the ``--precision auto`` measurements, or None);
+- ``("ready", stage, fingerprint, settings)`` after the model loaded (the embedder's
+  identity as JSON; :func:`~virnucpro.engine.embed_file.run_settings`: token budget, batch
+  layout, the ``--precision auto`` measurements);
 - ``("load_failed", message, traceback)`` when it could not load (then it exits);
 - ``("progress", sequences, tokens)`` at most every ``PROGRESS_INTERVAL_S`` while embedding;
 - ``("log", level, message)`` for each log record (the manager logs it, so a live display stays intact);
@@ -74,9 +75,9 @@ def worker_main(
         conn.close()
         return
     from virnucpro.engine.cpu_batches import batches_side_by_side
-    from virnucpro.engine.embed_file import embedder_fingerprint
+    from virnucpro.engine.embed_file import embedder_fingerprint, run_settings
 
-    ready = ("ready", embedder.stage, embedder_fingerprint(embedder), getattr(embedder, "parity_checks", None))
+    ready = ("ready", embedder.stage, embedder_fingerprint(embedder), run_settings(embedder, token_budget))
     if not _send(conn, ready):
         return
     with batches_side_by_side(device, threads) as parallel:
