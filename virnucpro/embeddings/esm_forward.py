@@ -31,17 +31,20 @@ def _rotary_tables(
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """fair-esm's ``x * cos + rotate_half(x) * sin`` on ``[..., head_dim]``, without the concatenation."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fair-esm's ``x * cos + rotate_half(x) * sin`` on the query and key ``qk [..., 2, heads, head_dim]``,
+    without the concatenation; returns them as two contiguous ``[..., heads, head_dim]`` tensors
+    (so attention kernels that want contiguous inputs copy nothing)."""
+    half = qk.shape[-1] // 2
+    x1, x2 = qk[..., :half], qk[..., half:]
+    rotated = torch.empty((2, *qk.shape[:-3], *qk.shape[-2:]), dtype=qk.dtype, device=qk.device)
+    out = rotated.movedim(0, -3)  # qk's shape, query and key each in one block
     first, second = out[..., :half], out[..., half:]
     torch.mul(x1, cos, out=first)
     first.addcmul_(x2, sin, value=-1.0)
     torch.mul(x2, cos, out=second)
     second.addcmul_(x1, sin)
-    return out
+    return rotated[0], rotated[1]
 
 
 def fused_qkv(attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +77,8 @@ def _layer(layer: nn.Module, x: torch.Tensor, tables: tuple[torch.Tensor, torch.
     weight, bias = fused_qkv(attention)
     qkv = linear(layer.self_attn_layer_norm(x), weight, bias)
     qkv = qkv.view(*x.shape[:-1], 3, attention.num_heads, attention.head_dim)
-    qk = _rotate(qkv[..., :2, :, :], *tables)
-    context = attend(qk[..., 0, :, :], qk[..., 1, :, :], qkv[..., 2, :, :]).reshape(x.shape)
+    q, k = _rotate(qkv[..., :2, :, :], *tables)
+    context = attend(q, k, qkv[..., 2, :, :]).reshape(x.shape)
     x = linear(context, attention.out_proj.weight, attention.out_proj.bias, residual=x)
     h = linear(layer.final_layer_norm(x), layer.fc1.weight, layer.fc1.bias, gelu=True)
     return linear(h, layer.fc2.weight, layer.fc2.bias, residual=x)
