@@ -73,7 +73,7 @@ def nucleotides(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     ]
 
 
-def _run(files: list[str], spec, outdir: Path, budget: int = ESM_BUDGET, **options):
+def _run(files: list[str], spec, outdir: Path, budget: int | None = ESM_BUDGET, **options):
     return run_embedding(files, spec, outdir, budget, progress="log", **options)
 
 
@@ -173,16 +173,39 @@ def test_padded_esm_batches_match_fp32(
     _check_against_fp32(tmp_path / "padded", fp32_embeddings("esm"), "esm bf16 padded", "bf16")
 
 
+def _flash_varlen_expected() -> bool | None:
+    """Whether FlashAttention's varlen kernel should run on GPU 0, found without initialising CUDA
+    here (nvidia-smi, and torch's module list); None when nvidia-smi cannot say."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return False
+    try:
+        query = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"]
+        return float(subprocess.run(query, capture_output=True, text=True, timeout=60).stdout.split()[0]) >= 8.0
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 @pytest.mark.parametrize("kind", ["esm", "dna"])
 def test_auto_precision_is_chosen_by_a_measured_parity_check(
     tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str
 ) -> None:
-    model, files, budget = (str(t6.esm), proteins, ESM_BUDGET) if kind == "esm" else (str(t6.dna), nucleotides, DNA_BUDGET)
-    result = _run(files, EmbedderSpec(kind, model, precision="auto"), tmp_path / "auto", budget)
+    """Also the product's other GPU defaults: the token budget (none given here) and ESM-2's layout."""
+    model, files = (str(t6.esm), proteins) if kind == "esm" else (str(t6.dna), nucleotides)
+    result = _run(files, EmbedderSpec(kind, model, precision="auto"), tmp_path / "auto", budget=None)
     assert result.exit_code == EXIT_OK
     for label, device in result.stats["devices"].items():
         checks = device["parity_checks"]
-        print(f"{kind} auto on {label}: {device['precision']}; checks {json.dumps(checks)}")
+        print(f"{kind} auto on {label}: {device['precision']}, {device['layout']} batches of "
+              f"{device['token_budget']} tokens; checks {json.dumps(checks)}")
+        assert device["token_budget"] == (65536 if kind == "esm" else 8192)
+        if kind == "dna":
+            assert device["layout"] is None
+        elif (flash := _flash_varlen_expected()) is not None:
+            half = device["precision"] in ("bf16", "fp16")
+            assert device["layout"] == ("packed" if half and flash else "padded")
         assert checks and checks[0]["precision"] in ("bf16", "fp16")
         passed = [c["precision"] for c in checks if c["passed"]]
         assert device["precision"] == (passed[0] if passed else "fp32")
