@@ -55,8 +55,8 @@ _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
 PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
 # Tokens per batch when --esm-batch-size is not given, by "on a GPU": the reference's 2,048 on the
 # CPU (bigger batches are cut into cache-sized row groups there anyway); 65,536 on a GPU, where
-# 2,048 leaves it mostly idle (an H200 in bf16: 40-64% of its limit at 64k tokens, 28-53% at 16k;
-# docs/performance.md, "GPU").
+# small batches leave it underused (an H200 in bf16: 40-64% of its limit at 64k tokens, 28-63%
+# at 16k; docs/performance.md, "GPU").
 ESM_TOKEN_BUDGET_CPU = 2048
 ESM_TOKEN_BUDGET_GPU = 65536
 _Residues = TypeVar("_Residues", str, np.ndarray)
