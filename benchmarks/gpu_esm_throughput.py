@@ -184,7 +184,7 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
                     run["fraction_of_limit"] = run["tflop_per_s"] / args.peak_tflops
                 entry["runs"].append(run)
                 print(_run_line(arch, run), flush=True)
-        entry["in_flight"] = in_flight(entry, model, alphabet, arch, device, dtype, sequences)
+        entry["in_flight"] = measure_in_flight(entry, model, alphabet, arch, device, dtype, sequences)
         if arch in args.profile:
             entry["profile"] = profile_best(entry, model, alphabet, arch, device, dtype, sequences)
         del model
@@ -201,7 +201,7 @@ def _fastest(entry: dict) -> dict | None:
     return max(runs, key=lambda r: r["tokens_per_s"]) if runs else None
 
 
-def in_flight(entry: dict, model, alphabet, arch: str, device: str, dtype: torch.dtype, sequences: list[str]) -> dict:
+def measure_in_flight(entry: dict, model, alphabet, arch: str, device: str, dtype: torch.dtype, sequences: list[str]) -> dict:
     """The fastest layout and budget again with 1 and 2 batches in flight (threads): does preparing
     the next batch while one runs on the GPU hide the host work between batches?"""
     from virnucpro.embeddings.esm import EsmEmbedder
