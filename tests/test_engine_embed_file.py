@@ -252,6 +252,12 @@ def test_a_stream_is_one_clear_failure_not_an_empty_file(tmp_path: Path) -> None
     ]
 
 
+def test_a_directory_is_named_as_one_not_called_a_stream(tmp_path: Path) -> None:
+    """Only pipes, sockets and character devices read once; a directory fails as what it is."""
+    result = embed_file(str(tmp_path), FakeEmbedder(), tmp_path / "a.npz", BUDGET)
+    assert [f.line() for f in result.failures] == [f"{tmp_path}|ESM-2|Is a directory ({tmp_path})"]
+
+
 def test_missing_and_corrupt_outputs_are_not_current(tmp_path: Path) -> None:
     assert current_output_records(tmp_path / "missing.npz", "0" * 64, "{}") is None
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
