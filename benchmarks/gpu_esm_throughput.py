@@ -11,7 +11,8 @@ and embeds random proteins of realistic frame lengths (uniform in 50..166 residu
 frames of 150..500 bp chunks) with :class:`virnucpro.embeddings.esm.EsmEmbedder` for every
 token budget and batch layout (``padded``: length-sorted padded batches, SDPA with a key
 mask; ``packed``: unpadded, FlashAttention's variable-length kernel); the fastest setting
-again with two batches in flight (``in_flight``), and its profile (``--profile``). Reports tokens/s,
+again with each form of the rotary step (``rotary``: four element-wise kernels or one Triton
+kernel), and its profile (``--profile``). Reports tokens/s,
 achieved TFLOP/s (FLOPs as in benchmarks/flops.py: 2 x matrix weights per token plus
 attention, padding not counted) and the fraction of the physical limit (``--peak-tflops``,
 790 TFLOP/s dense bf16 on one H200 as measured on these machines: about 138k tokens/s for
@@ -92,10 +93,9 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
 
-def measure(embedder, sequences: list[str], budget: int, device: str, in_flight: int = 1) -> dict:
+def measure(embedder, sequences: list[str], budget: int, device: str) -> dict:
     """Embed ``sequences`` in ``budget``-token batches through the engine's batch loop
-    (:func:`virnucpro.engine.embed_file.embedded_batches`, ``in_flight`` batches at a time in
-    threads); tokens/s over the whole pass."""
+    (:func:`virnucpro.engine.embed_file.embedded_batches`); seconds for the whole pass."""
     from virnucpro.engine.embed_file import embedded_batches
 
     batches = embedder.make_batches(sequences, budget)
@@ -105,7 +105,7 @@ def measure(embedder, sequences: list[str], budget: int, device: str, in_flight:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _batch, vectors in embedded_batches(embedder, sequences, batches, in_flight):
+    for _batch, vectors in embedded_batches(embedder, sequences, batches, 1):
         if vectors is None:
             raise RuntimeError("out of memory")
     _sync(device)
@@ -184,7 +184,7 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
                     run["fraction_of_limit"] = run["tflop_per_s"] / args.peak_tflops
                 entry["runs"].append(run)
                 print(_run_line(arch, run), flush=True)
-        entry["in_flight"] = measure_in_flight(entry, model, alphabet, arch, device, dtype, sequences)
+        entry["rotary"] = measure_rotary(entry, model, alphabet, arch, device, dtype, sequences)
         if arch in args.profile:
             entry["profile"] = profile_best(entry, model, alphabet, arch, device, dtype, sequences)
         del model
@@ -201,28 +201,42 @@ def _fastest(entry: dict) -> dict | None:
     return max(runs, key=lambda r: r["tokens_per_s"]) if runs else None
 
 
-def measure_in_flight(entry: dict, model, alphabet, arch: str, device: str, dtype: torch.dtype, sequences: list[str]) -> dict:
-    """The fastest layout and budget again with 1 and 2 batches in flight (threads): does preparing
-    the next batch while one runs on the GPU hide the host work between batches?"""
+def measure_rotary(entry: dict, model, alphabet, arch: str, device: str, dtype: torch.dtype, sequences: list[str]) -> dict:
+    """The fastest layout and budget with the rotary step as four element-wise kernels and as one
+    Triton kernel (:mod:`virnucpro.embeddings.rotary_triton`), interleaved twice; and how closely
+    the two forms' embeddings agree (minimum cosine over the first 64 sequences)."""
+    from virnucpro.embeddings import rotary_triton
     from virnucpro.embeddings.esm import EsmEmbedder
 
     best = _fastest(entry)
     if best is None:
         return {"error": "no successful run"}
+    if rotary_triton.triton is None or not device.startswith("cuda"):
+        return {"error": "the Triton rotary runs on CUDA with Triton installed"}
     embedder = EsmEmbedder(model, alphabet, arch, ARCHITECTURES[arch][0], device=device, dtype=dtype,
                            packed=best["mode"] == "packed")
-    out: dict = {"mode": best["mode"], "token_budget": best["token_budget"]}
-    for count in (1, 2):
-        try:
-            seconds = measure(embedder, sequences, best["token_budget"], device, in_flight=count)["seconds"]
-        except Exception as error:  # noqa: BLE001  (report, keep going)
-            out[str(count)] = {"error": _first_line(error)}
-            continue
-        out[str(count)] = {"tokens_per_s": best["tokens"] / seconds,
-                           "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None}
-    rates = "; ".join(f"{k} in flight: " + (f"{v['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in v else v["error"])
-                      for k, v in out.items() if k in ("1", "2"))
-    print(f"{arch} {best['mode']} budget {best['token_budget']}: {rates}", flush=True)
+    forms = {"elementwise": "0", "triton": "1"}
+    rates: dict[str, list[float]] = {name: [] for name in forms}
+    vectors = {}
+    try:
+        for _round in range(2):
+            for name, flag in forms.items():
+                os.environ["VIRNUCPRO_TRITON_ROTARY"] = flag
+                rates[name].append(best["tokens"] / measure(embedder, sequences, best["token_budget"], device)["seconds"])
+        for name, flag in forms.items():
+            os.environ["VIRNUCPRO_TRITON_ROTARY"] = flag
+            vectors[name] = torch.from_numpy(np.asarray(embedder.embed_batch(sequences[:64]), dtype=np.float64))
+    except Exception as error:  # noqa: BLE001  (report, keep going)
+        return {"error": _first_line(error)}
+    finally:
+        os.environ.pop("VIRNUCPRO_TRITON_ROTARY", None)
+    agreement = torch.nn.functional.cosine_similarity(vectors["elementwise"], vectors["triton"], dim=1)
+    out = {"mode": best["mode"], "token_budget": best["token_budget"],
+           "tokens_per_s": {name: max(values) for name, values in rates.items()},
+           "rounds": rates, "cosine_min": float(agreement.min())}
+    print(f"{arch} {best['mode']} budget {best['token_budget']}, rotary: element-wise "
+          f"{out['tokens_per_s']['elementwise']:,.0f} tokens/s, Triton {out['tokens_per_s']['triton']:,.0f} tokens/s "
+          f"(best of 2 each); embeddings agree to cosine >= {out['cosine_min']:.7f}", flush=True)
     return out
 
 

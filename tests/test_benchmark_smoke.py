@@ -106,7 +106,7 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
         assert measured and all(run["tokens_per_s"] > 0 for run in measured)
         assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
         assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0
-        assert all(model["in_flight"][count]["tokens_per_s"] > 0 for count in ("1", "2"))
+        assert "CUDA" in model["rotary"]["error"]  # the Triton rotary form is compared on GPUs only
         profiled = model["profile"]  # the fastest run, profiled: operators by time, largest first
         assert profiled["mode"] in ("padded", "packed") and profiled["top"]
         assert [row["ms"] for row in profiled["top"]] == sorted((row["ms"] for row in profiled["top"]), reverse=True)

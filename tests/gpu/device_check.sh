@@ -7,9 +7,9 @@
 #       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl fair-esm==2.0.0 biopython==1.85
 # Then: device run, carry [".whl"], timeout_s 600, command: bash tests/gpu/device_check.sh
 # Time limits below (2026-12-04 figures in brackets): tests 350 s (about 30 spawned workers, each
-# loading a model; all but the last two had run after 286 s), benchmark 140 s and scaling
-# 60 s (the two together about 110 s); with the install and the preflight, under the device
-# tool's 600 s per command.
+# loading a model; the 18 engine tests took 308 s, the rotary kernel's child run adds ~15 s),
+# benchmark 140 s and scaling 60 s (the two together about 110 s); with the install and the
+# preflight, under the device tool's 600 s per command.
 set -uo pipefail
 OUT=${OUT:-/tmp/virnucpro-device}
 mkdir -p "$OUT"

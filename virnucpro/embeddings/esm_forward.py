@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnucpro.embeddings import rotary_triton
 from virnucpro.embeddings.cpu_linear import linear
 
 TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8  # fair-esm's rescaling of embeddings (no <mask> tokens here)
@@ -34,7 +35,12 @@ def _rotary_tables(
 def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fair-esm's ``x * cos + rotate_half(x) * sin`` on the query and key ``qk [..., 2, heads, head_dim]``,
     without the concatenation; returns them as two contiguous ``[..., heads, head_dim]`` tensors
-    (so attention kernels that want contiguous inputs copy nothing)."""
+    (so attention kernels that want contiguous inputs copy nothing). One Triton kernel on CUDA
+    (:mod:`virnucpro.embeddings.rotary_triton`)."""
+    if rotary_triton.wanted(qk):
+        rotated = rotary_triton.rotate(qk, cos, sin)
+        if rotated is not None:
+            return rotated
     half = qk.shape[-1] // 2
     x1, x2 = qk[..., :half], qk[..., half:]
     rotated = torch.empty((2, *qk.shape[:-3], *qk.shape[-2:]), dtype=qk.dtype, device=qk.device)
