@@ -221,15 +221,15 @@ def measure_rotary(entry: dict, model, alphabet, arch: str, device: str, dtype: 
     try:
         for _round in range(2):
             for name, flag in forms.items():
-                os.environ["VIRNUCPRO_TRITON_ROTARY"] = flag
+                os.environ[rotary_triton.ENV_SWITCH] = flag
                 rates[name].append(best["tokens"] / measure(embedder, sequences, best["token_budget"], device)["seconds"])
         for name, flag in forms.items():
-            os.environ["VIRNUCPRO_TRITON_ROTARY"] = flag
+            os.environ[rotary_triton.ENV_SWITCH] = flag
             vectors[name] = torch.from_numpy(np.asarray(embedder.embed_batch(sequences[:64]), dtype=np.float64))
     except Exception as error:  # noqa: BLE001  (report, keep going)
         return {"error": _first_line(error)}
     finally:
-        os.environ.pop("VIRNUCPRO_TRITON_ROTARY", None)
+        os.environ.pop(rotary_triton.ENV_SWITCH, None)
     agreement = torch.nn.functional.cosine_similarity(vectors["elementwise"], vectors["triton"], dim=1)
     out = {"mode": best["mode"], "token_budget": best["token_budget"],
            "tokens_per_s": {name: max(values) for name, values in rates.items()},

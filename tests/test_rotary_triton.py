@@ -192,3 +192,10 @@ def test_the_switch_turns_the_kernel_off(monkeypatch) -> None:
     assert rotary_triton.wanted(qk)
     monkeypatch.setenv(rotary_triton.ENV_SWITCH, "0")
     assert not rotary_triton.wanted(qk)
+
+
+def test_rows_that_do_not_repeat_the_tables_positions_are_refused() -> None:
+    """A table of 5 positions cannot serve 7 rows: an error, not silently wrong positions."""
+    qkv, cos, sin = _inputs((7,), 4, 8, torch.float32, torch.arange(5))
+    with pytest.raises(ValueError, match="7 rows do not repeat the 5 positions"):
+        rotary_triton.rotate(qkv[..., :2, :, :], cos, sin)

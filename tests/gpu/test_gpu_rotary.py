@@ -31,4 +31,6 @@ def test_the_rotary_kernel_on_the_gpu() -> None:
     )
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "13 passed" in done.stdout  # every kernel check ran on the GPU, none skipped
+    # every kernel check ran on the GPU: the only skips are the two checks of the parent's CPU run
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 2 and all("child run" in line for line in skipped), skipped

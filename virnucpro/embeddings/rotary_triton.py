@@ -13,7 +13,6 @@ with one warning.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -66,11 +65,6 @@ if triton is not None:
         tl.store(target + HALF, (x2 * cos + x1 * sin).to(out_ptr.dtype.element_ty), mask=inside)
 
 
-@functools.cache
-def _next_power_of_two(value: int) -> int:
-    return 1 << max(0, value - 1).bit_length()
-
-
 def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`virnucpro.embeddings.esm_forward._rotate` in one kernel; None when the kernel
     cannot run here (compile or launch error: warned once, not tried again in this process).
@@ -88,12 +82,14 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torc
     rotated = torch.empty((2, *qk.shape[:-3], heads, head_dim), dtype=qk.dtype, device=qk.device)
     cos_table = cos.reshape(-1, half).contiguous()
     sin_table = sin.reshape(-1, half).contiguous()
+    if rows % max(1, cos_table.shape[0]):
+        raise ValueError(f"{rows} rows do not repeat the {cos_table.shape[0]} positions of the rotary tables")
     if rows:
         try:
             _rotary_kernel[(rows, 2)](
                 flat, cos_table, sin_table, rotated,
                 rows, cos_table.shape[0], flat.stride(0), flat.stride(1),
-                HEADS=heads, HALF=half, HEADS_P=_next_power_of_two(heads), HALF_P=_next_power_of_two(half),
+                HEADS=heads, HALF=half, HEADS_P=triton.next_power_of_2(heads), HALF_P=triton.next_power_of_2(half),
             )
         except Exception as error:  # noqa: BLE001  (a kernel that cannot run here: the element-wise form can)
             if is_out_of_memory(error) or is_device_failure(error):
