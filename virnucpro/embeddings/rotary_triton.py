@@ -13,6 +13,7 @@ with one warning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -85,12 +86,16 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torc
     if rows % max(1, cos_table.shape[0]):
         raise ValueError(f"{rows} rows do not repeat the {cos_table.shape[0]} positions of the rotary tables")
     if rows:
+        # Triton launches on the current CUDA device: make it the tensors' (a library caller may
+        # embed on cuda:1 with cuda:0 current; the engine's workers see one GPU each)
+        on_device = torch.cuda.device(qk.device) if qk.is_cuda else contextlib.nullcontext()
         try:
-            _rotary_kernel[(rows, 2)](
-                flat, cos_table, sin_table, rotated,
-                rows, cos_table.shape[0], flat.stride(0), flat.stride(1),
-                HEADS=heads, HALF=half, HEADS_P=triton.next_power_of_2(heads), HALF_P=triton.next_power_of_2(half),
-            )
+            with on_device:
+                _rotary_kernel[(rows, 2)](
+                    flat, cos_table, sin_table, rotated,
+                    rows, cos_table.shape[0], flat.stride(0), flat.stride(1),
+                    HEADS=heads, HALF=half, HEADS_P=triton.next_power_of_2(heads), HALF_P=triton.next_power_of_2(half),
+                )
         except Exception as error:  # noqa: BLE001  (a kernel that cannot run here: the element-wise form can)
             if is_out_of_memory(error) or is_device_failure(error):
                 raise
