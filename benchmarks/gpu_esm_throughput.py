@@ -349,15 +349,18 @@ def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
             "tokens": stats["tokens"],
             "tokens_per_s_wall": stats["tokens"] / wall,
             "tokens_per_s_busy": sum(d["tokens_per_s"] for d in stats["devices"].values()),
+            "tokens_per_s_after_first_file": sum(d["tokens_per_s_after_first_file"] or 0.0 for d in stats["devices"].values()),
             "devices": stats["devices"],
         }
         runs.append(run)
-        print(f"engine on {run['gpus']}: {run['tokens_per_s_busy']:,.0f} tokens/s while busy, "
+        print(f"engine on {run['gpus']}: {run['tokens_per_s_busy']:,.0f} tokens/s while busy "
+              f"({run['tokens_per_s_after_first_file']:,.0f} after each worker's first file), "
               f"{run['tokens_per_s_wall']:,.0f} tokens/s over the wall (start-up included), "
               f"exit {run['exit_code']}", flush=True)
-    base = runs[0]["tokens_per_s_busy"]
-    for run in runs:
-        run["efficiency"] = run["tokens_per_s_busy"] / (base * max(1, len(str(run["gpus"]).split(","))))
+    for key, name in (("tokens_per_s_busy", "efficiency"), ("tokens_per_s_after_first_file", "efficiency_after_first_file")):
+        base = runs[0][key]
+        for run in runs:  # against N times one GPU's rate
+            run[name] = run[key] / (base * max(1, len(str(run["gpus"]).split(",")))) if base else None
     return {"model": args.scaling_model, "files": len(files), "token_budget": args.scaling_budget, "runs": runs}
 
 

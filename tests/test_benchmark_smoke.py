@@ -100,6 +100,8 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
     results = json.loads(out.read_text())
     if mode:
         assert results["scaling"] and "tokens/s" in done.stdout
+        (run,) = results["scaling"]["runs"]  # two files on one worker: a rate after the first file
+        assert run["tokens_per_s_after_first_file"] > 0 and run["efficiency_after_first_file"] == 1.0
     else:
         (model,) = results["models"]
         measured = [run for run in model["runs"] if "error" not in run]

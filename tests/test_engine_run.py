@@ -61,6 +61,9 @@ def test_two_workers_give_byte_identical_outputs(tmp_path: Path, inputs: list[st
     assert (stats["files_written"], stats["records"], stats["embedded"], stats["failures"]) == (6, 49, 49, 0)
     assert stats["devices"]["cpu"]["workers"] == 2 and stats["devices"]["cpu"]["files"] == 6
     assert stats["devices"]["cpu"]["sequences"] == 49 and stats["devices"]["cpu"]["tokens_per_s"] > 0
+    cpu = stats["devices"]["cpu"]
+    assert 0 < cpu["first_file_s"] <= cpu["busy_s"]  # the workers' first files, within their busy time
+    assert cpu["tokens_per_s_after_first_file"] is None or cpu["tokens_per_s_after_first_file"] > 0
 
 
 def test_a_corrupt_file_is_one_failure_line_and_the_others_are_intact(

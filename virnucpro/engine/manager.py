@@ -59,6 +59,8 @@ class WorkerRecord:
     parity_checks: list[dict] | None = None  # --precision auto on a GPU: what was measured
     token_budget: int | None = None  # tokens per batch it starts each file with
     layout: str | None = None  # ESM-2's batches: packed or padded
+    first_file_s: float | None = None  # its first embedded file, which carries the process's
+    first_file_tokens: int = 0  # one-time start (on a GPU: kernels loaded on first use, ~5 s)
 
     def model_loaded(self, identity: dict[str, str], settings: dict[str, Any]) -> None:
         """The worker's model is loaded: note how it embeds (embed_file.run_settings); the worker is idle."""
@@ -75,6 +77,8 @@ class WorkerRecord:
     def file_done(self, result: FileResult) -> None:
         """Count a finished file; the worker is idle again."""
         self.item = None
+        if self.first_file_s is None and not result.skipped:
+            self.first_file_s, self.first_file_tokens = result.seconds, result.tokens
         self.files += 1
         self.busy_s += result.seconds
         self.failures += len(result.failures)

@@ -134,8 +134,8 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         device = devices.setdefault(
             worker.slot.label,
             {"workers": 0, "files": 0, "sequences": 0, "tokens": 0, "busy_s": 0.0, "failures": 0,
-             "sequences_per_s": 0.0, "tokens_per_s": 0.0, "failed_workers": 0,
-             "precision": None, "token_budget": None, "layout": None, "parity_checks": None},
+             "sequences_per_s": 0.0, "tokens_per_s": 0.0, "first_file_s": None, "tokens_per_s_after_first_file": None,
+             "failed_workers": 0, "precision": None, "token_budget": None, "layout": None, "parity_checks": None},
         )
         device["workers"] += 1
         for key in ("precision", "token_budget", "layout", "parity_checks"):  # a worker that failed to load has none
@@ -147,6 +147,7 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         if worker.busy_s > 0:  # workers sharing a device add their rates
             device["sequences_per_s"] = round(device["sequences_per_s"] + worker.sequences / worker.busy_s, 2)
             device["tokens_per_s"] = round(device["tokens_per_s"] + worker.tokens / worker.busy_s, 2)
+        _add_steady_rate(device, worker)
     return {
         "stage": stage,
         "files": len(items),
@@ -164,6 +165,18 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         "wall_s": round(wall_s, 3),
         "devices": devices,
     }
+
+
+def _add_steady_rate(device: dict[str, Any], worker: Any) -> None:
+    """Add ``worker``'s first-file seconds and its tokens/s over the files after its first (the
+    rate once the process's one-time start is paid) to ``device``'s; nothing without a second file."""
+    if worker.first_file_s is None:
+        return
+    device["first_file_s"] = round((device["first_file_s"] or 0.0) + worker.first_file_s, 3)
+    after_s = worker.busy_s - worker.first_file_s
+    if worker.files > 1 and after_s > 0:
+        rate = (worker.tokens - worker.first_file_tokens) / after_s
+        device["tokens_per_s_after_first_file"] = round((device["tokens_per_s_after_first_file"] or 0.0) + rate, 2)
 
 
 def _log_summary(stats: dict) -> None:
