@@ -49,3 +49,9 @@ def test_a_file_kept_by_resume_is_not_the_first_file() -> None:
 def test_a_worker_that_embedded_nothing_adds_nothing() -> None:
     device = _device(WorkerRecord(0, GPU0))
     assert device["first_file_s"] is None and device["tokens_per_s_after_first_file"] is None
+
+
+def test_files_kept_by_resume_after_the_first_give_no_rate() -> None:
+    """Nothing embedded after the first file: no rate (not 0 tokens/s over a hash's time)."""
+    device = _device(_worker(0, [(5.0, 1000, False), (0.01, 0, True)]))
+    assert device["first_file_s"] == 5.0 and device["tokens_per_s_after_first_file"] is None

@@ -21,7 +21,7 @@ from virnucpro.contracts import (
 from virnucpro.engine.devices import plan_workers
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.inprocess import InProcessRunner
-from virnucpro.engine.manager import Manager, ManagerOutcome
+from virnucpro.engine.manager import Manager, ManagerOutcome, WorkerRecord
 from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
 from virnucpro.log import get_logger
@@ -167,15 +167,16 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
     }
 
 
-def _add_steady_rate(device: dict[str, Any], worker: Any) -> None:
+def _add_steady_rate(device: dict[str, Any], worker: WorkerRecord) -> None:
     """Add ``worker``'s first-file seconds and its tokens/s over the files after its first (the
-    rate once the process's one-time start is paid) to ``device``'s; nothing without a second file."""
+    rate once the process's one-time start is paid) to ``device``'s; nothing when it embedded
+    nothing after its first file."""
     if worker.first_file_s is None:
         return
     device["first_file_s"] = round((device["first_file_s"] or 0.0) + worker.first_file_s, 3)
-    after_s = worker.busy_s - worker.first_file_s
-    if worker.files > 1 and after_s > 0:
-        rate = (worker.tokens - worker.first_file_tokens) / after_s
+    after_s, after_tokens = worker.busy_s - worker.first_file_s, worker.tokens - worker.first_file_tokens
+    if after_s > 0 and after_tokens > 0:
+        rate = after_tokens / after_s
         device["tokens_per_s_after_first_file"] = round((device["tokens_per_s_after_first_file"] or 0.0) + rate, 2)
 
 
