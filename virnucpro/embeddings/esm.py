@@ -42,7 +42,13 @@ from torch import nn
 from virnucpro.contracts import STAGE_ESM
 from virnucpro.embeddings.base import local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
-from virnucpro.embeddings.esm_forward import encoder_forward, flash_varlen_available, fused_qkv, packed_encoder_forward
+from virnucpro.embeddings.esm_forward import (
+    encoder_forward,
+    flash_varlen_available,
+    flash_varlen_runs,
+    fused_qkv,
+    packed_encoder_forward,
+)
 from virnucpro.embeddings.parity import load_checked, probe_frames
 from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
 from virnucpro.errors import InputError, ModelError, describe
@@ -145,8 +151,7 @@ class EsmEmbedder:
         """Whether batches run unpadded now: as forced, else where FlashAttention's varlen kernel runs."""
         if self.packed is not None:
             return self.packed
-        half = self.dtype in (torch.float16, torch.bfloat16)
-        return self.device.type == "cuda" and half and flash_varlen_available(self.device.index or 0)
+        return flash_varlen_runs(self.device, self.dtype)
 
     def identity(self) -> dict[str, str]:
         """Model, layer, precision and pooling: what determines the numbers."""

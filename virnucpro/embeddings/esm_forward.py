@@ -151,7 +151,7 @@ def varlen_attention(
     (:func:`flash_varlen_available`); elsewhere the rows are padded for
     ``scaled_dot_product_attention`` and unpadded again (same numbers, slower).
     """
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and flash_varlen_available(q.device.index or 0):
+    if flash_varlen_runs(q.device, q.dtype):
         from torch.nn.attention.varlen import varlen_attn
 
         q, k, v = (t.contiguous() for t in (q, k, v))
@@ -168,6 +168,13 @@ def varlen_attention(
 
     out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=keep[:, None, None, :])
     return out.transpose(1, 2)[rows, columns]
+
+
+def flash_varlen_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether FlashAttention's variable-length kernel serves tensors of ``dtype`` on ``device``:
+    CUDA, half precision, and :func:`flash_varlen_available`."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    return device.type == "cuda" and half and flash_varlen_available(device.index or 0)
 
 
 @functools.cache

@@ -80,11 +80,11 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torc
     if flat.stride(3) != 1 or flat.stride(2) != head_dim:
         flat = flat.contiguous()
     rows = flat.shape[0]
-    rotated = torch.empty((2, *qk.shape[:-3], heads, head_dim), dtype=qk.dtype, device=qk.device)
     cos_table = cos.reshape(-1, half).contiguous()
     sin_table = sin.reshape(-1, half).contiguous()
     if rows % max(1, cos_table.shape[0]):
         raise ValueError(f"{rows} rows do not repeat the {cos_table.shape[0]} positions of the rotary tables")
+    rotated = torch.empty((2, *qk.shape[:-3], heads, head_dim), dtype=qk.dtype, device=qk.device)
     if rows:
         # Triton launches on the current CUDA device: make it the tensors' (a library caller may
         # embed on cuda:1 with cuda:0 current; the engine's workers see one GPU each)
