@@ -1,12 +1,20 @@
-# Two commands on a fresh machine: `make demo` (the main job on the bundled test data)
-# and `make test` (the test suite). Both install into $(VENV) first.
+# Two commands on a fresh machine: `make demo` (the pipeline under Nextflow on the bundled test
+# data) and `make test` (the test suite). Both install into $(VENV) first, and Nextflow from
+# Maven Central into build/nextflow (`make nextflow`; for development, see docs/usage.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 VIRNUCPRO := $(VENV)/bin/virnucpro
 # The pinned torch is installed first (here: a local CPU wheel; elsewhere: PyPI's build).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-min clean
+# Nextflow for development and CI: the release tested in full and the oldest the manifest admits.
+NXF_VER ?= 25.04.4
+NXF_VER_OLDEST ?= 24.10.0
+NEXTFLOW_DIR := build/nextflow
+NEXTFLOW := $(NEXTFLOW_DIR)/$(NXF_VER)/nextflow
+NEXTFLOW_OLDEST := $(NEXTFLOW_DIR)/$(NXF_VER_OLDEST)/nextflow
+
+.PHONY: install nextflow demo demo-cli test test-min clean
 
 # `make test-min`: the same tests with the lowest dependency versions pyproject.toml allows.
 VENV_MIN ?= .venv-min
@@ -28,17 +36,29 @@ $(VENV_MIN)/.installed: pyproject.toml tests/min-versions.txt
 
 install: $(VENV)/.installed
 
-demo: install
+$(NEXTFLOW_DIR)/%/nextflow: tools/nextflow/install.sh tools/nextflow/pom.xml
+	tools/nextflow/install.sh $* $(NEXTFLOW_DIR)/$*
+
+nextflow: $(NEXTFLOW) $(NEXTFLOW_OLDEST)
+
+# The pipeline on the bundled data with tiny models (-profile test) -> results_test/
+demo: install $(NEXTFLOW)
+	PATH="$(abspath $(VENV))/bin:$$PATH" NXF_ANSI_LOG=false $(NEXTFLOW) run . -profile test --outdir results_test
+
+# The same data through `virnucpro predict` on this machine -> results/
+demo-cli: install
 	$(VIRNUCPRO) make-test-models test_models
 	$(VIRNUCPRO) predict assets/test_reads.fa assets/test_reads.fq.gz --outdir results \
 		--chunk-length 300 --classifier test_models/classifier_test_tiny_300.pt \
 		--esm-model test_models/esm2_t2_test_tiny.pt --dna-model test_models/dna
 
-test: install
-	$(PY) -m pytest -q
+test: install nextflow
+	PATH="$(abspath $(VENV))/bin:$$PATH" VIRNUCPRO_REQUIRE_NEXTFLOW=1 \
+		VIRNUCPRO_NEXTFLOW=$(abspath $(NEXTFLOW)) VIRNUCPRO_NEXTFLOW_OLDEST=$(abspath $(NEXTFLOW_OLDEST)) \
+		$(PY) -m pytest -q
 
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -q
+	$(VENV_MIN)/bin/python -m pytest -q -m "not nextflow"
 
 clean:
-	rm -rf results test_models .pytest_cache
+	rm -rf results results_test test_models .pytest_cache work .nextflow .nextflow.log*

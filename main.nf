@@ -2,14 +2,13 @@
 /*
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     virnucpro: viral sequence identification (VirNucPro) on one or many GPUs
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     nextflow run <repo> -profile gpu,singularity --input samples.csv --outdir results
 
-    The run's status (0 ok, 2 partial, 1 failed) is written by its last step, SUMMARIZE, to
-    <outdir>/pipeline_info/run_status.txt and announced when the run completes. Nextflow
-    itself exits 0 for status 0 and 2, and 1 for status 1; with --fail_on_partial it also
-    exits 1 for status 2. A task error that stops the run before SUMMARIZE (invalid input, a
-    model that cannot be used) leaves no status file; Nextflow then exits 1. See docs/usage.md.
+    The run's status (0 ok, 2 partial, 1 failed) is written by SUMMARIZE to
+    <outdir>/pipeline_info/run_status.txt; the last step, RUN_STATUS, fails the run (exit 1)
+    on status 1, and on status 2 with --fail_on_partial, after every result is published.
+    See docs/usage.md.
 ----------------------------------------------------------------------------------------
 */
 
@@ -119,10 +118,26 @@ def schemaProperties(schema) {
     return schema['$defs'].values().collectEntries { group -> group['properties'] }
 }
 
-// Check every parameter against its type, enum and bounds in nextflow_schema.json.
+// snake_case of a parameter written in kebab-case (24.10 keeps it) or camelCase (25.04 turns kebab-case into it).
+def snakeCase(name) {
+    return name.replace('-', '_').replaceAll(/([a-z0-9])([A-Z])/, '$1_$2').toLowerCase()
+}
+
+// Parameters the schema does not know: a typo, or a kebab-case spelling Nextflow would silently ignore.
+def unknownParameterProblems(parameters, schema) {
+    def known = schemaProperties(schema).keySet()
+    return parameters.keySet().findAll { name -> !(name in known) }.sort().collect { name ->
+        def snake = snakeCase(name)
+        snake in known && snake != name
+            ? "--${name} is not a parameter: write it --${snake}"
+            : "--${name} is not a parameter of this pipeline (nextflow run <repo> --help lists them)"
+    }
+}
+
+// Check every parameter against its type, enum and bounds in nextflow_schema.json; one error naming every problem.
 def validateParameters(parameters, schema) {
     def required = schema['$defs'].values().collectMany { group -> group['required'] ?: [] }
-    def problems = []
+    def problems = unknownParameterProblems(parameters, schema)
     schemaProperties(schema).each { name, property ->
         def value = parameters[name]
         if (value == null || value == '') {
@@ -135,6 +150,9 @@ def validateParameters(parameters, schema) {
         if ((type in ['integer', 'number'] && !numeric) || (type == 'boolean' && !(text.toLowerCase() in ['true', 'false']))) {
             problems += ["--${name} must be a ${type}, got '${text}'"]
         }
+        else if (name == 'publish_dir_mode' && text == 'move') {
+            problems += ['--publish_dir_mode move is not supported: SUMMARIZE reads the sample folders after they are published; use copy (the default), link or symlink']
+        }
         else if (property['enum'] && !(text in property['enum'].collect { v -> v.toString() })) {
             problems += ["--${name} must be one of ${property['enum'].join(', ')}, got '${text}'"]
         }
@@ -143,21 +161,12 @@ def validateParameters(parameters, schema) {
         }
     }
     if (problems) {
-        error(problems.join('\n'))
-    }
-}
-
-// Parameters the schema does not know are most likely typos: say so, but run.
-def warnUnknownParameters(parameters, schema) {
-    def known = schemaProperties(schema).keySet()
-    def unknown = parameters.keySet().findAll { name -> !(name in known) && !name.contains('-') && name == name.toLowerCase() }
-    if (unknown) {
-        log.warn("Unknown parameter(s), ignored: ${unknown.sort().collect { name -> '--' + name }.join(', ')}")
+        error(problems.join('; '))
     }
 }
 
 def helpMessage(schema) {
-    def lines = ['Usage: nextflow run <repo> -profile <docker|singularity|apptainer|conda>[,gpu] --input samples.csv --outdir results', '']
+    def lines = ['Usage: nextflow run <repo> -profile <docker|singularity|apptainer|podman|conda>[,gpu] --input samples.csv --outdir results', '']
     schema['$defs'].each { _key, group ->
         lines += [group['title'] + ':']
         group['properties'].each { name, property ->
@@ -170,55 +179,14 @@ def helpMessage(schema) {
 }
 
 /*
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-    COMPLETION
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-*/
-
-def runStatusMessage(status, outdir, fail_on_partial) {
-    def info = "${outdir}/pipeline_info"
-    if (status == 0) {
-        return "virnucpro: run status 0 (ok): every sample was classified. Results: ${outdir}"
-    }
-    if (status == 2) {
-        def consequence = fail_on_partial ? 'the run fails (--fail_on_partial)' : 'Nextflow exits 0; use --fail_on_partial to fail the run instead'
-        return [
-            '=' * 88,
-            'virnucpro: run status 2 (PARTIAL RESULT): some sequences could not be classified.',
-            "  They are called 'failed' in <sample>/sequence_predictions.tsv; every failure is listed in",
-            "  ${info}/failed_files.txt; the status is in ${info}/run_status.txt.",
-            "  ${consequence}.",
-            '=' * 88
-        ].join('\n')
-    }
-    return [
-        '=' * 88,
-        'virnucpro: run status 1 (FAILED): no sequence could be classified.',
-        "  See ${info}/failed_files.txt and ${info}/run_summary.json.",
-        '=' * 88
-    ].join('\n')
-}
-
-/*
- * Copy the run's status files into <outdir>/pipeline_info now. publishDir copies them too, but
- * in the background: a run that is about to fail (error() aborts the session, which stops
- * publishing) must not lose the files that say why.
+ * A fingerprint of the package the tasks import (bin/virnucpro_stage.py runs the clone's
+ * package): it is an input of every process, so -resume re-runs the tasks when the package
+ * changes, not only when bin/ does. Inside a container the image name plays that part.
  */
-def publishRunStatus(status_file, outdir) {
-    def info = file("${outdir}/pipeline_info")
-    try {
-        info.mkdirs()
-        ['run_status.txt', 'run_summary.json', 'failed_files.txt'].each { name ->
-            def source = status_file.resolveSibling(name)
-            if (source.exists()) {
-                source.copyTo(info.resolve(name))
-            }
-        }
-    }
-    catch( Exception e ) {
-        // publishDir may be moving the same files right now: its copy is the one that counts then
-        log.warn("virnucpro: could not copy the run status files to ${info} (${e.message}); see the SUMMARIZE task's work directory")
-    }
+def packageFingerprint(root) {
+    def sources = files("${root}/virnucpro/**.py") + files("${root}/pyproject.toml")
+    def entries = sources.sort { path -> path.toString() }.collect { path -> "${root.relativize(path)} ${path.text.md5()}" }
+    return entries.join('\n').md5()
 }
 
 /*
@@ -231,54 +199,29 @@ workflow {
     main:
     def schema = new groovy.json.JsonSlurper().parseText(file("${projectDir}/nextflow_schema.json").text)
     def show_help = asBoolean(params.help)
-    def fail_on_partial = asBoolean(params.fail_on_partial)
-    def outcome = [status: null]
 
     if (show_help) {
         log.info(helpMessage(schema))
     }
     else {
         validateParameters(params, schema)
-        warnUnknownParameters(params, schema)
 
         VIRNUCPRO(
             channel.fromList(readSamples(params.input)),
             params.esm_model,
             params.dna_model,
-            params.classifier ?: '',
-            asBoolean(params.test_models)
+            params.classifier ?: params.chunk_length.toString(),
+            asBoolean(params.test_models),
+            asBoolean(params.fail_on_partial),
+            packageFingerprint(projectDir),
+            params.outdir
         )
+
+        VIRNUCPRO.out.message.view { message -> message.trim() }
 
         VIRNUCPRO.out.versions
             .map { versions -> versions.text }
             .unique()
             .collectFile(name: 'virnucpro_software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
-
-        // Status 1 always fails the run, status 2 only with --fail_on_partial, after the status
-        // files are copied. SUMMARIZE runs once: `outcome` has one writer, read by onComplete.
-        VIRNUCPRO.out.status
-            .subscribe { status_file ->
-                def status = status_file.text.trim().toInteger()
-                outcome.put('status', status)
-                if (status == 1 || (status == 2 && fail_on_partial)) {
-                    publishRunStatus(status_file, params.outdir)
-                    error(runStatusMessage(status, params.outdir, fail_on_partial))
-                }
-            }
-    }
-
-    workflow.onComplete = {
-        if (show_help) {
-            return
-        }
-        if (outcome.status == null) {
-            log.error('virnucpro: the run stopped before its status was known (see the error above); no run_status.txt was written')
-        }
-        else if (outcome.status == 0) {
-            log.info(runStatusMessage(0, params.outdir, fail_on_partial))
-        }
-        else {
-            log.warn(runStatusMessage(outcome.status, params.outdir, fail_on_partial))
-        }
     }
 }

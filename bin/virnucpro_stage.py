@@ -11,6 +11,7 @@ the ``virnucpro`` entry point. It runs the same CLI (same options, same exit cod
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,23 @@ def _use_repository_package() -> None:
     """Put the clone holding this script first on sys.path when it contains the package."""
     if (REPO_ROOT / "virnucpro" / "__init__.py").is_file() and str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+
+
+def _writable_home() -> None:
+    """Give the task a writable HOME (and cache home) when it has none.
+
+    A container may start the task with a HOME that does not exist or cannot be written (no home
+    in the image; Singularity/Apptainer with --containall or a read-only home), and libraries keep
+    their caches below it (Hugging Face, Triton, torch). Those then go to the task's directory.
+    """
+    for variable in ("HOME", "XDG_CACHE_HOME"):
+        current = os.environ.get(variable)
+        if variable == "XDG_CACHE_HOME" and current is None:
+            continue  # unset: the libraries use $HOME/.cache, made writable above
+        if not current or not os.access(current, os.W_OK):
+            fallback = Path.cwd() / (".home" if variable == "HOME" else ".home/.cache")
+            fallback.mkdir(parents=True, exist_ok=True)
+            os.environ[variable] = str(fallback)
 
 
 _use_repository_package()
@@ -37,4 +55,5 @@ from virnucpro.cli import cli, commands, main  # noqa: E402,F401  (after the pat
 __all__ = ["cli", "main"]
 
 if __name__ == "__main__":
+    _writable_home()
     main()

@@ -1,14 +1,12 @@
-"""Read the Nextflow pipeline without Nextflow: syntax, processes, scripts, includes, configs.
+"""Read the Nextflow pipeline's text: tokens, processes, scripts, configs (tests/test_nextflow_static.py).
 
-Used by tests/test_nextflow_static.py (the checks) and tests/test_workflow_emulation.py
-(which runs the modules' script blocks). Syntax comes from PyPI ``groovy-parser`` (a Groovy 3
-grammar; Nextflow's strict syntax is a subset of it, the subset rules are checked on tokens),
-processes and includes from ``reftrace``, the rest from groovy-parser's tokens.
+Tokens come from PyPI ``groovy-parser``'s tokenizer (the strict-syntax rules the project keeps
+are checked on them), processes and includes from ``reftrace``. Whether the files parse and run
+is checked by running them (tests/test_pipeline_nextflow.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import textwrap
@@ -79,45 +77,6 @@ def _tokens(text: str) -> tuple[Tok, ...]:
 def tokens(path: Path) -> tuple[Tok, ...]:
     """The tokens of a file (comments and whitespace included, offsets into its text)."""
     return _tokens(Path(path).read_text())
-
-
-# --------------------------------------------------------------------------- syntax
-
-
-def syntax_error(text: str, cache_dir: Path | None = None) -> str | None:
-    """None when ``text`` parses, else ``line:column: message`` (results cached by content hash)."""
-    from groovy_parser.parser import parse_groovy_content
-    from lark.exceptions import LarkError
-
-    key = hashlib.sha256(text.encode()).hexdigest()
-    cached = cache_dir / f"{key}.json" if cache_dir else None
-    if cached and cached.exists():
-        return json.loads(cached.read_text())["error"]
-    try:
-        parse_groovy_content(text)
-        error = None
-    except LarkError as exc:
-        first = str(exc).strip().splitlines()[0]
-        column = getattr(exc, "column", None)
-        error = f"{getattr(exc, 'line', '?')}:{column + 1 if isinstance(column, int) else '?'}: {first}"
-    if cached:
-        cached.write_text(json.dumps({"error": error}))
-    return error
-
-
-def _syntax_job(job: tuple[str, str | None]) -> tuple[str, str | None]:
-    path, cache = job
-    return path, syntax_error(Path(path).read_text(), Path(cache) if cache else None)
-
-
-def syntax_errors(paths: list[Path], cache_dir: Path | None = None, workers: int = 2) -> dict[Path, str]:
-    """``file -> line:column: message`` for every file that does not parse (in parallel)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    jobs = [(str(p), str(cache_dir) if cache_dir else None) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_syntax_job, jobs))
-    return {Path(path): error for path, error in results if error}
 
 
 # --------------------------------------------------------------------------- processes
@@ -320,16 +279,19 @@ def _assigned_options(text: str, names: set[str], assignment: str) -> set[str]:
     return options
 
 
-def stage_calls(process: Process, ext_args: str = "") -> list[StageCall]:
+def stage_calls(process: Process, ext_args: str = "", values: dict[str, str] | None = None) -> list[StageCall]:
     """The bin/ script calls of a process's script section, with every option they receive.
 
     Options come from the command line itself, from shell or Groovy variables it expands
     (``$failed``, ``${classifier}``) and, for ``${args}``, from ``ext_args`` (conf/modules.config).
+    ``values`` gives Groovy input variables a value (``{"kind": "esm"}`` for EMBED as EMBED_ESM).
     """
     gstring = process.gstring("script")
     if gstring is None:
         return []
     raw = "".join(t.value for t in gstring.tokens)
+    for name, value in (values or {}).items():
+        raw = raw.replace(f"${{{name}}}", value)
     preamble = process.preamble("script")
     calls = []
     for line in raw.splitlines():

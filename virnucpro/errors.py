@@ -27,6 +27,10 @@ class ModelError(VirnucproError):
     """A model or checkpoint that cannot be found, loaded or trusted."""
 
 
+class NoGpuError(VirnucproError):
+    """A GPU was required (``--require-gpu``) and none is visible or none became free."""
+
+
 def describe(error: BaseException, *, typed: bool = False, limit: int = 500) -> str:
     """An exception as one line for a message: whitespace collapsed, at most ``limit`` characters.
 

@@ -1,78 +1,92 @@
 /*
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-    VIRNUCPRO: prepare -> scatter shards to EMBED_DNA / EMBED_ESM -> gather -> PREDICT -> SUMMARIZE
+    VIRNUCPRO: prepare -> scatter shards to EMBED_DNA / EMBED_ESM -> gather -> PREDICT
+               -> SUMMARIZE -> RUN_STATUS
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     Every process is one `virnucpro <stage>` command line (bin/virnucpro_stage.py).
     A shard whose embedding failed or whose task was lost does not stop the others: PREDICT
     runs with what arrived and calls the affected sequences `failed`; SUMMARIZE turns the
-    samples' statuses into the run's status (0 ok / 2 partial / 1 failed).
+    samples' statuses into the run's status (0 ok / 2 partial / 1 failed) and RUN_STATUS,
+    last, fails the run when that status says so.
 */
 
-include { MAKE_TEST_MODELS } from '../modules/local/make_test_models/main'
-include { PREPARE          } from '../modules/local/prepare/main'
-include { EMBED_DNA        } from '../modules/local/embed_dna/main'
-include { EMBED_ESM        } from '../modules/local/embed_esm/main'
-include { PREDICT          } from '../modules/local/predict/main'
-include { SUMMARIZE        } from '../modules/local/summarize/main'
+include { MAKE_TEST_MODELS      } from '../modules/local/make_test_models/main'
+include { FETCH_MODEL           } from '../modules/local/fetch_model/main'
+include { PREPARE               } from '../modules/local/prepare/main'
+include { EMBED as EMBED_DNA    } from '../modules/local/embed/main'
+include { EMBED as EMBED_ESM    } from '../modules/local/embed/main'
+include { PREDICT               } from '../modules/local/predict/main'
+include { SUMMARIZE             } from '../modules/local/summarize/main'
+include { RUN_STATUS            } from '../modules/local/run_status/main'
 
 /*
  * A model as a process input: [name for the command line, files to stage under model/].
- * A value naming an existing file or directory (local or remote) is staged, so that it also
- * reaches cloud and cluster tasks; anything else is a model name (fair-esm name, hub id,
- * 300/500) passed through unchanged, with nothing to stage.
+ * The main file of a model's files is the one that is not fair-esm's contact-regression head.
  */
-def modelInput(value) {
-    if (!value) {
-        return ['', []]
-    }
-    def model = file(value.toString())
-    if (!model.exists()) {
-        return [value.toString(), []]
-    }
-    def regression = model.resolveSibling("${model.baseName}-contact-regression.pt")
-    def staged = model.name.endsWith('.pt') && regression.exists() ? [model, regression] : [model]
-    return ["model/${model.name}", staged]
-}
-
-// The same for models a process made: the main file is the one that is not fair-esm's regression head.
 def stagedModel(files) {
     def all = [files].flatten()
     def main = all.find { f -> !f.name.endsWith('-contact-regression.pt') }
     return ["model/${main.name}", all]
 }
 
-// The files of one embedding kind ('dna' or 'esm') among a sample's gathered task results.
-def resultsOf(kinds, results, kind) {
-    return [kinds, results].transpose().findAll { pair -> pair[0] == kind }.collect { pair -> pair[1] }.flatten()
+// A model value naming an existing file or directory (local or remote): staged as it is, with
+// fair-esm's contact-regression file beside an ESM-2 .pt. null for a name, which FETCH_MODEL fetches.
+def localModel(value) {
+    def model = file(value.toString())
+    if (!model.exists()) {
+        return null
+    }
+    def regression = model.resolveSibling("${model.baseName}-contact-regression.pt")
+    return stagedModel(model.name.endsWith('.pt') && regression.exists() ? [model, regression] : [model])
+}
+
+// The files of one sample's embedding results, in name order (their completion order would
+// change the task hash of PREDICT from run to run and defeat -resume).
+def sortedByName(files) {
+    return [files].flatten().sort { f -> f.name }
 }
 
 workflow VIRNUCPRO {
     take:
-    ch_samples   // channel: [ meta (id), [ FASTA/FASTQ files ] ]
-    esm_model    // string: fair-esm name or path of an esm2*.pt file
-    dna_model    // string: hub id or path of a transformers directory
-    classifier   // string: '' (reference model for the chunk length), 300, 500 or a checkpoint path
-    test_models  // boolean: make tiny test models and use them instead of the three above
+    ch_samples      // channel: [ meta (id), [ FASTA/FASTQ files ] ]
+    esm_model       // string: fair-esm name or path of an esm2*.pt file
+    dna_model       // string: hub id or path of a model directory
+    classifier      // string: 300, 500 (reference model, fetched) or a checkpoint path
+    test_models     // boolean: make tiny test models and use them instead of the three above
+    fail_on_partial // boolean: status 2 fails the run too
+    package_id      // string: fingerprint of the virnucpro package the tasks run (part of every task hash)
+    outdir          // string: where results are published (named in the final message)
 
     main:
     ch_versions = channel.empty()
 
-    ch_esm_model = channel.value(modelInput(esm_model))
-    ch_dna_model = channel.value(modelInput(dna_model))
-    ch_classifier = channel.value(modelInput(classifier))
+    //
+    // Models: made on the spot (test), staged from a path, or fetched once by name.
+    //
     if (test_models) {
-        MAKE_TEST_MODELS()
-        ch_esm_model = MAKE_TEST_MODELS.out.esm.map { files -> stagedModel(files) }.first()
-        ch_dna_model = MAKE_TEST_MODELS.out.dna.map { files -> stagedModel(files) }.first()
-        ch_classifier = MAKE_TEST_MODELS.out.classifier.map { files -> stagedModel(files) }.first()
+        MAKE_TEST_MODELS(package_id)
+        ch_models = MAKE_TEST_MODELS.out.esm.map { files -> ['esm'] + stagedModel(files) }
+            .mix(MAKE_TEST_MODELS.out.dna.map { files -> ['dna'] + stagedModel(files) })
+            .mix(MAKE_TEST_MODELS.out.classifier.map { files -> ['classifier'] + stagedModel(files) })
         ch_versions = ch_versions.mix(MAKE_TEST_MODELS.out.versions)
     }
+    else {
+        def wanted = [esm: esm_model, dna: dna_model, classifier: classifier]
+        def given = wanted.collectEntries { kind, value -> [kind, localModel(value)] }.findAll { _kind, staged -> staged != null }
+        FETCH_MODEL(channel.fromList(wanted.findAll { kind, _value -> !given.containsKey(kind) }.collect { kind, value -> [kind, value.toString()] }), package_id)
+        ch_models = channel.fromList(given.collect { kind, staged -> [kind] + staged })
+            .mix(FETCH_MODEL.out.model.map { kind, files -> [kind] + stagedModel(files) })
+        ch_versions = ch_versions.mix(FETCH_MODEL.out.versions)
+    }
+    ch_esm_model = ch_models.filter { model -> model[0] == 'esm' }.first()
+    ch_dna_model = ch_models.filter { model -> model[0] == 'dna' }.first()
+    ch_classifier = ch_models.filter { model -> model[0] == 'classifier' }.map { model -> model.tail() }.first()
 
     //
     // Prepare each sample; a sample without any kept frame has no shards and goes straight to PREDICT.
     //
-    PREPARE(ch_samples)
-    ch_versions = ch_versions.mix(PREPARE.out.versions.first())
+    PREPARE(ch_samples, package_id)
+    ch_versions = ch_versions.mix(PREPARE.out.versions)
 
     //
     // Scatter: one task per shard and model. `expected` = how many results the sample waits for.
@@ -87,20 +101,20 @@ workflow VIRNUCPRO {
         protein.collect { fasta -> [meta + [shard: fasta.baseName], fasta] }
     }
 
-    EMBED_DNA(ch_dna_shards, ch_dna_model)
-    EMBED_ESM(ch_esm_shards, ch_esm_model)
-    ch_versions = ch_versions.mix(EMBED_DNA.out.versions.first(), EMBED_ESM.out.versions.first())
+    EMBED_DNA(ch_dna_shards, ch_dna_model, package_id)
+    EMBED_ESM(ch_esm_shards, ch_esm_model, package_id)
+    ch_versions = ch_versions.mix(EMBED_DNA.out.versions, EMBED_ESM.out.versions)
 
     //
     // Gather per sample. groupKey releases a sample as soon as all its shards are back; with
     // remainder, a sample whose tasks were lost (errorStrategy 'ignore') is released at the end.
     //
     ch_embedded = EMBED_DNA.out.results
-        .map { meta, results -> [groupKey(meta.id, meta.expected), 'dna', results] }
-        .mix(EMBED_ESM.out.results.map { meta, results -> [groupKey(meta.id, meta.expected), 'esm', results] })
+        .map { meta, results -> [groupKey(meta.id, meta.expected), [dna: results]] }
+        .mix(EMBED_ESM.out.results.map { meta, results -> [groupKey(meta.id, meta.expected), [esm: results]] })
         .groupTuple(remainder: true)
-        .map { key, kinds, results ->
-            [key.toString(), [dna: resultsOf(kinds, results, 'dna'), esm: resultsOf(kinds, results, 'esm')]]
+        .map { key, results ->
+            [key.toString(), [dna: sortedByName(results.collect { r -> r.dna ?: [] }), esm: sortedByName(results.collect { r -> r.esm ?: [] })]]
         }
 
     ch_predict = PREPARE.out.prepared
@@ -110,20 +124,23 @@ workflow VIRNUCPRO {
             [meta, prepared, embedded ? embedded.dna : [], embedded ? embedded.esm : []]
         }
 
-    PREDICT(ch_predict, ch_classifier)
-    ch_versions = ch_versions.mix(PREDICT.out.versions.first())
+    PREDICT(ch_predict, ch_classifier, package_id)
+    ch_versions = ch_versions.mix(PREDICT.out.versions)
 
     //
     // One status for the run; every sample of the input is named, so a lost one counts as failed.
     //
-    ch_sample_ids = ch_samples.map { meta, _files -> meta.id }.collect()
-    ch_sample_dirs = PREDICT.out.results.map { _meta, directory -> directory }.collect().ifEmpty([])
-    SUMMARIZE(ch_sample_dirs, ch_sample_ids)
+    ch_sample_ids = ch_samples.map { meta, _files -> meta.id }.toSortedList()
+    ch_sample_dirs = PREDICT.out.results.map { _meta, directory -> directory }.toSortedList { a, b -> a.name <=> b.name }
+    SUMMARIZE(ch_sample_dirs, ch_sample_ids, package_id)
     ch_versions = ch_versions.mix(SUMMARIZE.out.versions)
+
+    RUN_STATUS(SUMMARIZE.out.status, fail_on_partial, outdir)
 
     emit:
     status   = SUMMARIZE.out.status     // channel: path(run_status.txt)
     summary  = SUMMARIZE.out.summary    // channel: path(run_summary.json)
     results  = PREDICT.out.results      // channel: [ meta, path(<sample>/) ]
+    message  = RUN_STATUS.out.message   // channel: the run's status in words (status 0, or 2 without --fail_on_partial)
     versions = ch_versions              // channel: path(versions.yml)
 }

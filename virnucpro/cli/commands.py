@@ -4,6 +4,7 @@ from virnucpro.cli import (  # noqa: F401
     checkpoint,
     classify,
     embed,
+    fetch,
     predict,
     prepare,
     summarize,

@@ -11,6 +11,7 @@ from virnucpro.cli.options import (
     device_options,
     dna_model_options,
     esm_model_options,
+    gpu_task_options,
     init_logging,
     outdir_option,
     verbosity_options,
@@ -27,10 +28,20 @@ _outdir_option = outdir_option("Directory for <stem>.npz per input, failed_files
 def _run(
     fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int | None,
     gpus: str | None, workers: int | None, resume: bool, quiet: bool,
+    require_gpu: bool = False, claim_gpu_dir: Path | None = None,
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
     spec.check()  # a mistyped model path or name stops here, before any worker starts
     progress = "quiet" if quiet else "auto"
+    if require_gpu or claim_gpu_dir is not None:
+        from virnucpro.engine.devices import select_gpus
+        from virnucpro.engine.gpu_claim import claim_and_expose, require_gpus
+
+        entries = select_gpus(gpus)
+        require_gpus(entries)
+        if claim_gpu_dir is not None:
+            claim_and_expose(entries, claim_gpu_dir)  # held until this process ends
+            gpus = None  # the claimed GPU is now the only one visible
     with claimed_outdir(outdir):
         result = run_embedding(
             list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
@@ -45,6 +56,7 @@ def _run(
 @_outdir_option
 @esm_model_options
 @device_options
+@gpu_task_options
 @verbosity_options
 def embed_esm(
     fasta: tuple[str, ...],
@@ -56,13 +68,15 @@ def embed_esm(
     workers: int | None,
     precision: str,
     resume: bool,
+    require_gpu: bool,
+    claim_gpu_dir: Path | None,
     verbose: bool,
     quiet: bool,
 ) -> int:
     """Embed protein FASTA files with ESM-2: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
     init_logging(verbose, quiet)
     spec = EmbedderSpec("esm", esm_model, layer=esm_layer, precision=precision)
-    return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet)
+    return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet, require_gpu, claim_gpu_dir)
 
 
 @cli.command("embed-dna", short_help="DNABERT-S embeddings of nucleotide FASTA files (all GPUs).")
@@ -70,6 +84,7 @@ def embed_esm(
 @_outdir_option
 @dna_model_options
 @device_options
+@gpu_task_options
 @verbosity_options
 def embed_dna(
     fasta: tuple[str, ...],
@@ -80,10 +95,12 @@ def embed_dna(
     workers: int | None,
     precision: str,
     resume: bool,
+    require_gpu: bool,
+    claim_gpu_dir: Path | None,
     verbose: bool,
     quiet: bool,
 ) -> int:
     """Embed nucleotide FASTA files with DNABERT-S: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
     init_logging(verbose, quiet)
     spec = EmbedderSpec("dna", dna_model, precision=precision)
-    return _run(fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet)
+    return _run(fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet, require_gpu, claim_gpu_dir)

@@ -124,6 +124,24 @@ device_options = _stack(
     click.option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),
 )
 
+# For a task on a node it shares with other tasks (the pipeline's EMBED_* processes).
+gpu_task_options = _stack(
+    click.option(
+        "--require-gpu",
+        is_flag=True,
+        help="Fail at once (exit 1) when no GPU is visible instead of running on the CPU.",
+    ),
+    click.option(
+        "--claim-gpu",
+        "claim_gpu_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        metavar="LOCK_DIR",
+        help="Claim one free GPU with a lock file in LOCK_DIR (shared by the tasks of a node) and use only it; "
+        "waits while every GPU is claimed.",
+    ),
+)
+
 
 def init_logging(verbose: bool, quiet: bool) -> None:
     """Called first by every command."""

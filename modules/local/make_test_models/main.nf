@@ -8,6 +8,9 @@ process MAKE_TEST_MODELS {
     conda "${moduleDir}/../../../containers/environment.yml"
     container 'ghcr.io/virnucpro/virnucpro:0.1.0-cpu'
 
+    input:
+    val package_id
+
     output:
     path 'test_models/esm2_*.pt', emit: esm
     path 'test_models/dna', emit: dna
@@ -17,6 +20,8 @@ process MAKE_TEST_MODELS {
     script:
     def args = task.ext.args ?: ''
     """
+    # virnucpro package ${package_id}
+    export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
     virnucpro_stage.py make-test-models test_models ${args}
 
     cat <<-END_VERSIONS > versions.yml

@@ -17,6 +17,7 @@ process PREDICT {
     input:
     tuple val(meta), path(prepared, stageAs: 'inputs/prepared'), path(dna_results, stageAs: 'inputs/dna/*'), path(esm_results, stageAs: 'inputs/esm/*')
     tuple val(classifier_name), path(classifier_files, stageAs: 'model/*')
+    val package_id
 
     output:
     tuple val(meta), path("${meta.id}"), emit: results
@@ -27,6 +28,8 @@ process PREDICT {
     def prefix = "${meta.id}"
     def classifier = classifier_name ? "--classifier ${classifier_name}" : ''
     """
+    # virnucpro package ${package_id}
+    export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
     export OMP_NUM_THREADS=${task.cpus}  # torch threads: the task's CPUs, not every core of the node
     mkdir -p inputs/dna inputs/esm
     failed=''

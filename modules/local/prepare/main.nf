@@ -13,6 +13,7 @@ process PREPARE {
 
     input:
     tuple val(meta), path(inputs, stageAs: 'input??/*')
+    val package_id
 
     output:
     tuple val(meta), path('prepared'), emit: prepared
@@ -22,6 +23,8 @@ process PREPARE {
     script:
     def args = task.ext.args ?: ''
     """
+    # virnucpro package ${package_id}
+    export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
     virnucpro_stage.py prepare ${inputs} --outdir prepared ${args}
 
     cat <<-END_VERSIONS > versions.yml

@@ -12,6 +12,7 @@ process SUMMARIZE {
     input:
     path sample_dirs, stageAs: 'samples/*'
     val sample_ids
+    val package_id
 
     output:
     path 'run_status.txt', emit: status
@@ -23,6 +24,8 @@ process SUMMARIZE {
     def args = task.ext.args ?: ''
     def samples = sample_ids.collect { id -> "samples/${id}" }.join(' ')
     """
+    # virnucpro package ${package_id}
+    export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
     mkdir -p ${samples}
     status=0
     virnucpro_stage.py summarize ${samples} --outdir . ${args} || status=\$?

@@ -1,16 +1,22 @@
 /*
- * EMBED_ESM: ESM-2 embeddings of one protein (frame) shard (one GPU when -profile gpu).
+ * EMBED: the embeddings of one shard by one model, included twice by the workflow:
+ * EMBED_DNA (DNABERT-S on a nucleotide shard) and EMBED_ESM (ESM-2 on a protein shard).
+ *
+ * GPUs: only with -profile gpu (task.ext.use_gpu); the task then fails at once when it sees no
+ * GPU (--require-gpu) instead of running ESM-2 3B on its CPUs for hours, and on the local
+ * executor it claims one free GPU of the node with a lock file (--claim-gpu), so concurrent
+ * tasks use distinct GPUs whatever the Nextflow release. Without it the task sees no GPU.
  *
  * A shard the stage could not embed is recorded by the stage in failed_files.txt. Before the
- * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: more memory,
- * a smaller batch), unless its only failures are non-finite embeddings (the same again on any
- * attempt); on the last attempt the failure is kept as data
- * (embeddings/<shard>.failed_files.txt) and the run goes on. A model that cannot be used (its
- * files or name; the engine says "the model cannot be used") is not a property of the shard:
- * the task fails at once, as on any other error that is not data. A model that could not be
- * loaded on this machine (out of memory, a device error) is retried like a failed shard.
+ * last attempt such a shard exits 75 so that Nextflow retries it (conf/base.config: a smaller
+ * batch), unless its only failures are non-finite embeddings (the same again on any attempt);
+ * on the last attempt the failure is kept as data (embeddings/<shard>.failed_files.txt) and the
+ * run goes on. A model that cannot be used (its files or name; the engine says "the model cannot
+ * be used") is not a property of the shard: the task fails at once, as on any other error that
+ * is not data. A model that could not be loaded on this machine (out of memory, a device error)
+ * is retried like a failed shard.
  */
-process EMBED_ESM {
+process EMBED {
     tag "${meta.id}:${meta.shard}"
     label 'process_gpu'
 
@@ -19,7 +25,8 @@ process EMBED_ESM {
 
     input:
     tuple val(meta), path(fasta)
-    tuple val(model_name), path(model_files, stageAs: 'model/*')
+    tuple val(kind), val(model_name), path(model_files, stageAs: 'model/*')
+    val package_id
 
     output:
     tuple val(meta), path('embeddings/*'), emit: results
@@ -29,17 +36,22 @@ process EMBED_ESM {
     def args = task.ext.args ?: ''
     def shard = fasta.baseName
     def last_attempt = task.attempt > (task.maxRetries ?: 0)
+    def gpu_lock_dir = "${workflow.workDir}/.virnucpro-gpu-locks"  // shared by the tasks of a node
+    def gpu_args = !task.ext.use_gpu ? '' : task.executor == 'local' ? "--require-gpu --claim-gpu ${gpu_lock_dir}" : '--require-gpu'
+    def hide_gpus = task.ext.use_gpu ? '' : "export CUDA_VISIBLE_DEVICES=''  # GPUs only with -profile gpu"
     """
+    # virnucpro package ${package_id}
+    ${hide_gpus}
     export OMP_NUM_THREADS=${task.cpus}  # torch threads: the task's CPUs, not every core of the node
     status=0
-    virnucpro_stage.py embed-esm ${fasta} --outdir embeddings --esm-model ${model_name} ${args} || status=\$?
+    virnucpro_stage.py embed-${kind} ${fasta} --outdir embeddings --${kind}-model ${model_name} ${gpu_args} ${args} || status=\$?
     rm -f embeddings/summary.json
     if grep -q 'the model cannot be used' embeddings/failed_files.txt 2>/dev/null; then
         head -n 1 embeddings/failed_files.txt >&2
         exit 1
     fi
     if [ -s embeddings/failed_files.txt ]; then
-        # Another attempt (more memory, a smaller batch) can cure anything but a non-finite embedding.
+        # Another attempt (a smaller batch) can cure anything but a non-finite embedding.
         if [ "${last_attempt}" != "true" ] && grep -qv ': embedding not finite in ' embeddings/failed_files.txt; then
             echo "virnucpro: shard ${shard} failed (exit \$status), asking for another attempt" >&2
             exit 75
@@ -56,6 +68,7 @@ process EMBED_ESM {
         python: \$(python3 --version | sed 's/^Python //')
         torch: \$(python3 -c 'from importlib.metadata import version; print(version("torch"))')
         fair-esm: \$(python3 -c 'from importlib.metadata import version; print(version("fair-esm"))')
+        transformers: \$(python3 -c 'from importlib.metadata import version; print(version("transformers"))')
     END_VERSIONS
     """
 

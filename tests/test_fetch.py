@@ -1,0 +1,69 @@
+"""``virnucpro fetch-model``: models given by name, brought from the usual caches into a directory.
+
+Stand-in caches (a torch hub cache and a Hugging Face cache holding the tiny test models under
+real names) keep this offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nextflow_runner import hugging_face_cache, torch_hub_cache
+from virnucpro.errors import ModelError
+from virnucpro.fetch import fetch_model
+
+
+def test_esm_model_comes_from_the_torch_hub_cache_with_its_regression_head(
+    test_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(torch_hub_cache(tmp_path / "torch", "esm2_t6_8M_UR50D", test_models.esm)))
+    written = fetch_model("esm", "esm2_t6_8M_UR50D", tmp_path / "out")
+    assert [p.name for p in written] == ["esm2_t6_8M_UR50D.pt", "esm2_t6_8M_UR50D-contact-regression.pt"]
+    assert written[0].read_bytes() == test_models.esm.read_bytes()
+
+
+def test_dna_model_comes_from_the_hugging_face_cache_offline(
+    test_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hf_home = hugging_face_cache(tmp_path / "hf", "someone/tiny-dna", test_models.dna)
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hf_home / "hub"), raising=False)
+    (target,) = fetch_model("dna", "someone/tiny-dna", tmp_path / "out")
+    assert target == tmp_path / "out" / "tiny-dna"
+    expected = sorted(p.relative_to(test_models.dna) for p in test_models.dna.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file()) == expected
+    assert not any(p.is_symlink() for p in target.rglob("*"))  # copies: a container sees them too
+
+
+def test_fetched_models_load(test_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virnucpro.embeddings.esm import check_esm_model
+
+    monkeypatch.setenv("TORCH_HOME", str(torch_hub_cache(tmp_path / "torch", "esm2_t6_8M_UR50D", test_models.esm)))
+    model, _regression = fetch_model("esm", "esm2_t6_8M_UR50D", tmp_path / "out")
+    check_esm_model(str(model))  # fair-esm's layout: the regression head beside the weights
+
+
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("esm", "esm2_t99_bogus", "unknown ESM model 'esm2_t99_bogus'"),
+        ("classifier", "400", "a classifier to fetch is 300 or 500"),
+        ("weights", "x", "the model kinds are esm, dna, classifier"),
+    ],
+)
+def test_bad_names_are_one_line_model_errors(tmp_path: Path, kind: str, name: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        fetch_model(kind, name, tmp_path)
+
+
+def test_uncached_hub_model_offline_says_how_to_fetch_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty" / "hub"), raising=False)
+    with pytest.raises(ModelError, match=r"cannot fetch DNA model 'nobody/none' .* `hf download nobody/none`") as error:
+        fetch_model("dna", "nobody/none", tmp_path / "out")
+    assert "\n" not in str(error.value)
