@@ -314,7 +314,7 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
 
 
 def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
-    from virnucpro.embeddings.base import EmbedderSpec
+    from virnucpro.embeddings.esm import EsmSpec
     from virnucpro.engine import run_embedding
     from virnucpro.seqio import write_fasta_record
 
@@ -333,7 +333,7 @@ def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
         plans = [",".join(gpus[:n]) for n in range(1, len(gpus) + 1)]
     else:
         plans = [None]
-    spec = EmbedderSpec("esm", str(checkpoint), precision="bf16" if device.startswith("cuda") else "fp32")
+    spec = EsmSpec(str(checkpoint), precision="bf16" if device.startswith("cuda") else "fp32")
     runs = []
     for plan in plans:
         start = time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 
 from virnucpro.cli import main
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, SUMMARY_JSON
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
 
@@ -46,7 +46,7 @@ def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert sorted(one) == ["prot0.npz", "prot1.npz", "prot2.npz"] and one == two
 
-    embedder = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    embedder = EsmSpec(str(test_models.esm)).load("cpu")
     embed_file(proteins[1], embedder, tmp_path / "direct.npz", 200)
     assert (tmp_path / "direct.npz").read_bytes() == one["prot1.npz"]  # the engine adds nothing of its own
     stored = load_embeddings(tmp_path / "one" / "prot1.npz")

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from virnucpro.contracts import STAGE_ESM
-from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file, inprocess, run_embedding
 from virnucpro.engine.cpu_batches import batches_side_by_side
 
 from engine_doubles import FakeEmbedder, FakeSpec, protein, write_fasta
+from helpers import model_spec
 
 BUDGET = 64
 
@@ -117,7 +117,7 @@ def test_real_models_give_the_same_embeddings_side_by_side(tmp_path: Path, test_
         records = [(f"n{i}", "".join(bases[(i * 7 + j * j) % 4] for j in range(60 + i % 23))) for i in range(60)]
         model, budget = str(test_models.dna), 300
     fasta = write_fasta(tmp_path / "in.fa", records)
-    embedder = EmbedderSpec(kind, model).load("cpu")
+    embedder = model_spec(kind, model).load("cpu")
     alone = embed_file(str(fasta), embedder, tmp_path / "alone.npz", budget)
     with batches_side_by_side("cpu", 3) as parallel:
         side = embed_file(str(fasta), embedder, tmp_path / "side.npz", budget, parallel_batches=parallel)

@@ -13,9 +13,12 @@ import torch
 from virnucpro import contracts as c
 from virnucpro.classifier.checkpoints import load_native
 from virnucpro.cli import main
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_records
+
+from helpers import model_spec
 
 PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
 
@@ -69,8 +72,8 @@ def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Pat
         for chunk_id, chunk in chunk_sequence(record.id, record.seq, 300)
         for frame in kept_frames(chunk_id, chunk)
     ]
-    dna = EmbedderSpec("dna", str(test_models.dna)).load("cpu")
-    esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    dna = DnaSpec(str(test_models.dna)).load("cpu")
+    esm = EsmSpec(str(test_models.esm)).load("cpu")
     model, _ = load_native(test_models.classifier)
     rows = read_tsv(predicted / c.PREDICTION_RESULTS)
     assert [r["Sequence_ID"] for r in rows] == [f.id for f in frames]
@@ -265,9 +268,7 @@ def test_a_missing_input_is_named_before_the_classifier_is_fetched(tmp_path, cap
 def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_models, inputs, capsys):
     from virnucpro.classifier.checkpoints import save_native
     from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
-    from virnucpro.embeddings.probe import dna_shape, esm_shape
-
-    dna, esm = dna_shape(str(test_models.dna)), esm_shape(str(test_models.esm))
+    dna, esm = DnaSpec(str(test_models.dna)).shape(), EsmSpec(str(test_models.esm)).shape()
     assert dna is not None and esm is not None and esm.layers is not None
     layer_classifier = tmp_path / "layer.pt"
     meta = ClassifierMeta(dna_dim=dna.dim, esm_dim=esm.dim, chunk_length=300, esm_layer=esm.layers - 1)
@@ -286,10 +287,10 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
 
     from virnucpro.embeddings import dna
     from virnucpro.embeddings import esm as esm_module
-    from virnucpro.embeddings.probe import ModelShape, dna_shape, esm_shape
+    from virnucpro.embeddings.base import ModelShape
 
-    expected_esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
-    expected_dna_dim = EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim
+    expected_esm = EsmSpec(str(test_models.esm)).load("cpu")
+    expected_dna_dim = DnaSpec(str(test_models.dna)).load("cpu").dim
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded to read its shape")
@@ -300,13 +301,13 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
     monkeypatch.setattr(dna, "load_dna_embedder", no_loading)
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_loading)
 
-    assert esm_shape("esm2_t36_3B_UR50D") == ModelShape(2560, 36)
-    assert esm_shape("esm2_t33_650M_UR50D") == ModelShape(1280, 33)
-    assert esm_shape("esm1b_t33_650M_UR50S") is None  # not ESM-2: checked after embedding
-    assert esm_shape(str(tmp_path / "missing.pt")) is None  # the loader reports it
-    assert dna_shape(str(tmp_path / "no-such-dir")) is None
-    assert esm_shape(str(test_models.esm)) == ModelShape(expected_esm.dim, expected_esm.layer)
-    assert dna_shape(str(test_models.dna)) == ModelShape(expected_dna_dim)
+    assert EsmSpec("esm2_t36_3B_UR50D").shape() == ModelShape(2560, 36)
+    assert EsmSpec("esm2_t33_650M_UR50D").shape() == ModelShape(1280, 33)
+    assert EsmSpec("esm1b_t33_650M_UR50S").shape() is None  # not ESM-2: checked after embedding
+    assert EsmSpec(str(tmp_path / "missing.pt")).shape() is None  # the loader reports it
+    assert DnaSpec(str(tmp_path / "no-such-dir")).shape() is None
+    assert EsmSpec(str(test_models.esm)).shape() == ModelShape(expected_esm.dim, expected_esm.layer)
+    assert DnaSpec(str(test_models.dna)).shape() == ModelShape(expected_dna_dim)
 
 
 def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):
@@ -319,11 +320,11 @@ def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_pat
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
         if kind == "esm":
             shutil.copy2(source.with_name(f"{source.stem}-contact-regression.pt"), copy.parent)
-        before = EmbedderSpec(kind, str(copy)).load("cpu").identity()
+        before = model_spec(kind, str(copy)).load("cpu").identity()
         target = copy if copy.is_file() else next(p for p in copy.iterdir() if p.is_file())
         later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
         os.utime(target, ns=(later, later))
-        assert EmbedderSpec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+        assert model_spec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ from virnucpro.cli.options import (
     outdir_option,
     verbosity_options,
 )
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.base import ModelSpec
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.engine import run_embedding
 from virnucpro.outdir import claimed_outdir
 from virnucpro.summary import write_summary
@@ -25,7 +27,7 @@ _outdir_option = outdir_option("Directory for <stem>.npz per input, failed_files
 
 
 def _run(
-    fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int | None,
+    command: str, fasta: tuple[str, ...], outdir: Path, spec: ModelSpec, budget: int | None,
     gpus: str | None, workers: int | None, resume: bool, quiet: bool,
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
@@ -35,7 +37,7 @@ def _run(
         result = run_embedding(
             list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
         )
-        summary = {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code}
+        summary = {"command": command, "model": repr(spec), "exit_status": result.exit_code}
         write_summary(outdir, {**summary, "engine": result.stats})
     return result.exit_code
 
@@ -61,8 +63,8 @@ def embed_esm(
 ) -> int:
     """Embed protein FASTA files with ESM-2: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
     init_logging(verbose, quiet)
-    spec = EmbedderSpec("esm", esm_model, layer=esm_layer, precision=precision)
-    return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet)
+    spec = EsmSpec(esm_model, layer=esm_layer, precision=precision)
+    return _run("embed-esm", fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet)
 
 
 @cli.command("embed-dna", short_help="DNABERT-S embeddings of nucleotide FASTA files (all GPUs).")
@@ -85,5 +87,5 @@ def embed_dna(
 ) -> int:
     """Embed nucleotide FASTA files with DNABERT-S: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
     init_logging(verbose, quiet)
-    spec = EmbedderSpec("dna", dna_model, precision=precision)
-    return _run(fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet)
+    spec = DnaSpec(dna_model, precision=precision)
+    return _run("embed-dna", fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet)

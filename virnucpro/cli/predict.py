@@ -18,7 +18,8 @@ from virnucpro.cli.options import (
     shard_size_option,
     verbosity_options,
 )
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.pipeline import PredictOptions, run_predict
 
 
@@ -57,8 +58,8 @@ def predict_command(
     options = PredictOptions(
         chunk_length=chunk_length,
         classifier=classifier,
-        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
-        dna=EmbedderSpec("dna", dna_model, None, precision),
+        esm=EsmSpec(esm_model, esm_layer, precision),
+        dna=DnaSpec(dna_model, precision),
         esm_batch_tokens=esm_batch_size,
         dna_batch_tokens=dna_batch_size,
         batch_size=batch_size,

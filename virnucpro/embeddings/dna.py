@@ -50,14 +50,16 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_DNA
-from virnucpro.embeddings.base import local_model_fingerprint
+from virnucpro.embeddings.base import ModelShape, local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
 from virnucpro.embeddings.parity import load_checked, probe_frames
@@ -374,3 +376,46 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
     if candidates:
         return load_checked(load, candidates, [nucleotide for nucleotide, _ in probe_frames()], f"DNA model on {device}")
     return load(resolve_dtype(precision, device))
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class DnaSpec:
+    """A DNA model to load (a hub id or a local ``save_pretrained`` directory) and its precision.
+
+    Implements :class:`~virnucpro.embeddings.base.ModelSpec`: plain picklable data that spawned
+    workers load on their own device.
+    """
+
+    model: str
+    precision: str = "auto"
+    stage: ClassVar[str] = STAGE_DNA
+
+    def __str__(self) -> str:
+        """For log lines: ``DNA model zhihan1996/DNABERT-S (precision auto)``."""
+        return f"DNA model {self.model} (precision {self.precision})"
+
+    def check(self) -> None:
+        """A path that does not exist, or is not a model directory, is a one-line ModelError."""
+        resolve_dna_source(self.model)
+
+    def load(self, device: str = "cpu") -> DnaEmbedder:
+        """Load the model on ``device``; call once per process."""
+        return load_dna_embedder(self.model, device=device, precision=self.precision)
+
+    def shape(self) -> ModelShape | None:
+        """The hidden size from the transformers ``config.json`` (a local directory, or the hub cache).
+
+        Never goes to the network: offline, the hub's retries would cost half a minute for a check
+        that the embedding files repeat anyway.
+        """
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model, trust_remote_code=True, local_files_only=True)
+            return ModelShape(int(config.hidden_size))
+        except Exception as error:  # noqa: BLE001  (offline without a cache, or no config: checked later)
+            raise_interruption_behind(error)
+            return None

@@ -32,15 +32,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
-from virnucpro.embeddings.base import local_model_fingerprint
+from virnucpro.embeddings.base import ModelShape, local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
 from virnucpro.embeddings.esm_forward import (
     encoder_forward,
@@ -51,7 +52,7 @@ from virnucpro.embeddings.esm_forward import (
 )
 from virnucpro.embeddings.parity import load_checked, probe_frames
 from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
-from virnucpro.errors import InputError, ModelError, describe
+from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
 log = get_logger("esm")
@@ -65,6 +66,8 @@ PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
 # at 16k; docs/performance.md, "GPU").
 ESM_TOKEN_BUDGET_CPU = 2048
 ESM_TOKEN_BUDGET_GPU = 65536
+# fair-esm's ESM-2 models by layer count (esm2_t{layers}_...): width of the representations.
+ESM2_WIDTHS = {6: 320, 12: 480, 30: 640, 33: 1280, 36: 2560, 48: 5120}
 _Residues = TypeVar("_Residues", str, np.ndarray)
 
 
@@ -435,3 +438,56 @@ def load_esm_embedder(
     if candidates:
         return load_checked(load, candidates, [protein for _, protein in probe_frames()], f"ESM-2 on {device}")
     return load(resolve_dtype(precision, device))
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class EsmSpec:
+    """An ESM-2 model to load (a fair-esm name or a local ``.pt``), its layer and precision.
+
+    Implements :class:`~virnucpro.embeddings.base.ModelSpec`: plain picklable data that spawned
+    workers load on their own device.
+    """
+
+    model: str
+    layer: int | None = None  # None: the final layer; negative: from the end
+    precision: str = "auto"
+    stage: ClassVar[str] = STAGE_ESM
+
+    def __str__(self) -> str:
+        """For log lines: ``ESM-2 model esm2_t36_3B_UR50D (layer 36, precision auto)``."""
+        layer = f"layer {self.layer}, " if self.layer is not None else ""
+        return f"ESM-2 model {self.model} ({layer}precision {self.precision})"
+
+    def check(self) -> None:
+        """A missing ``.pt`` (or its contact-regression file) or an unknown name is a one-line ModelError."""
+        check_esm_model(self.model)
+
+    def load(self, device: str = "cpu") -> EsmEmbedder:
+        """Load the model on ``device``; call once per process."""
+        return load_esm_embedder(self.model, layer=self.layer, device=device, precision=self.precision)
+
+    def shape(self) -> ModelShape | None:
+        """From a fair-esm ESM-2 name (its ``t{layers}``) or a local ``.pt`` (its stored config, memory-mapped)."""
+        if self.model.endswith(".pt"):
+            return _checkpoint_shape(Path(self.model).expanduser())
+        match = re.fullmatch(r"esm2_t(\d+)_\w+", self.model)
+        if match and int(match.group(1)) in ESM2_WIDTHS:
+            layers = int(match.group(1))
+            return ModelShape(ESM2_WIDTHS[layers], layers)
+        return None
+
+
+def _checkpoint_shape(path: Path) -> ModelShape | None:
+    if not path.is_file():
+        return None  # the loader reports it, with the fix
+    allow_esm_checkpoints()
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        cfg = data["cfg"]["model"]
+        return ModelShape(int(cfg.encoder_embed_dim), int(cfg.encoder_layers))
+    except Exception as error:  # noqa: BLE001  (not readable this way: checked after embedding instead)
+        raise_interruption_behind(error)
+        return None

@@ -8,9 +8,9 @@ spawned path; only a crash of the process itself is not survivable here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from virnucpro.device_errors import DeviceFailure
+from virnucpro.embeddings.base import Embedder, ModelSpec
 from virnucpro.engine.cpu_batches import batches_side_by_side
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import embed_file, run_settings
@@ -29,7 +29,7 @@ class InProcessRunner:
     def __init__(
         self,
         items: list[WorkItem],
-        spec: Any,
+        spec: ModelSpec,
         token_budget: int | None,
         slot: WorkerSlot,
         progress: Progress,
@@ -61,7 +61,7 @@ class InProcessRunner:
         with batches_side_by_side(worker.slot.device, worker.slot.threads) as parallel:
             return self._embed_items(embedder, parallel)
 
-    def _embed_items(self, embedder: Any, parallel: int) -> ManagerOutcome:
+    def _embed_items(self, embedder: Embedder, parallel: int) -> ManagerOutcome:
         """Embed every item, ``parallel`` batches at a time."""
         worker = self.worker
         for item in self.items:

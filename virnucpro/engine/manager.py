@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import pickle
 import signal
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from virnucpro.embeddings.base import ModelSpec
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.plan import WorkItem
@@ -103,7 +105,7 @@ class Manager:
     def __init__(
         self,
         items: list[WorkItem],
-        spec: Any,
+        spec: ModelSpec,
         token_budget: int | None,
         slots: list[WorkerSlot],
         progress: Progress,
@@ -162,7 +164,10 @@ class Manager:
         slot = worker.slot
         process = self._context.Process(
             target=worker_main,
-            args=(slot.device, slot.env, slot.threads, self.spec, self.token_budget, child_end, self._log_level),
+            # the spec travels pickled: the worker unpickles it (importing the model's module) only
+            # once its environment is set, so nothing can touch CUDA before CUDA_VISIBLE_DEVICES
+            args=(slot.device, slot.env, slot.threads, pickle.dumps(self.spec), self.token_budget, child_end,
+                  self._log_level),
             name=f"virnucpro-worker-{worker.number}",
             daemon=True,
         )

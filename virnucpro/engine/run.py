@@ -13,11 +13,10 @@ from virnucpro.contracts import (
     EXIT_OK,
     EXIT_PARTIAL,
     FAILED_FILES,
-    STAGE_DNA,
-    STAGE_ESM,
     Failure,
     write_failures,
 )
+from virnucpro.embeddings.base import ModelSpec
 from virnucpro.engine.devices import plan_workers
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.inprocess import InProcessRunner
@@ -44,7 +43,7 @@ class EngineResult:
 
 def run_embedding(
     files: Sequence[str],
-    spec: Any,
+    spec: ModelSpec,
     outdir: Path,
     token_budget: int | None,
     gpus: str | None = None,
@@ -55,7 +54,7 @@ def run_embedding(
 ) -> EngineResult:
     """Embed every file into ``outdir/<stem>.npz`` with spawned workers loading ``spec`` once each.
 
-    ``spec`` is any picklable object with ``.load(device) -> Embedder`` (an EmbedderSpec).
+    ``spec`` says what each worker loads (``EsmSpec``, ``DnaSpec``; any picklable ModelSpec).
     ``outdir/failed_files.txt`` lists the failures (and is removed when there are none).
     A single CPU worker runs in this process (seconds faster) unless ``isolate`` is set.
     """
@@ -67,7 +66,7 @@ def run_embedding(
         _remove_stale_temporaries(item.out_path)
     labels = [slot.label for slot in slots]
     log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
-    display = Progress(progress, _spec_stage(spec), len(items), labels, total_cost=sum(item.cost for item in items))
+    display = Progress(progress, spec.stage, len(items), labels, total_cost=sum(item.cost for item in items))
     try:
         if not items:  # nothing to embed: load no model
             outcome = ManagerOutcome()
@@ -77,7 +76,7 @@ def run_embedding(
             outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run()
     finally:
         display.close()
-    stage = outcome.stage or _spec_stage(spec)
+    stage = outcome.stage or spec.stage
     outputs, failures = _collect(items, outcome, stage)
     write_failures(outdir / FAILED_FILES, failures)
     exit_code = _exit_code(outcome, outputs, failures)
@@ -86,12 +85,6 @@ def run_embedding(
     if not outcome.systemic:  # a systemic failure was logged as such already
         log_outcome(stage, exit_code, failures, outdir / FAILED_FILES)
     return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
-
-
-def _spec_stage(spec: Any) -> str:
-    """The failure-line stage name before any worker has reported it."""
-    kind = getattr(spec, "kind", None)
-    return {"esm": STAGE_ESM, "dna": STAGE_DNA}.get(kind, getattr(spec, "stage", "embed"))
 
 
 def _remove_stale_temporaries(out_path: Path) -> None:

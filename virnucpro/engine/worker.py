@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from virnucpro.embeddings.base import Embedder
 
 PROGRESS_INTERVAL_S = 0.5
 EXIT_DEVICE_FAILURE = 3
@@ -57,17 +61,20 @@ def worker_main(
     device: str,
     env: dict[str, str],
     threads: int | None,
-    spec: Any,
+    spec: bytes,
     token_budget: int | None,
     conn: Connection,
     log_level: int,
 ) -> None:
-    """Entry point of a spawned worker process (see the module docstring for the protocol)."""
+    """Entry point of a spawned worker process (see the module docstring for the protocol).
+
+    ``spec`` is a pickled ModelSpec, unpickled here once the environment is applied.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager handles Ctrl-C and stops us
     os.environ.update(env)  # before anything initialises CUDA here
     _forward_logging(conn, log_level)
     try:
-        embedder = spec.load(device)
+        embedder = pickle.loads(spec).load(device)
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
         from virnucpro.errors import model_load_failure
 
@@ -84,7 +91,7 @@ def worker_main(
         _serve(embedder, token_budget, parallel, conn)
 
 
-def _serve(embedder: Any, token_budget: int | None, parallel: int, conn: Connection) -> None:
+def _serve(embedder: Embedder, token_budget: int | None, parallel: int, conn: Connection) -> None:
     """Embed the files the manager sends until it says stop or is gone."""
     from virnucpro.device_errors import DeviceFailure
     from virnucpro.engine.embed_file import embed_file
