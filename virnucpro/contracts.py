@@ -22,6 +22,9 @@ STAGE_CLASSIFY = "classify"
 # Chunk lengths the reference models were trained for.
 CHUNK_LENGTHS = (300, 500)
 
+# `--precision` of the embedding stages (embeddings.precision turns them into dtypes).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 # The models the reference classifier was trained on (defaults for every entry point).
 REFERENCE_DNA_MODEL = "zhihan1996/DNABERT-S"
 REFERENCE_ESM_MODEL = "esm2_t36_3B_UR50D"
@@ -38,6 +41,7 @@ MANIFEST = "manifest.tsv"
 SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
 SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
 SHARD_PATTERN = "shard_{index:05d}.fa"
+DEFAULT_SHARD_RESIDUES = 250_000  # `--shard-size`: ~2,500 frames of 300 bp reads, several shards per GPU on a typical sample
 MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames")
 
 # Embedding files: one per input FASTA, named <stem>.npz (see virnucpro.embeddings.store).

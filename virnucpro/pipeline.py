@@ -16,7 +16,7 @@ from virnucpro.embeddings.esm import EsmSpec, resolve_layer
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
-from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
+from virnucpro.prepare import list_shards, prepare, prepare_is_current, shard_paths
 from virnucpro.seqio import check_inputs
 from virnucpro.summary import StageTimer, write_summary
 
@@ -41,7 +41,7 @@ class PredictOptions:
     gpus: str | None = None
     workers: int | None = None
     resume: bool = False
-    shard_size: int = DEFAULT_SHARD_RESIDUES
+    shard_size: int = c.DEFAULT_SHARD_RESIDUES
     rule: CallRule = field(default_factory=CallRule)
     progress: str = "auto"
 

@@ -1,8 +1,9 @@
 """The ``virnucpro`` command: a thin layer of options over the library's stage functions.
 
-Each subcommand lives in its own module of this package and only parses options and
-calls one library function. Errors a user can fix print one line and exit 1; exit 2
-means "partial result" and is never used for usage errors.
+Each subcommand lives in its own module of this package, registered below; it parses options
+and calls one library function, imported when the command runs (so ``--help``, ``--version``
+and usage errors answer without loading torch). Errors a user can fix print one line and exit
+1; exit 2 means "partial result" and is never used for usage errors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from typing import NoReturn
 import click
 
 from virnucpro import __version__
+from virnucpro.cli.checkpoint import convert_checkpoint, fetch_classifier
+from virnucpro.cli.classify import classify_command
+from virnucpro.cli.embed import embed_dna, embed_esm
+from virnucpro.cli.predict import predict_command
+from virnucpro.cli.prepare import prepare_command
+from virnucpro.cli.summarize import summarize_command
+from virnucpro.cli.testmodels import make_test_models_command
 from virnucpro.contracts import EXIT_FAILED
 from virnucpro.errors import VirnucproError, raise_interruption_behind
 
@@ -26,11 +34,20 @@ def cli() -> None:
     """Identify viral sequences in reads and contigs (VirNucPro, fast on many GPUs)."""
 
 
+for _command in (
+    prepare_command,
+    embed_dna,
+    embed_esm,
+    classify_command,
+    predict_command,
+    summarize_command,
+    convert_checkpoint,
+    fetch_classifier,
+    make_test_models_command,
+):
+    cli.add_command(_command)
+
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.1 prints the help itself
-
-
-def _register_commands() -> None:
-    from virnucpro.cli import commands  # noqa: F401  (registers every subcommand on `cli`)
 
 
 def _report(message: str, verbose: bool) -> None:
@@ -64,7 +81,6 @@ _TERMINATED_LINE = "virnucpro: terminated (SIGTERM); finished outputs are kept: 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
-    _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
     Terminated.received = False

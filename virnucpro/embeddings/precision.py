@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from virnucpro.contracts import PRECISIONS
 from virnucpro.errors import VirnucproError
 from virnucpro.log import get_logger
 
 log = get_logger("precision")
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _overridden_logged: set[str] = set()
 
