@@ -120,7 +120,7 @@ def measure(embedder, sequences: list[str], budget: int, device: str) -> dict:
 def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sample: list[str]) -> dict:
     """bf16 vs fp32 cosine per embedding, and our fp32 forward vs fair-esm's forward."""
     from virnucpro.embeddings.esm import EsmEmbedder, cast_model
-    from virnucpro.embeddings.parity import cosines
+    from virnucpro.embeddings.precision import cosines
 
     layers = ARCHITECTURES[arch][0]
     full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32, packed=False)

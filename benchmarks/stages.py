@@ -152,7 +152,7 @@ def stage_predict(
 
     from virnucpro.embeddings.dna import DnaSpec
     from virnucpro.embeddings.esm import EsmSpec
-    from virnucpro.pipeline import PredictOptions, run_predict
+    from virnucpro.predict import PredictOptions, run_predict
 
     options = PredictOptions(
         chunk_length=chunk_length,

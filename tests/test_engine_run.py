@@ -87,7 +87,7 @@ def test_nothing_usable_is_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_FAILED and result.message is None
     assert [f.message for f in read_failures(tmp_path / "out" / FAILED_FILES)] == [
         "no FASTA records (empty file or not FASTA)",
-        "no such file",
+        f"{tmp_path / 'missing.faa'}: no such file",
     ]
 
 

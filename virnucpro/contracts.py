@@ -6,6 +6,7 @@ describes the same contracts for users.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM  # stopped by SIGTERM: what a shell reports for a process killed by it
 
 # Stage names used in failure lines.
 STAGE_ESM = "ESM-2"
@@ -71,6 +73,10 @@ SEQUENCE_PREDICTIONS_HEADER = (
     "reason",
     "source",
 )
+
+# Words in failure messages that the Nextflow modules (modules/local/embed_*/main.nf) grep for.
+MODEL_UNUSABLE = "the model cannot be used"  # a model no retry on another machine cures
+NOT_FINITE = "embedding not finite in"  # "sequence <id>: embedding not finite in <precision>": an overflow
 
 # Calls in sequence_predictions.tsv.
 CALL_VIRUS = "virus"

@@ -18,7 +18,7 @@ import pytest
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
 from virnucpro.embeddings.dna import DnaSpec
 from virnucpro.embeddings.esm import EsmSpec
-from virnucpro.embeddings.parity import min_cosine
+from virnucpro.embeddings.precision import min_cosine
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
 
@@ -282,7 +282,7 @@ def _predict_calls(outdir: Path, t6, precision: str) -> tuple[dict[str, tuple[st
     """Predict the bundled data: {chunk: (call, fp32-style margin)}, {sequence: call}."""
     from virnucpro.classify import CallRule
     from virnucpro.contracts import PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS
-    from virnucpro.pipeline import PredictOptions, run_predict
+    from virnucpro.predict import PredictOptions, run_predict
 
     assets = Path(__file__).resolve().parents[2] / "assets"
     options = PredictOptions(

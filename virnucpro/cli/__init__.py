@@ -24,8 +24,8 @@ from virnucpro.cli.predict import predict_command
 from virnucpro.cli.prepare import prepare_command
 from virnucpro.cli.summarize import summarize_command
 from virnucpro.cli.testmodels import make_test_models_command
-from virnucpro.contracts import EXIT_FAILED
-from virnucpro.errors import VirnucproError, raise_interruption_behind
+from virnucpro.contracts import EXIT_FAILED, EXIT_TERMINATED
+from virnucpro.errors import Terminated, VirnucproError, error_line, raise_interruption_behind
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,18 +57,6 @@ def _report(message: str, verbose: bool) -> None:
 
         traceback.print_exc()
     click.echo(f"virnucpro: error: {message}", err=True)
-
-
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's time limit, Nextflow stopping a task): unwind like Ctrl-C, so
-    workers are stopped, temporary files removed and the output directory released. Not a
-    KeyboardInterrupt, which click would turn into Abort with a blank line of its own."""
-
-    received = False  # set by the handler: a SIGTERM ends the run as terminated even if some
-    # library code it interrupted turned the exception into an ordinary error
-
-
-EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:
@@ -141,12 +129,11 @@ def _run_command(args: list[str], verbose: bool) -> int:
         code = EXIT_FAILED
     except VirnucproError as error:
         raise_interruption_behind(error)
-        _report(f"{error}", verbose)
+        _report(error_line(error), verbose)
         code = error.exit_code
     except OSError as error:  # the file system refused (a path that is a file, a full disk, permissions)
         raise_interruption_behind(error)
-        where = f"{error.filename}: " if error.filename else ""
-        _report(f"{where}{error.strerror or error}", verbose)
+        _report(error_line(error), verbose)
         code = EXIT_FAILED
     except Exception as error:  # a bug (shown with its traceback), unless an interruption is behind it
         raise_interruption_behind(error)

@@ -39,7 +39,7 @@ def classify_command(
     from virnucpro.contracts import read_failures
     from virnucpro.outdir import claimed_outdir
     from virnucpro.prepare import read_prepare_info
-    from virnucpro.summary import StageTimer, write_summary
+    from virnucpro.summary_json import StageTimer, write_summary
 
     timer = StageTimer()
     chunk_length = read_prepare_info(prepared)["chunk_length"]

@@ -25,7 +25,7 @@ def _run(command: str, fasta: tuple[str, ...], outdir: Path, model: EsmOptions |
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
     from virnucpro.engine import run_embedding
     from virnucpro.outdir import claimed_outdir
-    from virnucpro.summary import write_summary
+    from virnucpro.summary_json import write_summary
 
     spec = model.spec(devices.precision)
     spec.check()  # a mistyped model path or name stops here, before any worker starts

@@ -45,7 +45,7 @@ def predict_command(
 ) -> int:
     """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
     from virnucpro.classify import CallRule
-    from virnucpro.pipeline import PredictOptions, run_predict
+    from virnucpro.predict import PredictOptions, run_predict
 
     options = PredictOptions(
         chunk_length=chunk_length,

@@ -11,8 +11,8 @@
   On the CPU a batch is run in consecutive groups small enough for their activations to stay in
   cache (:func:`virnucpro.embeddings.batching.cpu_token_cap`): same numbers, faster.
 - **Speed on the CPU**: on AVX-512 CPUs the model's ``nn.Linear`` layers run through oneDNN
-  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate there;
-  elsewhere torch's BLAS.
+  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, faster than MKL there
+  (docs/performance.md); elsewhere torch's BLAS.
 - **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
   ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
   to the scores, which breaks a model cast wholesale to half precision; autocast does not.)
@@ -62,8 +62,15 @@ from virnucpro.contracts import STAGE_DNA
 from virnucpro.embeddings.base import ModelShape, local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
-from virnucpro.embeddings.parity import load_checked, probe_frames
-from virnucpro.embeddings.precision import dtype_name, is_cuda, parity_candidates, resolve_dtype
+from virnucpro.embeddings.precision import (
+    dtype_name,
+    is_cuda,
+    load_checked,
+    parity_candidates,
+    probe_frames,
+    resolve_dtype,
+)
+from virnucpro.embeddings.store import META_MODEL, META_PRECISION
 from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
@@ -108,9 +115,9 @@ class DnaEmbedder:
         """Model, precision and pooling: what determines the numbers."""
         return {
             "kind": "dna",
-            "model": self.name,
+            META_MODEL: self.name,
             "model_files": model_fingerprint(self.name),
-            "precision": dtype_name(self.dtype),
+            META_PRECISION: dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over all tokens ([CLS] and [SEP] included)",
         }
@@ -342,7 +349,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
     """Load a DNA model once (hub id or local directory) on ``device``; errors are one-line ModelErrors.
 
     ``precision`` auto on a GPU: half precision only after the parity check of
-    :mod:`virnucpro.embeddings.parity`.
+    :mod:`virnucpro.embeddings.precision`.
     """
     source = resolve_dna_source(model)
     loaded = None
@@ -368,7 +375,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
 
     def load(dtype: torch.dtype) -> DnaEmbedder:  # the weights stay fp32 (autocast): nothing is reloaded
         if torch.device(device).type == "cpu" and dtype == torch.float32:
-            use_onednn_linears(network)  # same weights and numbers, about twice the GEMM rate on AVX-512 CPUs
+            use_onednn_linears(network)  # same weights and numbers, faster GEMMs on AVX-512 CPUs
         log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
         return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)
 

@@ -19,11 +19,10 @@
 - **Forward pass** (:mod:`virnucpro.embeddings.esm_forward`): fair-esm's layers and weights,
   run by :func:`encoder_forward` rather than ``ESM2.forward`` (SDPA attention, fused GELU,
   oneDNN linears on AVX-512 CPUs, no LM head, stops at the pooled layer): equal to fair-esm's
-  forward within 1e-5 in fp32; on the CPU about 2.2x faster on AVX-512, 1.1x on AVX2
-  (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
+  forward within 1e-5 in fp32, and faster on the CPU (docs/performance.md). Optional packed
+  (unpadded) batches: :func:`packed_encoder_forward`.
 - **Precision**: fp32 on the CPU; on CUDA the model is cast to bf16/fp16 (see
-  :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check,
-  :mod:`virnucpro.embeddings.parity`) except its rotary position tables, which are computed
+  :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check) except its rotary position tables, which are computed
   in fp32 and then cast (bf16 cannot represent positions above 256 exactly).
 """
 
@@ -50,8 +49,8 @@ from virnucpro.embeddings.esm_forward import (
     fused_qkv,
     packed_encoder_forward,
 )
-from virnucpro.embeddings.parity import load_checked, probe_frames
-from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
+from virnucpro.embeddings.precision import dtype_name, load_checked, parity_candidates, probe_frames, resolve_dtype
+from virnucpro.embeddings.store import META_LAYER, META_MODEL, META_PRECISION
 from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
@@ -62,8 +61,7 @@ _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
 PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
 # Tokens per batch when --esm-batch-size is not given, by "on a GPU": the reference's 2,048 on the
 # CPU (bigger batches are cut into cache-sized row groups there anyway); 65,536 on a GPU, where
-# small batches leave it underused (an H200 in bf16: 40-64% of its limit at 64k tokens, 28-63%
-# at 16k; docs/performance.md, "GPU").
+# small batches leave it underused (docs/performance.md).
 ESM_TOKEN_BUDGET_CPU = 2048
 ESM_TOKEN_BUDGET_GPU = 65536
 # fair-esm's ESM-2 models by layer count (esm2_t{layers}_...): width of the representations.
@@ -105,7 +103,7 @@ class EsmEmbedder:
     rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
     variable-length kernel (``torch.nn.attention.varlen``, half precision; where it cannot run, a
     warning and padded attention per sequence). ``packed=None`` (the default) decides per batch:
-    packed where that kernel runs (CUDA, bf16/fp16, Ampere or newer: 9-18% faster on an H200,
+    packed where that kernel runs (CUDA, bf16/fp16, Ampere or newer: faster there,
     docs/performance.md), padded elsewhere; ``VIRNUCPRO_ESM_PACKED=1`` or ``0`` forces either.
     """
 
@@ -160,10 +158,10 @@ class EsmEmbedder:
         """Model, layer, precision and pooling: what determines the numbers."""
         return {
             "kind": "esm",
-            "model": self.name,
+            META_MODEL: self.name,
             "model_files": local_model_fingerprint(self.name) or local_model_fingerprint(hub_checkpoint(self.name)),
-            "layer": str(self.layer),
-            "precision": dtype_name(self.dtype),
+            META_LAYER: str(self.layer),
+            META_PRECISION: dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over residues (BOS/EOS excluded)",
             "max_residues": str(self.max_residues),
@@ -423,7 +421,7 @@ def load_esm_embedder(
     """Load a fair-esm model once (name or local ``.pt``) on ``device``; errors are one-line ModelErrors.
 
     ``precision`` auto on a GPU: half precision only after the parity check of
-    :mod:`virnucpro.embeddings.parity`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
+    :mod:`virnucpro.embeddings.precision`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
     None reads ``VIRNUCPRO_ESM_PACKED``, else chooses per batch.
     """
 

@@ -8,14 +8,13 @@ itself is not survivable here.
 
 from __future__ import annotations
 
-from virnucpro.device_errors import DeviceFailure
 from virnucpro.embeddings.base import Embedder, ModelSpec
 from virnucpro.engine.cpu_batches import batches_side_by_side
 from virnucpro.engine.embed_file import embed_file, run_settings
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
 from virnucpro.engine.state import RunOutcome, WorkerRecord, WorkerState
-from virnucpro.errors import model_load_failure, raise_interruption_behind
+from virnucpro.errors import DeviceFailure, model_load_failure, raise_interruption_behind
 
 
 class InProcessRunner:

@@ -26,7 +26,7 @@ from virnucpro.engine.progress import Progress
 from virnucpro.engine.state import RunOutcome, WorkerRecord, WorkerState
 from virnucpro.log import get_logger
 from virnucpro.outdir import make_outdir
-from virnucpro.summary import log_outcome
+from virnucpro.summary_json import log_outcome
 
 log = get_logger("engine")
 

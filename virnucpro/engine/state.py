@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from virnucpro.embeddings.store import META_PRECISION
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.plan import WorkItem
 from virnucpro.log import get_logger
@@ -68,7 +69,7 @@ class WorkerRecord:
     token_budget: int | None = None  # tokens per batch it starts each file with
     layout: str | None = None  # ESM-2's batches: packed or padded
     first_file_s: float | None = None  # its first embedded file, which carries the process's
-    first_file_tokens: int = 0  # one-time start (on a GPU: kernels loaded on first use, ~5 s)
+    first_file_tokens: int = 0  # one-time start (on a GPU: kernels loaded on first use)
 
     @property
     def label(self) -> str:
@@ -77,7 +78,7 @@ class WorkerRecord:
 
     def model_loaded(self, identity: dict[str, str], settings: dict[str, Any]) -> None:
         """The worker's model is loaded: note how it embeds (embed_file.run_settings); the worker is idle."""
-        self.precision = identity.get("precision")
+        self.precision = identity.get(META_PRECISION)
         self.parity_checks = settings["parity_checks"]
         self.token_budget, self.layout = settings["token_budget"], settings["layout"]
         self.state = WorkerState.IDLE

@@ -90,8 +90,8 @@ def worker_main(
 
 def _serve(embedder: Embedder, token_budget: int | None, parallel: int, conn: Connection) -> None:
     """Embed the files the manager sends until it says stop or is gone."""
-    from virnucpro.device_errors import DeviceFailure
     from virnucpro.engine.embed_file import embed_file
+    from virnucpro.errors import DeviceFailure
 
     progress = _Throttled(conn)
     while True:

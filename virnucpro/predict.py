@@ -18,7 +18,7 @@ from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import list_shards, prepare, prepare_is_current, shard_paths
 from virnucpro.seqio import check_inputs
-from virnucpro.summary import StageTimer, write_summary
+from virnucpro.summary_json import StageTimer, write_summary
 
 log = get_logger("predict")
 
