@@ -6,9 +6,10 @@ VIRNUCPRO := $(VENV)/bin/virnucpro
 # The pinned torch is installed first (here: a local CPU wheel; elsewhere: PyPI's build).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-min clean
+.PHONY: install demo test test-fast test-min clean
 
-# `make test-min`: the same tests with the lowest dependency versions pyproject.toml allows.
+# `make test-min`: the fast tests plus one end-to-end predict, with the lowest dependency versions
+# pyproject.toml allows.
 VENV_MIN ?= .venv-min
 
 # $(call install_into,VENV,EXTRA PIP OPTIONS): a virtual environment with the package and its test extra.
@@ -34,11 +35,16 @@ demo: install
 		--chunk-length 300 --classifier test_models/classifier_test_tiny_300.pt \
 		--esm-model test_models/esm2_t2_test_tiny.pt --dna-model test_models/dna
 
+# `make test`: everything. `make test-fast`: the everyday loop, without the tests marked slow
+# (those that start processes: engine and CLI runs, kill/resume, workflow and benchmark smoke).
 test: install
 	$(PY) -m pytest -q
 
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -q
+	$(VENV_MIN)/bin/python -m pytest -q -m "not slow or end_to_end"
 
 clean:
 	rm -rf results test_models .pytest_cache

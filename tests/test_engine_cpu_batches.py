@@ -85,6 +85,7 @@ def test_batches_run_at_the_same_time_and_the_output_is_the_same(tmp_path: Path,
     assert sorted(told) == [(5, 60)] * 4  # every batch told once, from the calling thread
 
 
+@pytest.mark.slow
 def test_out_of_memory_side_by_side_retries_and_records_as_one_at_a_time(tmp_path: Path, fasta: Path) -> None:
     seqs = [protein(i, 10) for i in range(20)]
     outcomes = []
@@ -127,6 +128,7 @@ def test_real_models_give_the_same_embeddings_side_by_side(tmp_path: Path, test_
     np.testing.assert_allclose(second.matrix, first.matrix, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_exits_without_waiting_for_running_batches(tmp_path: Path) -> None:
     """After SIGTERM or Ctrl-C the CLI ends the process at once; a batch thread still running
     (here: one that would take a minute) does not hold it up, and what was printed is kept."""

@@ -42,14 +42,15 @@ def test_embeds_every_record_in_file_order_and_identical_sequences_once(tmp_path
     assert stored.meta[META_FAILED] == "0"
 
 
-def test_caller_meta_is_kept(tmp_path: Path, fasta: Path) -> None:
-    embed_file(str(fasta), FakeEmbedder(), tmp_path / "out.npz", BUDGET, meta={"sample": "S1"})
+def test_the_metadata_holds_the_model_identity_and_the_counts(tmp_path: Path, fasta: Path) -> None:
+    embed_file(str(fasta), FakeEmbedder(), tmp_path / "out.npz", BUDGET)
     meta = load_embeddings(tmp_path / "out.npz").meta
-    assert meta["sample"] == "S1"
+    assert meta["model"] == "fake" and meta["precision"] == "fp32"  # the identity, for classify's check
     assert meta["embedder"] == '{"dim": "8", "model": "fake", "precision": "fp32"}'
     assert meta["records"] == "8" and meta["embedded"] == "8" and len(meta[META_INPUT_SHA256]) == 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["torch", "runtime"])
 def test_out_of_memory_halves_the_budget_down_to_one_sequence_and_records_what_never_fits(
     tmp_path: Path, fasta: Path, kind: str
@@ -95,6 +96,7 @@ def test_a_small_batch_under_a_large_budget_is_split_not_run_again(tmp_path: Pat
     assert embedder.calls == [24, 12, 12] and result.embedded == 2 and result.oom_retries == 1
 
 
+@pytest.mark.slow
 def test_the_failed_attempt_is_released_before_the_retry(tmp_path: Path, fasta: Path) -> None:
     """Its tensors live in the error's traceback: a retry inside the except block would keep them."""
     import gc

@@ -35,9 +35,15 @@ def _finish(worker: WorkerRecord, name: str, cost: int = 0, failures: int = 0, s
     worker.file_done(FileResult(name, skipped=skipped, failures=[None] * failures))  # type: ignore[list-item]
 
 
-def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture()
+def no_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line at every tick."""
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.0)
+
+
+def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture, no_interval: None) -> None:
     workers = _workers("gpu 0", "gpu 1")
-    progress = Progress("log", "ESM-2", 3, workers, interval_s=0.0)
+    progress = Progress("log", "ESM-2", 3, workers)
     workers[0].add_progress(10, 500)
     _finish(workers[0], "a.faa", failures=1)
     workers[0].take(_item("b.faa"))
@@ -53,7 +59,8 @@ def test_log_lines_come_no_more_often_than_the_interval(
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
-    progress = Progress("log", "ESM-2", 3, _workers("cpu"), interval_s=30.0)
+    assert progress_module.LOG_INTERVAL_S == 30.0
+    progress = Progress("log", "ESM-2", 3, _workers("cpu"))
     with captured_log(caplog):
         for seconds in (1.0, 10.0, 29.0):  # 1 s, 11 s, 40 s after the start: one line, at 40 s
             clock[0] += seconds
@@ -66,9 +73,9 @@ def test_log_lines_come_no_more_often_than_the_interval(
     assert len(caplog.records) == 2
 
 
-def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture, no_interval: None) -> None:
     workers = _workers("cpu")
-    progress = Progress("quiet", "ESM-2", 1, workers, interval_s=0.0)
+    progress = Progress("quiet", "ESM-2", 1, workers)
     with captured_log(caplog):
         workers[0].add_progress(1, 1)
         progress.tick()

@@ -49,6 +49,8 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, row)) for row in rows]
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, inputs):
     records = list(read_records(inputs))
     rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
@@ -64,6 +66,7 @@ def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, 
     assert not (predicted / c.FAILED_FILES).exists()
 
 
+@pytest.mark.slow
 def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Path, inputs, test_models):
     """Reference strategy: every frame embedded alone, features concatenated, MLP in eval mode."""
     frames = [
@@ -86,6 +89,8 @@ def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Pat
         assert row["Prediction"] == ("virus" if p_virus > p_others else "others")
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_chunk_calls_follow_the_reference_consensus(predicted: Path):
     frames = read_tsv(predicted / c.PREDICTION_RESULTS)
     by_chunk: dict[str, list[tuple[float, float]]] = {}
@@ -100,6 +105,7 @@ def test_chunk_calls_follow_the_reference_consensus(predicted: Path):
         assert row["Is_Virus"] == str(best1 >= best0)
 
 
+@pytest.mark.slow
 def test_same_input_and_models_give_byte_identical_prediction_files(predicted: Path, tmp_path, test_models, inputs):
     again = tmp_path / "again"
     assert main(["predict", *inputs, "--outdir", str(again), *model_args(test_models)]) == c.EXIT_OK
@@ -107,6 +113,7 @@ def test_same_input_and_models_give_byte_identical_prediction_files(predicted: P
         assert (again / name).read_bytes() == (predicted / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_resume_skips_completed_stages_and_keeps_results(predicted: Path, tmp_path, test_models, inputs):
     copy = tmp_path / "copy"
     shutil.copytree(predicted, copy)
@@ -143,6 +150,7 @@ def _prepare_and_embed(tmp_path: Path, test_models, inputs) -> tuple[Path, Path,
     return prepared, work, stems
 
 
+@pytest.mark.slow
 def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
     prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
     lost = work / "esm" / f"{stems[1]}.npz"
@@ -179,6 +187,7 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     assert main(classify_args(prepared, work, tmp_path / "none", test_models)) == c.EXIT_FAILED
 
 
+@pytest.mark.slow
 def test_a_sequence_the_embedding_stage_skipped_is_failed_with_the_stage_s_reason(tmp_path, test_models, inputs):
     from virnucpro.embeddings.store import load_embeddings, save_embeddings
 
@@ -231,6 +240,7 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert shown.out.startswith("Usage: virnucpro") and "predict" in shown.out and shown.err == ""
 
 
+@pytest.mark.slow
 def test_a_rerun_that_fails_leaves_no_result_files_of_the_run_before(tmp_path, test_models, inputs, capsys):
     outdir = tmp_path / "out"
     assert main(["predict", inputs[0], "--outdir", str(outdir), *model_args(test_models), "--quiet"]) == c.EXIT_OK
@@ -265,6 +275,7 @@ def test_a_missing_input_is_named_before_the_classifier_is_fetched(tmp_path, cap
     assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {tmp_path / 'nope.fa'}: no such file"]
 
 
+@pytest.mark.slow
 def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_models, inputs, capsys):
     from virnucpro.classifier.checkpoints import save_native
     from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
@@ -345,6 +356,7 @@ def test_a_mistyped_model_is_refused_before_any_work(tmp_path, test_models, inpu
     assert not (tmp_path / "out").exists()  # nothing prepared, nothing embedded
 
 
+@pytest.mark.slow
 def test_swapped_embedding_folders_are_refused(tmp_path, test_models, inputs, capsys):
     prepared, work, _stems = _prepare_and_embed(tmp_path, test_models, inputs)
     args = ["classify", "--prepared", str(prepared), "--dna-embeddings", str(work / "esm"),
@@ -368,6 +380,8 @@ def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
         check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: Path):
     models = json.loads((predicted / c.SUMMARY_JSON).read_text())["models"]
     esm, dna = models[c.STAGE_ESM], models[c.STAGE_DNA]

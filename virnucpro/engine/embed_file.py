@@ -130,7 +130,6 @@ def embed_file(
     embedder: Embedder,
     out_path: Path,
     token_budget: int | None,
-    meta: dict[str, str] | None = None,
     *,
     skip_if_current: bool = False,
     on_batch: ProgressCallback | None = None,
@@ -190,7 +189,6 @@ def embed_file(
             continue
         result.failures.append(Failure.of_sequence(path, embedder.stage, ids[i], why))
     stored_meta = {
-        **(meta or {}),
         **embedder.identity(),  # model, layer, precision: read by classify's compatibility check
         META_INPUT_SHA256: input_sha256,
         META_EMBEDDER: fingerprint,

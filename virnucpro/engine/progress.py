@@ -43,7 +43,6 @@ class Progress:
         stage: str,
         total_files: int,
         workers: list[WorkerRecord],
-        interval_s: float = LOG_INTERVAL_S,
         total_cost: int = 0,
     ):
         self.mode = resolve_mode(mode)
@@ -51,7 +50,7 @@ class Progress:
         self.total_files = total_files
         self.total_cost = total_cost  # residues + boundary tokens of every file (engine.plan.estimate_cost)
         self.workers = workers
-        self.interval_s = interval_s
+        self.interval_s = LOG_INTERVAL_S
         self.start = time.monotonic()
         self.last_log = self.start
         self._live = None

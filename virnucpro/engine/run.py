@@ -17,7 +17,7 @@ from virnucpro.contracts import (
     write_failures,
 )
 from virnucpro.embeddings.base import ModelSpec
-from virnucpro.engine.devices import plan_workers
+from virnucpro.engine.devices import WorkerSlot, plan_workers
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.inprocess import InProcessRunner
 from virnucpro.engine.manager import Manager
@@ -51,13 +51,12 @@ def run_embedding(
     workers: int | None = None,
     resume: bool = False,
     progress: str = "auto",
-    isolate: bool = False,
 ) -> EngineResult:
     """Embed every file into ``outdir/<stem>.npz`` with spawned workers loading ``spec`` once each.
 
     ``spec`` says what each worker loads (``EsmSpec``, ``DnaSpec``; any picklable ModelSpec).
     ``outdir/failed_files.txt`` lists the failures (and is removed when there are none).
-    A single CPU worker runs in this process (seconds faster) unless ``isolate`` is set.
+    A single CPU worker runs in this process (:func:`runs_in_process`).
     """
     start = time.perf_counter()
     outdir = make_outdir(outdir)
@@ -72,7 +71,7 @@ def run_embedding(
     try:
         if not items:  # nothing to embed: load no model
             outcome = RunOutcome()
-        elif len(slots) == 1 and slots[0].device == "cpu" and not isolate:
+        elif runs_in_process(slots):
             outcome = InProcessRunner(items, spec, token_budget, records[0], display, resume=resume).run()
         else:
             outcome = Manager(items, spec, token_budget, records, display, resume=resume).run()
@@ -87,6 +86,12 @@ def run_embedding(
     if not outcome.systemic:  # a systemic failure was logged as such already
         log_outcome(stage, exit_code, failures, outdir / FAILED_FILES)
     return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
+
+
+def runs_in_process(slots: list[WorkerSlot]) -> bool:
+    """A single CPU worker runs in this process: seconds faster than spawning one (no second torch
+    import and model load); only a crash of the process itself is then not survivable."""
+    return len(slots) == 1 and slots[0].device == "cpu"
 
 
 def _remove_stale_temporaries(out_path: Path) -> None:
