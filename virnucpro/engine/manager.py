@@ -19,17 +19,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from virnucpro.embeddings.base import ModelSpec
-from virnucpro.engine.messages import (
-    BatchesDone,
-    DeviceFailed,
-    Embed,
-    FileDone,
-    LoadFailed,
-    LogRecord,
-    Ready,
-    Stop,
-    WorkerMessage,
-)
+from virnucpro.engine import messages as msg
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
 from virnucpro.engine.state import RunOutcome, WorkerRecord, WorkerState, exit_description
@@ -140,22 +130,22 @@ class Manager:
             conn.close()
             worker.conn = None
 
-    def _handle(self, worker: WorkerRecord, message: WorkerMessage) -> None:
+    def _handle(self, worker: WorkerRecord, message: msg.WorkerMessage) -> None:
         match message:
-            case Ready(stage, identity, settings):
+            case msg.Ready(stage, identity, settings):
                 self.outcome.worker_ready(worker, stage, identity, settings)
                 log.debug("worker %d (%s) loaded the model", worker.number, worker.label)
-            case LoadFailed(text, trace):
+            case msg.LoadFailed(text, trace):
                 log.debug("worker %d (%s) could not load the model:\n%s", worker.number, worker.label, trace)
                 self._fail(worker, text)
-            case BatchesDone(sequences, tokens):
+            case msg.BatchesDone(sequences, tokens):
                 worker.add_progress(sequences, tokens)
-            case LogRecord(level, text):
+            case msg.LogRecord(level, text):
                 log.log(level, "worker %d (%s): %s", worker.number, worker.label, text)
-            case DeviceFailed(text):
+            case msg.DeviceFailed(text):
                 where = f" while embedding {worker.item.path}" if worker.item else ""
                 self._fail(worker, f"device failure{where}: {text}")
-            case FileDone(index, result):
+            case msg.FileDone(index, result):
                 self.outcome.file_done(worker, index, result)
 
     # -- deaths ----------------------------------------------------------------------------
@@ -193,7 +183,7 @@ class Manager:
                 break
             item = self.pending.popleft()
             try:
-                worker.conn.send(Embed(item.index, item.path, item.out_path, self.resume))
+                worker.conn.send(msg.Embed(item.index, item.path, item.out_path, self.resume))
             except OSError:  # died before taking it: the item goes back untouched
                 self.pending.appendleft(item)
                 continue
@@ -206,7 +196,7 @@ class Manager:
                 continue
             if worker.state == WorkerState.IDLE and worker.conn is not None:
                 try:
-                    worker.conn.send(Stop())
+                    worker.conn.send(msg.Stop())
                     worker.end(WorkerState.COMPLETED)
                     continue
                 except OSError:

@@ -16,16 +16,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from virnucpro.engine.messages import (
-    BatchesDone,
-    DeviceFailed,
-    Embed,
-    FileDone,
-    LoadFailed,
-    LogRecord,
-    Ready,
-    WorkerMessage,
-)
+from virnucpro.engine import messages as msg
 
 if TYPE_CHECKING:
     from virnucpro.embeddings.base import Embedder
@@ -49,7 +40,7 @@ class _Throttled:
             self.flush()
 
     def flush(self) -> None:
-        if (self.sequences or self.tokens) and not _send(self.conn, BatchesDone(self.sequences, self.tokens)):
+        if (self.sequences or self.tokens) and not _send(self.conn, msg.BatchesDone(self.sequences, self.tokens)):
             raise SystemExit(0)  # the manager is gone: nobody will collect this file
         self.sequences = self.tokens = 0
         self.last = time.monotonic()
@@ -76,13 +67,13 @@ def worker_main(
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
         from virnucpro.errors import model_load_failure
 
-        _send(conn, LoadFailed(model_load_failure(error), traceback.format_exc()))
+        _send(conn, msg.LoadFailed(model_load_failure(error), traceback.format_exc()))
         conn.close()
         return
     from virnucpro.engine.cpu_batches import batches_side_by_side
     from virnucpro.engine.embed_file import run_settings
 
-    if not _send(conn, Ready(embedder.stage, embedder.identity(), run_settings(embedder, token_budget))):
+    if not _send(conn, msg.Ready(embedder.stage, embedder.identity(), run_settings(embedder, token_budget))):
         return
     with batches_side_by_side(device, threads) as parallel:
         _serve(embedder, token_budget, parallel, conn)
@@ -99,7 +90,7 @@ def _serve(embedder: Embedder, token_budget: int | None, parallel: int, conn: Co
             message = conn.recv()
         except (EOFError, OSError):  # the manager is gone
             return
-        if not isinstance(message, Embed):  # Stop
+        if not isinstance(message, msg.Embed):  # Stop
             return
         try:
             result = embed_file(
@@ -107,15 +98,15 @@ def _serve(embedder: Embedder, token_budget: int | None, parallel: int, conn: Co
                 skip_if_current=message.resume, on_batch=progress, parallel_batches=parallel,
             )
         except DeviceFailure as failure:
-            _send(conn, DeviceFailed(str(failure)))
+            _send(conn, msg.DeviceFailed(str(failure)))
             conn.close()
             os._exit(EXIT_DEVICE_FAILURE)  # no CUDA teardown on a broken context
         progress.flush()
-        if not _send(conn, FileDone(message.index, result)):
+        if not _send(conn, msg.FileDone(message.index, result)):
             return
 
 
-def _send(conn: Connection, message: WorkerMessage) -> bool:
+def _send(conn: Connection, message: msg.WorkerMessage) -> bool:
     """Send to the manager; False when it is gone (the worker then exits quietly)."""
     try:
         conn.send(message)
@@ -133,7 +124,7 @@ class _PipeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.conn.send(LogRecord(record.levelno, self.format(record)))
+            self.conn.send(msg.LogRecord(record.levelno, self.format(record)))
         except Exception:  # noqa: BLE001  (a broken pipe must not break the work)
             pass
 
