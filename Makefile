@@ -14,9 +14,10 @@ NEXTFLOW_DIR := build/nextflow
 NEXTFLOW := $(NEXTFLOW_DIR)/$(NXF_VER)/nextflow
 NEXTFLOW_OLDEST := $(NEXTFLOW_DIR)/$(NXF_VER_OLDEST)/nextflow
 
-.PHONY: install nextflow demo demo-cli test test-min clean
+.PHONY: install nextflow demo demo-cli test test-fast test-min clean
 
-# `make test-min`: the same tests with the lowest dependency versions pyproject.toml allows.
+# `make test-min`: the fast tests plus one end-to-end predict, with the lowest dependency versions
+# pyproject.toml allows.
 VENV_MIN ?= .venv-min
 
 # $(call install_into,VENV,EXTRA PIP OPTIONS): a virtual environment with the package and its test extra.
@@ -52,13 +53,19 @@ demo-cli: install
 		--chunk-length 300 --classifier test_models/classifier_test_tiny_300.pt \
 		--esm-model test_models/esm2_t2_test_tiny.pt --dna-model test_models/dna
 
+# `make test`: everything, the pipeline under Nextflow included. `make test-fast`: the everyday
+# loop, without the tests marked slow (those that start processes: engine, CLI and pipeline runs,
+# kill/resume, benchmark smoke).
 test: install nextflow
 	PATH="$(abspath $(VENV))/bin:$$PATH" VIRNUCPRO_REQUIRE_NEXTFLOW=1 \
 		VIRNUCPRO_NEXTFLOW=$(abspath $(NEXTFLOW)) VIRNUCPRO_NEXTFLOW_OLDEST=$(abspath $(NEXTFLOW_OLDEST)) \
 		$(PY) -m pytest -q
 
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -q -m "not nextflow"
+	$(VENV_MIN)/bin/python -m pytest -q -m "not slow or end_to_end"
 
 clean:
 	rm -rf results results_test test_models .pytest_cache work .nextflow .nextflow.log*

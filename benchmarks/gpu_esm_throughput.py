@@ -120,7 +120,7 @@ def measure(embedder, sequences: list[str], budget: int, device: str) -> dict:
 def parity(model_fp32, alphabet, arch: str, device: str, dtype: torch.dtype, sample: list[str]) -> dict:
     """bf16 vs fp32 cosine per embedding, and our fp32 forward vs fair-esm's forward."""
     from virnucpro.embeddings.esm import EsmEmbedder, cast_model
-    from virnucpro.embeddings.parity import cosines
+    from virnucpro.embeddings.precision import cosines
 
     layers = ARCHITECTURES[arch][0]
     full = EsmEmbedder(model_fp32, alphabet, arch, layers, device=device, dtype=torch.float32, packed=False)
@@ -314,7 +314,7 @@ def scaling(args: argparse.Namespace, device: str) -> dict:
 
 
 def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
-    from virnucpro.embeddings.base import EmbedderSpec
+    from virnucpro.embeddings.esm import EsmSpec
     from virnucpro.engine import run_embedding
     from virnucpro.seqio import write_fasta_record
 
@@ -333,7 +333,7 @@ def _scaling_in(workdir: Path, args: argparse.Namespace, device: str) -> dict:
         plans = [",".join(gpus[:n]) for n in range(1, len(gpus) + 1)]
     else:
         plans = [None]
-    spec = EmbedderSpec("esm", str(checkpoint), precision="bf16" if device.startswith("cuda") else "fp32")
+    spec = EsmSpec(str(checkpoint), precision="bf16" if device.startswith("cuda") else "fp32")
     runs = []
     for plan in plans:
         start = time.perf_counter()

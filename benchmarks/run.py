@@ -63,7 +63,7 @@ def write_read_set(path: Path, reads: int, length: int, coding_fraction: float, 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from virnucpro.embeddings.dna import DNA_TOKEN_BUDGET
     from virnucpro.embeddings.esm import ESM_TOKEN_BUDGET_CPU
-    from virnucpro.pipeline import PredictOptions
+    from virnucpro.predict import PredictOptions
 
     defaults = PredictOptions()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

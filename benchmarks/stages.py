@@ -77,7 +77,8 @@ def stage_prepare(reads: str, prepared: str, chunk_length: int, shard_size: int)
 
 def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget: int) -> dict:
     """One embedding stage over every shard, in this process: load once, then the engine's embed_file."""
-    from virnucpro.embeddings.base import EmbedderSpec
+    from virnucpro.embeddings.dna import DnaSpec
+    from virnucpro.embeddings.esm import EsmSpec
     from virnucpro.engine import embed_file
     from virnucpro.engine.cpu_batches import batches_side_by_side
     from virnucpro.prepare import list_shards, shard_paths
@@ -86,7 +87,7 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
     which = 0 if kind == "dna" else 1
     files = [shard_paths(Path(prepared), stem)[which] for stem in list_shards(Path(prepared))]
     start = time.perf_counter()
-    embedder = EmbedderSpec(kind, model).load("cpu")
+    embedder = (DnaSpec if kind == "dna" else EsmSpec)(model).load("cpu")
     load_s = time.perf_counter() - start
     timed = TimedEmbedder(embedder)
     Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -149,14 +150,15 @@ def stage_predict(
     """The whole ``virnucpro predict``, as the command runs it."""
     import json
 
-    from virnucpro.embeddings.base import EmbedderSpec
-    from virnucpro.pipeline import PredictOptions, run_predict
+    from virnucpro.embeddings.dna import DnaSpec
+    from virnucpro.embeddings.esm import EsmSpec
+    from virnucpro.predict import PredictOptions, run_predict
 
     options = PredictOptions(
         chunk_length=chunk_length,
         classifier=models["classifier"],
-        esm=EmbedderSpec("esm", models["esm"]),
-        dna=EmbedderSpec("dna", models["dna"]),
+        esm=EsmSpec(models["esm"]),
+        dna=DnaSpec(models["dna"]),
         esm_batch_tokens=esm_tokens,
         dna_batch_tokens=dna_tokens,
         shard_size=shard_size,

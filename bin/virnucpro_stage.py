@@ -50,7 +50,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--version"]:
     print(f"virnucpro, version {__version__}")
     sys.exit(0)
 
-from virnucpro.cli import cli, commands, main  # noqa: E402,F401  (after the path set-up; registers every stage)
+from virnucpro.cli import cli, main  # noqa: E402  (after the path set-up)
 
 __all__ = ["cli", "main"]
 

@@ -119,7 +119,7 @@ class FakeSpec:
     """Picklable "what to load" for spawned workers; ``load`` builds a FakeEmbedder."""
 
     model: str = "fake"
-    kind: str = "esm"
+    stage: str = STAGE_ESM
     die_on: str | None = None
     marker: str | None = None
     death: str = "kill"
@@ -146,7 +146,7 @@ class FakeSpec:
 
 
 class StaggeredFakeSpec(FakeSpec):
-    """A spec without a prefetch hook, like EmbedderSpec: the manager loads one worker first."""
+    """A spec without a prefetch hook, like EsmSpec and DnaSpec: the manager loads one worker first."""
 
     prefetch = None  # type: ignore[assignment]
 
@@ -181,7 +181,7 @@ class WrappedEmbedder(EmbedderWrapper):
 
 @dataclass
 class WrappedSpec:
-    """Loads a real model from ``inner`` (an EmbedderSpec) and wraps it in a WrappedEmbedder."""
+    """Loads a real model from ``inner`` (an EsmSpec or DnaSpec) and wraps it in a WrappedEmbedder."""
 
     inner: object
     die_on: str | None = None
@@ -189,8 +189,8 @@ class WrappedSpec:
     oom_above: int | None = None
 
     @property
-    def kind(self) -> str:
-        return self.inner.kind  # type: ignore[attr-defined]
+    def stage(self) -> str:
+        return self.inner.stage  # type: ignore[attr-defined]
 
     def load(self, device: str = "cpu") -> WrappedEmbedder:
         inner = self.inner.load(device)  # type: ignore[attr-defined]

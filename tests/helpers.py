@@ -8,6 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from virnucpro.embeddings.base import ModelSpec
+
+
+def model_spec(kind: str, model: str, **options) -> ModelSpec:
+    """The spec of the ``esm`` or ``dna`` model ``model`` (for tests run over both models)."""
+    from virnucpro.embeddings.dna import DnaSpec
+    from virnucpro.embeddings.esm import EsmSpec
+
+    return {"esm": EsmSpec, "dna": DnaSpec}[kind](model, **options)
+
 
 @contextlib.contextmanager
 def captured_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:

@@ -7,7 +7,6 @@ is checked by running them (tests/test_pipeline_nextflow.py).
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from collections.abc import Iterator

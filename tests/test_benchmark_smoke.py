@@ -85,6 +85,7 @@ def test_flop_formula() -> None:
     assert small.flops([3]) == 2 * (2 * 10 * 3 + 4 * 4 * 9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [[], ["--scaling"]])
 def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_path: Path, mode: list[str]) -> None:
     """The GPU benchmark only runs for real on a device machine: its --dry-run keeps the script honest here."""

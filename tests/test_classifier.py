@@ -337,46 +337,56 @@ def _no_network(*_args, **_kwargs):
     raise AssertionError("the URL must not be read")
 
 
+def _serve(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Download the reference classifiers from ``url`` (for this test only)."""
+    monkeypatch.setattr(reference, "REFERENCE_URL_TEMPLATE", url)
+
+
 def test_fetch_downloads_verifies_then_uses_cache(served, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    path = fetch_reference_classifier(300, cache, url=served.as_uri())
+    _serve(monkeypatch, served.as_uri())
+    path = fetch_reference_classifier(300, cache)
     assert path == cache / "300_model.pth" and path.read_bytes() == served.read_bytes()
     assert sorted(p.name for p in cache.iterdir()) == ["300_model.pth"]
     (cache / "plain").write_text("x")  # a shared cache: the mode any file written here gets, not mkstemp's 0600
     assert path.stat().st_mode & 0o777 == (cache / "plain").stat().st_mode & 0o777
     monkeypatch.setattr(reference.urllib.request, "urlopen", _no_network)
-    assert fetch_reference_classifier(300, cache, url="http://127.0.0.1:9/never") == path
+    _serve(monkeypatch, "http://127.0.0.1:9/never")
+    assert fetch_reference_classifier(300, cache) == path
 
 
-def test_fetch_replaces_a_corrupt_cached_file(served, tmp_path):
+def test_fetch_replaces_a_corrupt_cached_file(served, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "300_model.pth").write_bytes(b"truncated")
-    path = fetch_reference_classifier(300, cache, url=served.as_uri())
+    _serve(monkeypatch, served.as_uri())
+    path = fetch_reference_classifier(300, cache)
     assert git_blob_id(path) == reference.REFERENCE_BLOB_IDS[300]
 
 
-def test_fetch_wrong_content_refused_and_not_cached(served, tmp_path):
+def test_fetch_wrong_content_refused_and_not_cached(served, tmp_path, monkeypatch):
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(served.read_bytes() + b"x")
     cache = tmp_path / "cache"
+    _serve(monkeypatch, wrong.as_uri())
     with pytest.raises(ModelError, match="blob id .* expected"):
-        fetch_reference_classifier(300, cache, url=wrong.as_uri())
+        fetch_reference_classifier(300, cache)
     assert list(cache.iterdir()) == []
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/300_model.pth", "file:///nonexistent/dir/300_model.pth"])
-def test_fetch_offline_error(served, tmp_path, url):
+def test_fetch_offline_error(served, tmp_path, monkeypatch, url):
     cache = tmp_path / "cache"
+    _serve(monkeypatch, url)
     with pytest.raises(ModelError, match="could not download") as info:
-        fetch_reference_classifier(300, cache, url=url)
+        fetch_reference_classifier(300, cache)
     message = str(info.value)
     assert url in message and str(cache / "300_model.pth") in message and "--classifier" in message
     assert "\n" not in message and list(cache.iterdir()) == []
 
 
 def test_fetch_classifier_cli(served, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(reference, "REFERENCE_URL_TEMPLATE", served.parent.as_uri() + "/{chunk_length}_model.pth")
+    _serve(monkeypatch, served.parent.as_uri() + "/{chunk_length}_model.pth")
     cache = tmp_path / "cache"
     assert main(["fetch-classifier", "300", "--cache-dir", str(cache), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == str(cache / "300_model.pth")
@@ -384,14 +394,16 @@ def test_fetch_classifier_cli(served, tmp_path, monkeypatch, capsys):
 
 def test_resolve_classifier(served, tmp_path, monkeypatch, ref_module, features):
     cache = tmp_path / "cache"
-    fetch_reference_classifier(300, cache, url=served.as_uri())
+    _serve(monkeypatch, served.as_uri())
+    fetch_reference_classifier(300, cache)
     monkeypatch.setattr(reference.urllib.request, "urlopen", _no_network)
-    model, meta = resolve_classifier("300", 300, cache_dir=cache)
+    monkeypatch.setenv("VIRNUCPRO_CACHE", str(cache))  # where --classifier 300 looks
+    model, meta = resolve_classifier("300", 300)
     assert meta.chunk_length == 300
     with torch.no_grad():
         assert torch.equal(model(features), ref_module(features))
     with pytest.raises(ModelError, match="does not match --chunk-length 500"):
-        resolve_classifier("300", 500, cache_dir=cache)
+        resolve_classifier("300", 500)
     native = tmp_path / "native.pt"
     convert_reference(served, native, 300)
     assert resolve_classifier(str(native), None)[1].chunk_length == 300

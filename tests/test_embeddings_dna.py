@@ -66,10 +66,15 @@ def test_pooling_includes_cls_and_sep(embedder: DnaEmbedder) -> None:
     assert not np.allclose(got, hidden[1:-1].mean(0).numpy(), atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def singles(embedder: DnaEmbedder) -> np.ndarray:
+    """``_dna()`` embedded one at a time (computed once for every budget)."""
+    return _single(embedder, _dna())
+
+
 @pytest.mark.parametrize("budget", [1, 64, 300, 10_000])
-def test_batched_equals_single(embedder: DnaEmbedder, budget: int) -> None:
-    sequences = _dna()
-    np.testing.assert_allclose(_batched(embedder, sequences, budget), _single(embedder, sequences), atol=1e-5, rtol=0)
+def test_batched_equals_single(embedder: DnaEmbedder, singles: np.ndarray, budget: int) -> None:
+    np.testing.assert_allclose(_batched(embedder, _dna(), budget), singles, atol=1e-5, rtol=0)
 
 
 def test_batches_respect_the_token_budget(embedder: DnaEmbedder) -> None:
@@ -81,6 +86,7 @@ def test_batches_respect_the_token_budget(embedder: DnaEmbedder) -> None:
     assert embedder.token_count("ACGT") == len(embedder.tokenizer("ACGT")["input_ids"])
 
 
+@pytest.mark.slow
 def test_threads_can_share_the_embedder(embedder: DnaEmbedder) -> None:
     """CPU batches run side by side: batching (tokenizer without padding) and embedding (with
     padding) from eight threads at once; transformers switches the padding on the shared Rust
@@ -283,6 +289,7 @@ def _load_from_hub_cache(home: Path, hub_id: str, workdir: Path) -> tuple[list[s
     return first.split(), fingerprint, done.stderr
 
 
+@pytest.mark.slow
 def test_a_hub_id_in_the_local_cache_loads_without_asking_the_hub(test_models, tmp_path: Path) -> None:
     """Offline, the hub client retries each file for half a minute before using the cache: a cached
     model must not ask at all. A subprocess, so the cache location is read from the environment."""
@@ -324,6 +331,7 @@ def test_old_revision_is_refused_by_transformers_4_without_the_loader(old_revisi
         )
 
 
+@pytest.mark.slow
 def test_old_revision_loads(old_revision_model, tmp_path: Path) -> None:
     printed, _, stderr = _load_from_hub_cache(old_revision_model, "virnucpro/old-dnabert", tmp_path)
     assert "ASKED THE HUB" not in stderr

@@ -76,10 +76,16 @@ def test_pooling_is_mean_over_residues_excluding_bos_eos(embedder: EsmEmbedder) 
     assert not np.allclose(embedder.embed_batch([sequence])[0], hidden.mean(0).numpy(), atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def singles(embedder: EsmEmbedder) -> np.ndarray:
+    """``_proteins()`` embedded one at a time (computed once for every budget)."""
+    return _single(embedder, _proteins())
+
+
 @pytest.mark.parametrize("budget", [1, 100, 1030, 4096])
-def test_batched_equals_single(embedder: EsmEmbedder, budget: int) -> None:
+def test_batched_equals_single(embedder: EsmEmbedder, singles: np.ndarray, budget: int) -> None:
     sequences = _proteins()
-    expected = _single(embedder, sequences)
+    expected = singles
     batches = embedder.make_batches(sequences, budget)
     assert sorted(i for batch in batches for i in batch) == list(range(len(sequences)))
     got = np.zeros_like(expected)

@@ -12,7 +12,7 @@ import pytest
 
 from virnucpro.cli import main
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, SUMMARY_JSON
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file
 
@@ -37,6 +37,7 @@ def _outputs(outdir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(outdir.glob("*.npz"))}
 
 
+@pytest.mark.slow
 def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
     tmp_path: Path, proteins: list[str], test_models
 ) -> None:
@@ -46,7 +47,7 @@ def test_embed_esm_is_identical_with_one_or_two_workers_and_matches_embed_file(
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert sorted(one) == ["prot0.npz", "prot1.npz", "prot2.npz"] and one == two
 
-    embedder = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    embedder = EsmSpec(str(test_models.esm)).load("cpu")
     embed_file(proteins[1], embedder, tmp_path / "direct.npz", 200)
     assert (tmp_path / "direct.npz").read_bytes() == one["prot1.npz"]  # the engine adds nothing of its own
     stored = load_embeddings(tmp_path / "one" / "prot1.npz")
@@ -96,6 +97,7 @@ def _embed_esm_quietly(protein: str, outdir: Path, model: Path) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 def test_a_missing_model_is_refused_before_any_work(tmp_path: Path, proteins: list[str]) -> None:
     missing = tmp_path / "no_such_model.pt"
     process = _embed_esm_quietly(proteins[0], tmp_path / "out", missing)
@@ -104,6 +106,7 @@ def test_a_missing_model_is_refused_before_any_work(tmp_path: Path, proteins: li
     assert not (tmp_path / "out").exists()  # no worker started, nothing recorded as data
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_to_load_is_a_systemic_failure(tmp_path: Path, proteins: list[str]) -> None:
     broken = tmp_path / "esm2_t2_broken.pt"
     broken.write_bytes(b"not a checkpoint")
@@ -143,6 +146,7 @@ def _alive(pid: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_the_workers_and_releases_the_output_directory(tmp_path: Path, test_models, workers: int) -> None:
     """A scheduler's time limit: exit 143 with one line, workers gone, nothing half-written left."""

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from virnucpro.contracts import STAGE_ESM
-from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import embed_file, inprocess, run_embedding
 from virnucpro.engine.cpu_batches import batches_side_by_side
 
 from engine_doubles import FakeEmbedder, FakeSpec, protein, write_fasta
+from helpers import model_spec
 
 BUDGET = 64
 
@@ -85,6 +85,7 @@ def test_batches_run_at_the_same_time_and_the_output_is_the_same(tmp_path: Path,
     assert sorted(told) == [(5, 60)] * 4  # every batch told once, from the calling thread
 
 
+@pytest.mark.slow
 def test_out_of_memory_side_by_side_retries_and_records_as_one_at_a_time(tmp_path: Path, fasta: Path) -> None:
     seqs = [protein(i, 10) for i in range(20)]
     outcomes = []
@@ -117,7 +118,7 @@ def test_real_models_give_the_same_embeddings_side_by_side(tmp_path: Path, test_
         records = [(f"n{i}", "".join(bases[(i * 7 + j * j) % 4] for j in range(60 + i % 23))) for i in range(60)]
         model, budget = str(test_models.dna), 300
     fasta = write_fasta(tmp_path / "in.fa", records)
-    embedder = EmbedderSpec(kind, model).load("cpu")
+    embedder = model_spec(kind, model).load("cpu")
     alone = embed_file(str(fasta), embedder, tmp_path / "alone.npz", budget)
     with batches_side_by_side("cpu", 3) as parallel:
         side = embed_file(str(fasta), embedder, tmp_path / "side.npz", budget, parallel_batches=parallel)
@@ -127,6 +128,7 @@ def test_real_models_give_the_same_embeddings_side_by_side(tmp_path: Path, test_
     np.testing.assert_allclose(second.matrix, first.matrix, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_exits_without_waiting_for_running_batches(tmp_path: Path) -> None:
     """After SIGTERM or Ctrl-C the CLI ends the process at once; a batch thread still running
     (here: one that would take a minute) does not hold it up, and what was printed is kept."""

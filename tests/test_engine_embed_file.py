@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from virnucpro.contracts import STAGE_DNA, STAGE_ESM
-from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory
-from virnucpro.embeddings.store import load_embeddings
+from virnucpro.embeddings.store import META_FAILED, META_INPUT_SHA256, load_embeddings
 from virnucpro.engine import embed_file
-from virnucpro.engine.embed_file import META_FAILED, META_INPUT_SHA256, current_output_records
+from virnucpro.engine.embed_file import current_output_records
+from virnucpro.errors import DeviceFailure, is_device_failure, is_out_of_memory
 
 from engine_doubles import FakeEmbedder, fake_vector, out_of_memory, protein, write_fasta
 
@@ -42,14 +42,15 @@ def test_embeds_every_record_in_file_order_and_identical_sequences_once(tmp_path
     assert stored.meta[META_FAILED] == "0"
 
 
-def test_caller_meta_is_kept(tmp_path: Path, fasta: Path) -> None:
-    embed_file(str(fasta), FakeEmbedder(), tmp_path / "out.npz", BUDGET, meta={"sample": "S1"})
+def test_the_metadata_holds_the_model_identity_and_the_counts(tmp_path: Path, fasta: Path) -> None:
+    embed_file(str(fasta), FakeEmbedder(), tmp_path / "out.npz", BUDGET)
     meta = load_embeddings(tmp_path / "out.npz").meta
-    assert meta["sample"] == "S1"
+    assert meta["model"] == "fake" and meta["precision"] == "fp32"  # the identity, for classify's check
     assert meta["embedder"] == '{"dim": "8", "model": "fake", "precision": "fp32"}'
     assert meta["records"] == "8" and meta["embedded"] == "8" and len(meta[META_INPUT_SHA256]) == 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["torch", "runtime"])
 def test_out_of_memory_halves_the_budget_down_to_one_sequence_and_records_what_never_fits(
     tmp_path: Path, fasta: Path, kind: str
@@ -95,6 +96,7 @@ def test_a_small_batch_under_a_large_budget_is_split_not_run_again(tmp_path: Pat
     assert embedder.calls == [24, 12, 12] and result.embedded == 2 and result.oom_retries == 1
 
 
+@pytest.mark.slow
 def test_the_failed_attempt_is_released_before_the_retry(tmp_path: Path, fasta: Path) -> None:
     """Its tensors live in the error's traceback: a retry inside the except block would keep them."""
     import gc
@@ -181,7 +183,7 @@ def test_out_of_memory_is_recognised_by_type_or_message() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file"),
+        (None, "{path}: no such file"),  # as the console says it
         (b"", "no FASTA records (empty file or not FASTA)"),
         (b"just some text\nwithout a header\n", "no FASTA records (empty file or not FASTA)"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe junk", "binary content, not a FASTA text file"),
@@ -196,7 +198,7 @@ def test_a_bad_file_is_one_failure_and_leaves_no_output(tmp_path: Path, content:
     out = tmp_path / "bad.npz"
     out.write_bytes(b"stale output of an earlier run")
     result = embed_file(str(path), FakeEmbedder(), out, BUDGET)
-    assert [f.line() for f in result.failures] == [f"{path}|ESM-2|{message}"]
+    assert [f.line() for f in result.failures] == [f"{path}|ESM-2|{message.format(path=path)}"]
     assert result.output is None and not out.exists()
 
 
@@ -255,7 +257,7 @@ def test_a_stream_is_one_clear_failure_not_an_empty_file(tmp_path: Path) -> None
 def test_a_directory_is_named_as_one_not_called_a_stream(tmp_path: Path) -> None:
     """Only pipes, sockets and character devices read once; a directory fails as what it is."""
     result = embed_file(str(tmp_path), FakeEmbedder(), tmp_path / "a.npz", BUDGET)
-    assert [f.line() for f in result.failures] == [f"{tmp_path}|ESM-2|Is a directory ({tmp_path})"]
+    assert [f.line() for f in result.failures] == [f"{tmp_path}|ESM-2|{tmp_path}: Is a directory"]
 
 
 def test_missing_and_corrupt_outputs_are_not_current(tmp_path: Path) -> None:

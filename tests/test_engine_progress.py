@@ -1,23 +1,52 @@
-"""Progress: periodic log lines without a terminal, nothing when quiet."""
+"""Progress: drawn from the workers' records; periodic log lines without a terminal, nothing when quiet."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from virnucpro.engine import progress as progress_module
+from virnucpro.engine.devices import WorkerSlot
+from virnucpro.engine.embed_file import FileResult
+from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress, resolve_mode
+from virnucpro.engine.state import WorkerRecord
 
 from helpers import captured_log
 
 
-def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
-    progress = Progress("log", "ESM-2", 3, ["gpu 0", "gpu 1"], interval_s=0.0)
-    progress.set_state(0, "processing", "a.faa")
-    progress.add(0, 10, 500)
-    progress.file_done(0, failures=1)
+def _workers(*labels: str) -> list[WorkerRecord]:
+    """Records of workers on ``gpu N`` (or ``cpu``) devices."""
+    slots = [WorkerSlot("cpu") if label == "cpu" else WorkerSlot("cuda:0", {"CUDA_VISIBLE_DEVICES": label[4:]})
+             for label in labels]
+    return [WorkerRecord(number, slot) for number, slot in enumerate(slots)]
+
+
+def _item(name: str, cost: int = 0) -> WorkItem:
+    return WorkItem(0, name, Path(f"{name}.npz"), cost)
+
+
+def _finish(worker: WorkerRecord, name: str, cost: int = 0, failures: int = 0, skipped: bool = False) -> None:
+    """``worker`` takes file ``name`` (of ``cost``) and finishes it."""
+    worker.take(_item(name, cost))
+    worker.file_done(FileResult(name, skipped=skipped, failures=[None] * failures))  # type: ignore[list-item]
+
+
+@pytest.fixture()
+def no_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line at every tick."""
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.0)
+
+
+def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFixture, no_interval: None) -> None:
+    workers = _workers("gpu 0", "gpu 1")
+    progress = Progress("log", "ESM-2", 3, workers)
+    workers[0].add_progress(10, 500)
+    _finish(workers[0], "a.faa", failures=1)
+    workers[0].take(_item("b.faa"))
     with captured_log(caplog):
         progress.tick()
     progress.close()
@@ -28,11 +57,10 @@ def test_log_mode_writes_one_plain_line_per_interval(caplog: pytest.LogCaptureFi
 def test_log_lines_come_no_more_often_than_the_interval(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import virnucpro.engine.progress as progress_module
-
     clock = [1000.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
-    progress = Progress("log", "ESM-2", 3, ["cpu"], interval_s=30.0)
+    assert progress_module.LOG_INTERVAL_S == 30.0
+    progress = Progress("log", "ESM-2", 3, _workers("cpu"))
     with captured_log(caplog):
         for seconds in (1.0, 10.0, 29.0):  # 1 s, 11 s, 40 s after the start: one line, at 40 s
             clock[0] += seconds
@@ -45,10 +73,11 @@ def test_log_lines_come_no_more_often_than_the_interval(
     assert len(caplog.records) == 2
 
 
-def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    progress = Progress("quiet", "ESM-2", 1, ["cpu"], interval_s=0.0)
+def test_quiet_mode_says_nothing(caplog: pytest.LogCaptureFixture, no_interval: None) -> None:
+    workers = _workers("cpu")
+    progress = Progress("quiet", "ESM-2", 1, workers)
     with captured_log(caplog):
-        progress.add(0, 1, 1)
+        workers[0].add_progress(1, 1)
         progress.tick()
     assert caplog.records == []
 
@@ -72,32 +101,30 @@ def test_auto_is_live_on_a_terminal_plain_elsewhere_and_quiet_at_error_level(
 
 
 def test_the_line_says_how_much_is_done_and_about_how_long_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    import virnucpro.engine.progress as progress_module
-
     clock = [500.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
-    progress = Progress("quiet", "ESM-2", 4, ["gpu 0"], total_cost=1000)
+    workers = _workers("gpu 0")
+    progress = Progress("quiet", "ESM-2", 4, workers, total_cost=1000)
     assert " files, " in progress.line() and "left" not in progress.line()  # nothing finished: no estimate
     clock[0] += 60.0
-    progress.file_done(0, failures=0, cost=250)  # a quarter in a minute: three minutes to go
+    _finish(workers[0], "a", cost=250)  # a quarter in a minute: three minutes to go
     assert progress.line().startswith("ESM-2: 1/4 files (25% of residues, about 3 min left), ")
     clock[0] += 180.0
-    progress.file_done(0, failures=0, cost=750)
+    _finish(workers[0], "b", cost=750)
     assert progress.line().startswith("ESM-2: 2/4 files (100% of residues), ")
 
 
 def test_files_skipped_on_resume_do_not_count_as_work_done(monkeypatch: pytest.MonkeyPatch) -> None:
-    import virnucpro.engine.progress as progress_module
-
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
-    progress = Progress("quiet", "ESM-2", 10, ["gpu 0"], total_cost=1000)
-    for _ in range(9):  # up to date, found in no time
-        progress.file_done(0, failures=0, cost=90, skipped=True)
+    workers = _workers("gpu 0")
+    progress = Progress("quiet", "ESM-2", 10, workers, total_cost=1000)
+    for number in range(9):  # up to date, found in no time
+        _finish(workers[0], f"kept{number}", cost=90, skipped=True)
     clock[0] += 2.0
     assert "left" not in progress.line()  # nothing embedded yet: no estimate (not "90%, 0 s left")
     clock[0] += 60.0
-    progress.file_done(0, failures=0, cost=190)  # the one file embedded is all the work there was
+    _finish(workers[0], "new", cost=190)  # the one file embedded is all the work there was
     assert progress.line().startswith("ESM-2: 10/10 files (100% of residues), ")
 
 
@@ -107,16 +134,15 @@ def test_live_mode_shows_one_row_per_worker(monkeypatch: pytest.MonkeyPatch) -> 
 
     from rich.console import Console
 
-    import virnucpro.engine.progress as progress_module
-
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, color_system=None, width=160)
     monkeypatch.setattr(progress_module, "stderr_console", console)
-    display = Progress("live", "ESM-2", 3, ["gpu 0", "gpu 2"], total_cost=300)
-    display.set_state(0, "processing", "shard_00001.fa")
-    display.add(0, sequences=40, tokens=4000)
-    display.file_done(0, failures=1, cost=100)
-    display.set_state(1, "processing", "shard_00002.fa")
+    workers = _workers("gpu 0", "gpu 2")
+    display = Progress("live", "ESM-2", 3, workers, total_cost=300)
+    workers[0].add_progress(sequences=40, tokens=4000)
+    _finish(workers[0], "shard_00000.fa", cost=100, failures=1)
+    workers[0].take(_item("dir/shard_00001.fa"))
+    workers[1].take(_item("dir/shard_00002.fa"))
     display.close()
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in screen.getvalue().splitlines() if "shard_0000" in line]
     last = {row[1]: row for row in cells}  # the last drawing of each worker's row, by device

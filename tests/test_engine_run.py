@@ -3,11 +3,13 @@ worker deaths, systemic failure, --gpus and --resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
+from virnucpro.engine import run as run_module
 
 from engine_doubles import FakeSpec, StaggeredFakeSpec, protein, write_fasta
 
@@ -38,19 +41,29 @@ def _run(files: list[str], outdir: Path, spec: FakeSpec | None = None, **options
     return run_embedding(files, spec or FakeSpec(), outdir, BUDGET, progress="quiet", **options)
 
 
+@contextlib.contextmanager
+def one_worker_spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within the block a single CPU worker is spawned too, as on a GPU, instead of running in this process."""
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "runs_in_process", lambda slots: False)
+        yield
+
+
 def _bytes(outdir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(outdir.glob("*.npz"))}
 
 
 @pytest.fixture()
-def reference(tmp_path: Path, inputs: list[str]) -> dict[str, bytes]:
+def reference(tmp_path: Path, inputs: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
     """Outputs of one spawned worker, no failure."""
-    result = _run(inputs, tmp_path / "reference", workers=1, isolate=True)
+    with one_worker_spawned(monkeypatch):
+        result = _run(inputs, tmp_path / "reference", workers=1)
     assert (result.exit_code, result.failures) == (EXIT_OK, [])
     assert not (tmp_path / "reference" / FAILED_FILES).exists()
     return _bytes(tmp_path / "reference")
 
 
+@pytest.mark.slow
 def test_two_workers_give_byte_identical_outputs(tmp_path: Path, inputs: list[str], reference: dict[str, bytes]) -> None:
     result = _run(inputs, tmp_path / "two", workers=2)
     assert result.exit_code == EXIT_OK
@@ -66,6 +79,7 @@ def test_two_workers_give_byte_identical_outputs(tmp_path: Path, inputs: list[st
     assert cpu["tokens_per_s_after_first_file"] is None or cpu["tokens_per_s_after_first_file"] > 0
 
 
+@pytest.mark.slow
 def test_a_corrupt_file_is_one_failure_line_and_the_others_are_intact(
     tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
 ) -> None:
@@ -87,10 +101,11 @@ def test_nothing_usable_is_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_FAILED and result.message is None
     assert [f.message for f in read_failures(tmp_path / "out" / FAILED_FILES)] == [
         "no FASTA records (empty file or not FASTA)",
-        "no such file",
+        f"{tmp_path / 'missing.faa'}: no such file",
     ]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_has_its_file_redone_and_nothing_is_lost(
     tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
 ) -> None:
@@ -102,6 +117,7 @@ def test_a_killed_worker_has_its_file_redone_and_nothing_is_lost(
     assert _bytes(tmp_path / "out") == reference
 
 
+@pytest.mark.slow
 def test_a_gpu_failing_for_good_stops_its_worker_and_another_redoes_the_file(
     tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
 ) -> None:
@@ -114,6 +130,7 @@ def test_a_gpu_failing_for_good_stops_its_worker_and_another_redoes_the_file(
     assert _bytes(tmp_path / "out") == reference  # the failed GPU's worker took no other file
 
 
+@pytest.mark.slow
 def test_a_gpu_failure_on_every_worker_is_a_systemic_failure_naming_it(tmp_path: Path, inputs: list[str]) -> None:
     result = _run(inputs, tmp_path / "out", FakeSpec(die_on=KILLER, death="device"), workers=2)
     assert result.exit_code == EXIT_FAILED
@@ -128,6 +145,7 @@ def test_a_gpu_failure_in_process_is_a_systemic_failure(tmp_path: Path, inputs: 
     assert inputs[3] in [f.file_path for f in read_failures(tmp_path / "out" / FAILED_FILES)]
 
 
+@pytest.mark.slow
 def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[str]) -> None:
     result = _run(inputs, tmp_path / "out", FakeSpec(die_on=KILLER), workers=2)
     assert result.exit_code == EXIT_FAILED
@@ -142,6 +160,7 @@ def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[s
         assert load_embeddings(output).meta["failed_sequences"] == "0"
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_is_a_systemic_failure_naming_the_cause(tmp_path: Path, inputs: list[str]) -> None:
     spec = StaggeredFakeSpec(load_error="esm model 'nope' not found")
     result = _run(inputs[:2], tmp_path / "out", spec, workers=2)
@@ -155,6 +174,7 @@ def test_a_model_that_cannot_load_is_a_systemic_failure_naming_the_cause(tmp_pat
     ]
 
 
+@pytest.mark.slow
 def test_gpus_overrides_cuda_visible_devices_in_each_worker(
     tmp_path: Path, inputs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,12 +191,14 @@ def test_gpus_overrides_cuda_visible_devices_in_each_worker(
     assert sorted(result.stats["devices"]) == ["gpu 0", "gpu 2"]
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_skips_complete_outputs_and_redoes_the_rest(
-    tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
+    tmp_path: Path, inputs: list[str], reference: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outdir = tmp_path / "out"
     marker = tmp_path / "killed-once"
-    killed = _run(inputs, outdir, FakeSpec(die_on=KILLER, marker=str(marker)), workers=1, isolate=True)
+    with one_worker_spawned(monkeypatch):
+        killed = _run(inputs, outdir, FakeSpec(die_on=KILLER, marker=str(marker)), workers=1)
     assert killed.exit_code == EXIT_FAILED and marker.exists()
     written = _bytes(outdir)
     assert "file3.npz" not in written and 0 < len(written) < 6  # largest first: some done before the kill
@@ -209,6 +231,7 @@ run_embedding({files!r}, FakeSpec(report_dir={report!r}, delay_s=0.2), Path({out
 """
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_manager_loses_at_most_the_files_in_flight(
     tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
 ) -> None:
@@ -251,6 +274,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_one_cpu_worker_runs_in_this_process_with_the_same_bytes(
     tmp_path: Path, inputs: list[str], reference: dict[str, bytes]
 ) -> None:

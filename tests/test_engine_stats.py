@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from virnucpro.engine.devices import WorkerSlot
 from virnucpro.engine.embed_file import FileResult
-from virnucpro.engine.manager import ManagerOutcome, WorkerRecord
 from virnucpro.engine.run import _stats
+from virnucpro.engine.state import RunOutcome, WorkerRecord
 
 GPU0 = WorkerSlot("cuda:0", {"CUDA_VISIBLE_DEVICES": "0"})
 
@@ -22,7 +22,7 @@ def _worker(number: int, files: list[tuple[float, int, bool]]) -> WorkerRecord:
 
 
 def _device(*workers: WorkerRecord) -> dict:
-    return _stats([], ManagerOutcome(workers=list(workers)), [], "esm", wall_s=20.0)["devices"]["gpu 0"]
+    return _stats([], RunOutcome(workers=list(workers)), [], "esm", wall_s=20.0)["devices"]["gpu 0"]
 
 
 def test_the_rate_after_each_worker_s_first_file_adds_up_across_workers() -> None:

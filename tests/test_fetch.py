@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nextflow_runner import hugging_face_cache, torch_hub_cache
 from virnucpro.errors import ModelError
 from virnucpro.fetch import fetch_model
+
+from nextflow_runner import hugging_face_cache, torch_hub_cache
 
 
 def test_esm_model_comes_from_the_torch_hub_cache_with_its_regression_head(

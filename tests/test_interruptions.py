@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro.cli import Terminated, main
+from virnucpro.cli import main
 from virnucpro.engine import embed_file, run_embedding
-from virnucpro.errors import InputError, interruption_behind, raise_interruption_behind
+from virnucpro.errors import InputError, Terminated, interruption_behind, raise_interruption_behind
 
 from engine_doubles import FakeEmbedder, FakeSpec, protein, write_fasta
 

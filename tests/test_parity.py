@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from virnucpro.embeddings import dna, esm, parity
+from virnucpro.embeddings import dna, esm, precision
 from virnucpro.embeddings.esm import load_esm_embedder
-from virnucpro.embeddings.parity import (
+from virnucpro.embeddings.precision import (
     PARITY_MIN_COSINE,
     PROBE_BATCH_TOKENS,
     check_candidate,
     embed_probe,
     load_checked,
     min_cosine,
+    parity_candidates,
     probe_frames,
 )
-from virnucpro.embeddings.precision import parity_candidates
 
 from helpers import captured_log
 
@@ -39,6 +39,7 @@ def test_min_cosine_is_the_worst_row_and_nan_for_non_finite_values() -> None:
     assert np.isnan(min_cosine(a, np.array([[1.0, 0.0], [np.inf, 1.0]])))
 
 
+@pytest.mark.slow
 def test_the_probe_is_fixed_and_holds_frames_of_both_chunk_lengths() -> None:
     import hashlib
     import os
@@ -50,7 +51,7 @@ def test_the_probe_is_fixed_and_holds_frames_of_both_chunk_lengths() -> None:
     # The probe decides what --precision auto picks: a change to virnucpro.synthetic must not move it
     # unnoticed (if it is meant to, record the new digest here and say so in the CHANGELOG).
     assert digest == "ef6ee5df9ef6a144c85057a79bbff45cf8b86f08fc331363ad88a158652c6eaf"
-    code = "import hashlib; from virnucpro.embeddings.parity import probe_frames; "
+    code = "import hashlib; from virnucpro.embeddings.precision import probe_frames; "
     code += "print(hashlib.sha256(repr(probe_frames()).encode()).hexdigest())"
     for seed in ("1", "2"):  # other processes, other string hashing: the same sequences
         env = {**os.environ, "PYTHONHASHSEED": seed}
@@ -201,6 +202,7 @@ def test_the_probe_is_embedded_in_batches_so_a_model_that_fits_is_measured() -> 
     assert embedder.parity_checks[0]["sequences"] == len(probe) and len(sizes) > 2
 
 
+@pytest.mark.slow
 def test_the_probe_embeddings_are_in_probe_order(test_models) -> None:
     probe = [protein for _, protein in probe_frames()]
     embedder = load_esm_embedder(str(test_models.esm), precision="fp32")
@@ -216,6 +218,7 @@ def test_an_error_other_than_memory_while_checking_is_not_swallowed() -> None:
         load_checked(broken, [BF16], PROBE, "model")
 
 
+@pytest.mark.slow
 def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:
     """On the CPU, bf16 is a real cast of the tiny ESM-2: the check reports what the cast does."""
     probe = [protein for _, protein in probe_frames()]
@@ -232,12 +235,13 @@ def test_the_check_measures_a_real_bf16_cast_of_esm2(test_models) -> None:
     np.testing.assert_array_equal(full.embed_batch(probe[:16]), direct.embed_batch(probe[:16]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [0.5, 1.5])  # a limit every bf16 cast meets; one none can
 def test_the_esm_loader_keeps_bf16_or_reloads_the_exact_fp32_weights(
     monkeypatch: pytest.MonkeyPatch, test_models, limit: float
 ) -> None:
     monkeypatch.setattr(esm, "parity_candidates", lambda precision, device: [BF16])
-    monkeypatch.setattr(parity, "PARITY_MIN_COSINE", limit)
+    monkeypatch.setattr(precision, "PARITY_MIN_COSINE", limit)
     embedder = load_esm_embedder(str(test_models.esm), precision="auto")
     expected = "bf16" if limit < 1 else "fp32"
     assert embedder.identity()["precision"] == expected and len(embedder.parity_checks) == 1
@@ -247,9 +251,10 @@ def test_the_esm_loader_keeps_bf16_or_reloads_the_exact_fp32_weights(
         np.testing.assert_array_equal(embedder.embed_batch(probe), plain.embed_batch(probe))
 
 
+@pytest.mark.slow
 def test_the_dna_loader_goes_back_to_fp32_without_reloading(monkeypatch: pytest.MonkeyPatch, test_models) -> None:
     monkeypatch.setattr(dna, "parity_candidates", lambda precision, device: [BF16])
-    monkeypatch.setattr(parity, "PARITY_MIN_COSINE", 1.5)
+    monkeypatch.setattr(precision, "PARITY_MIN_COSINE", 1.5)
     loads = []
     original = dna._load_network
     monkeypatch.setattr(dna, "_load_network", lambda source: loads.append(source) or original(source))

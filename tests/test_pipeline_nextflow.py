@@ -51,7 +51,9 @@ def models(tmp_path_factory: pytest.TempPathFactory):
 
 
 def model_args(models, esm: Path | str | None = None, dna: Path | str | None = None) -> list[str]:
+    """The test profile's resources (1 CPU, 6 GB per task) with these models instead of the ones it makes."""
     return [
+        "-profile", "test", "--test_models", "false",
         "--esm_model", str(esm or models.esm),
         "--dna_model", str(dna or models.dna),
         "--classifier", str(models.classifier),
@@ -244,7 +246,7 @@ def failing_shard_run(nf: Path, models, tmp_path_factory: pytest.TempPathFactory
         "    }\n"
         "}\n"
     )
-    args = ["--input", str(ASSETS / "samplesheet_test.csv"), "--outdir", "results", "--shard_size", "1500",
+    args = ["-profile", "test", "--test_models", "false", "--outdir", "results",
             "--esm_model", "esm2_t6_8M_UR50D", "--dna_model", "virnucpro-test/tiny-dna",
             "--classifier", str(models.classifier), "--model_cache", str(work / "model_cache"), "-c", str(work / "retry.config")]
     env = {"TORCH_HOME": str(torch_home), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
@@ -317,7 +319,7 @@ def test_every_sample_failing_exits_1_with_status_files(nf: Path, models, tmp_pa
 
 
 def test_gpu_profile_without_a_gpu_fails_at_once(nf: Path, models, tmp_path: Path) -> None:
-    args = ["-profile", "gpu", "--input", str(ASSETS / "test_reads.fa"), "--outdir", "results", *model_args(models)]
+    args = [*model_args(models)[2:], "-profile", "test,gpu", "--input", str(ASSETS / "test_reads.fa"), "--outdir", "results"]
     run = pipeline(nf, args, tmp_path)
     assert run.returncode == 1
     assert "a GPU was asked for" in run.output and "this task sees none" in run.output

@@ -13,9 +13,12 @@ import torch
 from virnucpro import contracts as c
 from virnucpro.classifier.checkpoints import load_native
 from virnucpro.cli import main
-from virnucpro.embeddings.base import EmbedderSpec
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_records
+
+from helpers import model_spec
 
 PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
 
@@ -46,6 +49,8 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, row)) for row in rows]
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, inputs):
     records = list(read_records(inputs))
     rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
@@ -61,6 +66,7 @@ def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, 
     assert not (predicted / c.FAILED_FILES).exists()
 
 
+@pytest.mark.slow
 def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Path, inputs, test_models):
     """Reference strategy: every frame embedded alone, features concatenated, MLP in eval mode."""
     frames = [
@@ -69,8 +75,8 @@ def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Pat
         for chunk_id, chunk in chunk_sequence(record.id, record.seq, 300)
         for frame in kept_frames(chunk_id, chunk)
     ]
-    dna = EmbedderSpec("dna", str(test_models.dna)).load("cpu")
-    esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
+    dna = DnaSpec(str(test_models.dna)).load("cpu")
+    esm = EsmSpec(str(test_models.esm)).load("cpu")
     model, _ = load_native(test_models.classifier)
     rows = read_tsv(predicted / c.PREDICTION_RESULTS)
     assert [r["Sequence_ID"] for r in rows] == [f.id for f in frames]
@@ -83,6 +89,8 @@ def test_frame_scores_equal_a_one_at_a_time_reference_computation(predicted: Pat
         assert row["Prediction"] == ("virus" if p_virus > p_others else "others")
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_chunk_calls_follow_the_reference_consensus(predicted: Path):
     frames = read_tsv(predicted / c.PREDICTION_RESULTS)
     by_chunk: dict[str, list[tuple[float, float]]] = {}
@@ -97,6 +105,7 @@ def test_chunk_calls_follow_the_reference_consensus(predicted: Path):
         assert row["Is_Virus"] == str(best1 >= best0)
 
 
+@pytest.mark.slow
 def test_same_input_and_models_give_byte_identical_prediction_files(predicted: Path, tmp_path, test_models, inputs):
     again = tmp_path / "again"
     assert main(["predict", *inputs, "--outdir", str(again), *model_args(test_models)]) == c.EXIT_OK
@@ -104,6 +113,7 @@ def test_same_input_and_models_give_byte_identical_prediction_files(predicted: P
         assert (again / name).read_bytes() == (predicted / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_resume_skips_completed_stages_and_keeps_results(predicted: Path, tmp_path, test_models, inputs):
     copy = tmp_path / "copy"
     shutil.copytree(predicted, copy)
@@ -140,6 +150,7 @@ def _prepare_and_embed(tmp_path: Path, test_models, inputs) -> tuple[Path, Path,
     return prepared, work, stems
 
 
+@pytest.mark.slow
 def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, test_models, inputs):
     prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
     lost = work / "esm" / f"{stems[1]}.npz"
@@ -176,6 +187,7 @@ def test_classify_with_a_missing_shard_is_partial_and_loses_nothing(tmp_path, te
     assert main(classify_args(prepared, work, tmp_path / "none", test_models)) == c.EXIT_FAILED
 
 
+@pytest.mark.slow
 def test_a_sequence_the_embedding_stage_skipped_is_failed_with_the_stage_s_reason(tmp_path, test_models, inputs):
     from virnucpro.embeddings.store import load_embeddings, save_embeddings
 
@@ -228,6 +240,7 @@ def test_usage_errors_exit_1_not_2(capsys):
     assert shown.out.startswith("Usage: virnucpro") and "predict" in shown.out and shown.err == ""
 
 
+@pytest.mark.slow
 def test_a_rerun_that_fails_leaves_no_result_files_of_the_run_before(tmp_path, test_models, inputs, capsys):
     outdir = tmp_path / "out"
     assert main(["predict", inputs[0], "--outdir", str(outdir), *model_args(test_models), "--quiet"]) == c.EXIT_OK
@@ -262,12 +275,11 @@ def test_a_missing_input_is_named_before_the_classifier_is_fetched(tmp_path, cap
     assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {tmp_path / 'nope.fa'}: no such file"]
 
 
+@pytest.mark.slow
 def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_models, inputs, capsys):
     from virnucpro.classifier.checkpoints import save_native
     from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
-    from virnucpro.embeddings.probe import dna_shape, esm_shape
-
-    dna, esm = dna_shape(str(test_models.dna)), esm_shape(str(test_models.esm))
+    dna, esm = DnaSpec(str(test_models.dna)).shape(), EsmSpec(str(test_models.esm)).shape()
     assert dna is not None and esm is not None and esm.layers is not None
     layer_classifier = tmp_path / "layer.pt"
     meta = ClassifierMeta(dna_dim=dna.dim, esm_dim=esm.dim, chunk_length=300, esm_layer=esm.layers - 1)
@@ -286,10 +298,10 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
 
     from virnucpro.embeddings import dna
     from virnucpro.embeddings import esm as esm_module
-    from virnucpro.embeddings.probe import ModelShape, dna_shape, esm_shape
+    from virnucpro.embeddings.base import ModelShape
 
-    expected_esm = EmbedderSpec("esm", str(test_models.esm)).load("cpu")
-    expected_dna_dim = EmbedderSpec("dna", str(test_models.dna)).load("cpu").dim
+    expected_esm = EsmSpec(str(test_models.esm)).load("cpu")
+    expected_dna_dim = DnaSpec(str(test_models.dna)).load("cpu").dim
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded to read its shape")
@@ -300,13 +312,13 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
     monkeypatch.setattr(dna, "load_dna_embedder", no_loading)
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_loading)
 
-    assert esm_shape("esm2_t36_3B_UR50D") == ModelShape(2560, 36)
-    assert esm_shape("esm2_t33_650M_UR50D") == ModelShape(1280, 33)
-    assert esm_shape("esm1b_t33_650M_UR50S") is None  # not ESM-2: checked after embedding
-    assert esm_shape(str(tmp_path / "missing.pt")) is None  # the loader reports it
-    assert dna_shape(str(tmp_path / "no-such-dir")) is None
-    assert esm_shape(str(test_models.esm)) == ModelShape(expected_esm.dim, expected_esm.layer)
-    assert dna_shape(str(test_models.dna)) == ModelShape(expected_dna_dim)
+    assert EsmSpec("esm2_t36_3B_UR50D").shape() == ModelShape(2560, 36)
+    assert EsmSpec("esm2_t33_650M_UR50D").shape() == ModelShape(1280, 33)
+    assert EsmSpec("esm1b_t33_650M_UR50S").shape() is None  # not ESM-2: checked after embedding
+    assert EsmSpec(str(tmp_path / "missing.pt")).shape() is None  # the loader reports it
+    assert DnaSpec(str(tmp_path / "no-such-dir")).shape() is None
+    assert EsmSpec(str(test_models.esm)).shape() == ModelShape(expected_esm.dim, expected_esm.layer)
+    assert DnaSpec(str(test_models.dna)).shape() == ModelShape(expected_dna_dim)
 
 
 def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):
@@ -319,11 +331,11 @@ def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_pat
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
         if kind == "esm":
             shutil.copy2(source.with_name(f"{source.stem}-contact-regression.pt"), copy.parent)
-        before = EmbedderSpec(kind, str(copy)).load("cpu").identity()
+        before = model_spec(kind, str(copy)).load("cpu").identity()
         target = copy if copy.is_file() else next(p for p in copy.iterdir() if p.is_file())
         later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
         os.utime(target, ns=(later, later))
-        assert EmbedderSpec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+        assert model_spec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
 
 
 @pytest.mark.parametrize(
@@ -344,6 +356,7 @@ def test_a_mistyped_model_is_refused_before_any_work(tmp_path, test_models, inpu
     assert not (tmp_path / "out").exists()  # nothing prepared, nothing embedded
 
 
+@pytest.mark.slow
 def test_swapped_embedding_folders_are_refused(tmp_path, test_models, inputs, capsys):
     prepared, work, _stems = _prepare_and_embed(tmp_path, test_models, inputs)
     args = ["classify", "--prepared", str(prepared), "--dna-embeddings", str(work / "esm"),
@@ -367,6 +380,8 @@ def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
         check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)
 
 
+@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: Path):
     models = json.loads((predicted / c.SUMMARY_JSON).read_text())["models"]
     esm, dna = models[c.STAGE_ESM], models[c.STAGE_DNA]

@@ -156,6 +156,7 @@ def test_resume_does_not_use_up_a_stream(tmp_path: Path) -> None:
             os.close(int(stream.rsplit("/", 1)[1]))
 
 
+@pytest.mark.slow
 def test_cli_reads_standard_input_as_dash(tmp_path: Path) -> None:
     text = ">r1\n" + "ATG" * 120 + "\n>r2\n" + "ATGAAA" * 60 + "\n"
     command = [sys.executable, "-m", "virnucpro", "prepare", "-", "--outdir", str(tmp_path / "out"), "-q"]
@@ -233,6 +234,7 @@ def _peak_bytes(reads: int, tmp_path: Path) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_prepare_memory_does_not_grow_with_input(tmp_path: Path) -> None:
     small = _peak_bytes(100, tmp_path)  # 0.3 Mbp
     large = _peak_bytes(1600, tmp_path)  # 4.8 Mbp: 16x the input

@@ -31,6 +31,7 @@ kernel = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_the_kernel_under_triton_s_interpreter() -> None:
     if INTERPRETED or DEVICE != "cpu":
         pytest.skip("this is a child run")

@@ -20,12 +20,12 @@ from virnucpro.atomic import atomic_open
 from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.contracts import Failure
-from virnucpro.embeddings.store import EmbeddingFile, load_embeddings
+from virnucpro.embeddings.store import META_EMBEDDER, META_LAYER, META_MODEL, META_STAGE, EmbeddingFile, load_embeddings
 from virnucpro.errors import InputError
 from virnucpro.log import get_logger
 from virnucpro.prepare import ManifestRow, list_shards, read_manifest, shard_paths
 from virnucpro.seqio import read_fasta
-from virnucpro.summary import log_outcome
+from virnucpro.summary_json import log_outcome
 
 log = get_logger("classify")
 
@@ -120,7 +120,7 @@ def embedder_identity(meta: dict[str, str]) -> dict[str, object]:
     """The embedding model's identity stored in an embedding file (model, layer, precision, ...),
     without the file's own counts; whole numbers as numbers (for summary.json)."""
     try:
-        identity = json.loads(meta["embedder"])
+        identity = json.loads(meta[META_EMBEDDER])
     except (KeyError, ValueError):
         identity = dict(meta)
     return {key: int(value) if isinstance(value, str) and value.isdigit() else value for key, value in identity.items()}
@@ -177,7 +177,7 @@ class FrameScorer:
         if self._checked:
             return
         for expected, directory, stored in ((c.STAGE_DNA, self.dna_dir, dna), (c.STAGE_ESM, self.esm_dir, esm)):
-            found = stored.meta.get("stage")
+            found = stored.meta.get(META_STAGE)
             if found and found != expected:
                 raise InputError(
                     f"{directory}: holds {found} embeddings where {expected} embeddings belong "
@@ -188,9 +188,9 @@ class FrameScorer:
             dna_dim=dna.matrix.shape[1],
             esm_dim=esm.matrix.shape[1],
             chunk_length=self.chunk_length,
-            dna_model=dna.meta.get("model"),
-            esm_model=esm.meta.get("model"),
-            esm_layer=int(esm.meta["layer"]) if esm.meta.get("layer") else None,
+            dna_model=dna.meta.get(META_MODEL),
+            esm_model=esm.meta.get(META_MODEL),
+            esm_layer=int(esm.meta[META_LAYER]) if esm.meta.get(META_LAYER) else None,
         )
         self.result.embedding_meta = {c.STAGE_DNA: embedder_identity(dna.meta), c.STAGE_ESM: embedder_identity(esm.meta)}
         self._checked = True

@@ -6,6 +6,7 @@ describes the same contracts for users.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM  # stopped by SIGTERM: what a shell reports for a process killed by it
 
 # Stage names used in failure lines.
 STAGE_ESM = "ESM-2"
@@ -21,6 +23,9 @@ STAGE_CLASSIFY = "classify"
 
 # Chunk lengths the reference models were trained for.
 CHUNK_LENGTHS = (300, 500)
+
+# `--precision` of the embedding stages (embeddings.precision turns them into dtypes).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # The models the reference classifier was trained on (defaults for every entry point).
 REFERENCE_DNA_MODEL = "zhihan1996/DNABERT-S"
@@ -38,6 +43,7 @@ MANIFEST = "manifest.tsv"
 SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
 SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
 SHARD_PATTERN = "shard_{index:05d}.fa"
+DEFAULT_SHARD_RESIDUES = 250_000  # `--shard-size`: ~2,500 frames of 300 bp reads, several shards per GPU on a typical sample
 MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames")
 
 # Embedding files: one per input FASTA, named <stem>.npz (see virnucpro.embeddings.store).
@@ -67,6 +73,10 @@ SEQUENCE_PREDICTIONS_HEADER = (
     "reason",
     "source",
 )
+
+# Words in failure messages that the Nextflow modules (modules/local/embed_*/main.nf) grep for.
+MODEL_UNUSABLE = "the model cannot be used"  # a model no retry on another machine cures
+NOT_FINITE = "embedding not finite in"  # "sequence <id>: embedding not finite in <precision>": an overflow
 
 # Calls in sequence_predictions.tsv.
 CALL_VIRUS = "virus"

@@ -1,8 +1,31 @@
-"""Errors that reach the user as one line and an exit code, never as a traceback."""
+"""Every exception of the package, and the one line an error reads as.
+
+The hierarchy::
+
+    BaseException
+    ├── Terminated        SIGTERM (a scheduler's limit, Nextflow stopping a task): unwinds like Ctrl-C
+    └── Exception
+        ├── VirnucproError    a problem the user can fix: one line and an exit code, never a traceback
+        │   ├── InputError    unreadable or invalid input (the message names the file and record)
+        │   ├── ModelError    a model or checkpoint that cannot be found, loaded or trusted
+        │   └── NoGpuError    a GPU was required (--require-gpu) and none is visible or became free
+        └── RuntimeError
+            └── DeviceFailure the GPU failed for good: its worker stops, its file goes to another
+
+:func:`error_line` turns any error into the one line a user reads, on the console and in
+failed_files.txt alike. Errors from the device a model runs on are told apart by what they
+mean for the work: out of memory (retry with smaller batches: :func:`is_out_of_memory`,
+:func:`release_cached_memory`) or a device failure (illegal memory access, launch failure,
+device-side assert, ECC error: :func:`is_device_failure`), after which the GPU's context is
+unusable for the rest of the process.
+"""
 
 from __future__ import annotations
 
-from virnucpro.contracts import EXIT_FAILED
+import gc
+import sys
+
+from virnucpro.contracts import EXIT_FAILED, MODEL_UNUSABLE
 
 
 class VirnucproError(Exception):
@@ -29,6 +52,19 @@ class ModelError(VirnucproError):
 
 class NoGpuError(VirnucproError):
     """A GPU was required (``--require-gpu``) and none is visible or none became free."""
+
+
+class DeviceFailure(RuntimeError):
+    """The device failed in a way the process cannot recover from; the message is one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's time limit, Nextflow stopping a task): unwind like Ctrl-C, so
+    workers are stopped, temporary files removed and the output directory released. Not a
+    KeyboardInterrupt, which click would turn into Abort with a blank line of its own."""
+
+    received = False  # set by the CLI's handler: a SIGTERM ends the run as terminated even if
+    # some library code it interrupted turned the exception into an ordinary error
 
 
 def describe(error: BaseException, *, typed: bool = False, limit: int = 500) -> str:
@@ -76,7 +112,21 @@ def raise_interruption_behind(error: BaseException) -> None:
         raise interruption
 
 
-MODEL_UNUSABLE = "the model cannot be used"  # modules/local/embed_*/main.nf look for these words
+def error_line(error: BaseException) -> str:
+    """The one line a user reads for ``error``, on the console and in failed_files.txt alike.
+
+    Ours as they are; a file the system refused as ``{file}: {reason}``; text that is not text
+    as such; anything else as its message, prefixed by its type unless it is a ValueError
+    (whose message says what was wrong with the data).
+    """
+    if isinstance(error, VirnucproError):
+        return " ".join(str(error).split())
+    if isinstance(error, UnicodeDecodeError):
+        return "binary content, not a FASTA text file"
+    if isinstance(error, OSError) and error.strerror:  # reading an input, writing an output
+        reason = "no such file" if isinstance(error, FileNotFoundError) else error.strerror
+        return f"{error.filename}: {reason}" if error.filename else reason
+    return describe(error, typed=not isinstance(error, ValueError))
 
 
 def model_load_failure(error: BaseException) -> str:
@@ -89,3 +139,47 @@ def model_load_failure(error: BaseException) -> str:
     """
     text = describe(error, typed=True, limit=1000)
     return f"{MODEL_UNUSABLE}: {text}" if isinstance(error, ModelError) else f"could not load the model: {text}"
+
+
+# CUDA/HIP; torch's CPU allocator; cuBLAS failing to allocate its workspace.
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.OutOfMemoryError, or a RuntimeError whose message says the memory ran out."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(message in text for message in _OOM_MESSAGES)
+
+
+# Sticky CUDA/HIP errors and library failures that leave the context unusable (lower case).
+_DEVICE_FAILURE_MESSAGES = (
+    "cuda error",
+    "hip error",
+    "illegal memory access",
+    "unspecified launch failure",
+    "device-side assert",
+    "uncorrectable ecc",
+    "cublas_status_execution_failed",
+    "cudnn_status_execution_failed",
+)
+
+
+def is_device_failure(error: BaseException) -> bool:
+    """An accelerator error (torch.AcceleratorError, or a CUDA/HIP RuntimeError) other than out of memory."""
+    if is_out_of_memory(error):
+        return False
+    if type(error).__name__ == "AcceleratorError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(message in text for message in _DEVICE_FAILURE_MESSAGES)
+
+
+def release_cached_memory(collect: bool = False) -> None:
+    """Give cached CUDA blocks back (no-op without CUDA); ``collect`` first frees unreachable objects."""
+    if collect:
+        gc.collect()
+    torch = sys.modules.get("torch")  # never imports torch, never initialises CUDA
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -22,6 +22,7 @@ from virnucpro import __version__
 from virnucpro.atomic import atomic_path, atomic_write_text
 from virnucpro.contracts import (
     CHUNKS_FASTA,
+    DEFAULT_SHARD_RESIDUES,
     FRAMES_NUCLEOTIDE,
     FRAMES_PROTEIN,
     MANIFEST,
@@ -36,7 +37,6 @@ from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
 from virnucpro.seqio import check_inputs, file_sha256, is_stream, read_records, write_fasta_record
 
-DEFAULT_SHARD_RESIDUES = 250_000  # ~2,500 frames of 300 bp reads: several shards per GPU on a typical sample
 _INFO_FORMAT = 1
 _BUFFER = 1 << 20
 

@@ -24,7 +24,7 @@ from virnucpro import contracts as c
 from virnucpro.atomic import atomic_write_text
 from virnucpro.errors import InputError
 from virnucpro.log import get_logger
-from virnucpro.summary import software_versions
+from virnucpro.summary_json import software_versions
 
 log = get_logger("summarize")
 

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from virnucpro.contracts import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, FAILED_FILES, read_failures
-from virnucpro.embeddings.base import EmbedderSpec
-from virnucpro.embeddings.parity import min_cosine
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec
+from virnucpro.embeddings.precision import min_cosine
 from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
 
 from engine_doubles import FakeSpec, WrappedSpec, protein, write_fasta
+from helpers import model_spec
 
 torch = pytest.importorskip("torch")
 
@@ -106,9 +108,9 @@ def test_one_or_two_workers_per_gpu_give_byte_identical_outputs(
     tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str
 ) -> None:
     if kind == "esm":
-        spec, files, budget = EmbedderSpec("esm", str(t6.esm), precision="fp32"), proteins, ESM_BUDGET
+        spec, files, budget = EsmSpec(str(t6.esm), precision="fp32"), proteins, ESM_BUDGET
     else:
-        spec, files, budget = EmbedderSpec("dna", str(t6.dna), precision="fp32"), nucleotides, DNA_BUDGET
+        spec, files, budget = DnaSpec(str(t6.dna), precision="fp32"), nucleotides, DNA_BUDGET
     one = _run(files, spec, tmp_path / "one", budget, workers=1)
     two = _run(files, spec, tmp_path / "two", budget, workers=2)
     assert one.exit_code == two.exit_code == EXIT_OK
@@ -129,7 +131,7 @@ def fp32_embeddings(tmp_path_factory: pytest.TempPathFactory, t6, proteins: list
         if kind not in made:
             model, files, budget = _inputs(kind, t6, proteins, nucleotides)
             outdir = tmp_path_factory.mktemp(f"fp32_{kind}")
-            assert _run(files, EmbedderSpec(kind, model, precision="fp32"), outdir, budget).exit_code == EXIT_OK
+            assert _run(files, model_spec(kind, model, precision="fp32"), outdir, budget).exit_code == EXIT_OK
             made[kind] = _matrices(outdir)
         return made[kind]
 
@@ -156,7 +158,7 @@ def test_half_precision_matches_fp32(
     tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], fp32_embeddings, kind: str, precision: str
 ) -> None:
     model, files, budget = _inputs(kind, t6, proteins, nucleotides)
-    half = _run(files, EmbedderSpec(kind, model, precision=precision), tmp_path / precision, budget)
+    half = _run(files, model_spec(kind, model, precision=precision), tmp_path / precision, budget)
     assert half.exit_code == EXIT_OK
     _check_against_fp32(tmp_path / precision, fp32_embeddings(kind), f"{kind} {precision}", precision)
 
@@ -168,7 +170,7 @@ def test_padded_esm_batches_match_fp32(
     variable-length kernel runs); this one forces the padded layout, the fallback on other GPUs.
     The spawned workers take VIRNUCPRO_ESM_PACKED from this environment."""
     monkeypatch.setenv("VIRNUCPRO_ESM_PACKED", "0")
-    padded = _run(proteins, EmbedderSpec("esm", str(t6.esm), precision="bf16"), tmp_path / "padded")
+    padded = _run(proteins, EsmSpec(str(t6.esm), precision="bf16"), tmp_path / "padded")
     assert padded.exit_code == EXIT_OK
     _check_against_fp32(tmp_path / "padded", fp32_embeddings("esm"), "esm bf16 padded", "bf16")
 
@@ -194,7 +196,7 @@ def test_auto_precision_is_chosen_by_a_measured_parity_check(
 ) -> None:
     """Also the product's other GPU defaults: the token budget (none given here) and ESM-2's layout."""
     model, files = (str(t6.esm), proteins) if kind == "esm" else (str(t6.dna), nucleotides)
-    result = _run(files, EmbedderSpec(kind, model, precision="auto"), tmp_path / "auto", budget=None)
+    result = _run(files, model_spec(kind, model, precision="auto"), tmp_path / "auto", budget=None)
     assert result.exit_code == EXIT_OK
     for label, device in result.stats["devices"].items():
         checks = device["parity_checks"]
@@ -214,7 +216,7 @@ def test_auto_precision_is_chosen_by_a_measured_parity_check(
 
 
 def test_a_killed_gpu_worker_has_its_file_redone(tmp_path: Path, t6, proteins: list[str]) -> None:
-    spec = EmbedderSpec("esm", str(t6.esm), precision="fp32")
+    spec = EsmSpec(str(t6.esm), precision="fp32")
     clean = _run(proteins, spec, tmp_path / "clean", workers=2)
     marker = tmp_path / "killed-once"
     killed = _run(proteins, WrappedSpec(spec, die_on=KILLER, marker=str(marker)), tmp_path / "out", workers=2)
@@ -224,7 +226,7 @@ def test_a_killed_gpu_worker_has_its_file_redone(tmp_path: Path, t6, proteins: l
 
 
 def test_all_gpu_workers_dying_is_a_systemic_failure(tmp_path: Path, t6, proteins: list[str]) -> None:
-    spec = WrappedSpec(EmbedderSpec("esm", str(t6.esm), precision="fp32"), die_on=KILLER)
+    spec = WrappedSpec(EsmSpec(str(t6.esm), precision="fp32"), die_on=KILLER)
     result = _run(proteins, spec, tmp_path / "out", workers=2)
     assert result.exit_code == EXIT_FAILED and result.message.startswith("systemic failure: 2 of 2 workers failed")
 
@@ -232,7 +234,7 @@ def test_all_gpu_workers_dying_is_a_systemic_failure(tmp_path: Path, t6, protein
 def test_a_real_cuda_out_of_memory_halves_batches_and_records_what_never_fits(
     tmp_path: Path, t6, proteins: list[str]
 ) -> None:
-    spec = EmbedderSpec("esm", str(t6.esm), precision="fp32")
+    spec = EsmSpec(str(t6.esm), precision="fp32")
     limit = 300  # batches of more padded tokens allocate 64 TiB on the GPU: sequences over 298 residues never fit
     result = _run(proteins[:2], WrappedSpec(spec, oom_above=limit), tmp_path / "oom", workers=1)
     reference = _run(proteins[:2], spec, tmp_path / "reference", workers=1)
@@ -254,7 +256,7 @@ def test_a_real_cuda_out_of_memory_halves_batches_and_records_what_never_fits(
 
 
 def test_resume_skips_complete_gpu_outputs(tmp_path: Path, t6, proteins: list[str]) -> None:
-    spec = EmbedderSpec("esm", str(t6.esm), precision="auto")
+    spec = EsmSpec(str(t6.esm), precision="auto")
     first = _run(proteins, spec, tmp_path / "out")
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npz")}
     time.sleep(0.01)
@@ -264,7 +266,7 @@ def test_resume_skips_complete_gpu_outputs(tmp_path: Path, t6, proteins: list[st
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npz")}
     chosen = {device["precision"] for device in first.stats["devices"].values()}
     other_precision = "bf16" if chosen == {"fp32"} else "fp32"  # another precision is another model
-    other = _run(proteins, EmbedderSpec("esm", str(t6.esm), precision=other_precision), tmp_path / "out", resume=True)
+    other = _run(proteins, EsmSpec(str(t6.esm), precision=other_precision), tmp_path / "out", resume=True)
     assert other.stats["files_written"] == len(proteins)
 
 
@@ -280,13 +282,13 @@ def _predict_calls(outdir: Path, t6, precision: str) -> tuple[dict[str, tuple[st
     """Predict the bundled data: {chunk: (call, fp32-style margin)}, {sequence: call}."""
     from virnucpro.classify import CallRule
     from virnucpro.contracts import PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS
-    from virnucpro.pipeline import PredictOptions, run_predict
+    from virnucpro.predict import PredictOptions, run_predict
 
     assets = Path(__file__).resolve().parents[2] / "assets"
     options = PredictOptions(
         classifier=str(t6.classifier),
-        esm=EmbedderSpec("esm", str(t6.esm), precision=precision),
-        dna=EmbedderSpec("dna", str(t6.dna), precision=precision),
+        esm=EsmSpec(str(t6.esm), precision=precision),
+        dna=DnaSpec(str(t6.dna), precision=precision),
         rule=CallRule(),
         progress="log",
     )

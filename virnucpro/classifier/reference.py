@@ -64,7 +64,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "virnucpro"
 
 
-def fetch_reference_classifier(chunk_length: int, cache_dir: Path | None = None, url: str | None = None) -> Path:
+def fetch_reference_classifier(chunk_length: int, cache_dir: Path | None = None) -> Path:
     """Path of upstream's classifier in the cache, downloading and verifying it first if needed.
 
     A cached file is used only if its blob id matches; a download goes to a temporary file,
@@ -79,7 +79,7 @@ def fetch_reference_classifier(chunk_length: int, cache_dir: Path | None = None,
             log.debug("using cached reference classifier %s", target)
             return target
         log.warning("%s: cached file does not match blob id %s; downloading it again", target, expected)
-    url = url or reference_url(chunk_length)
+    url = reference_url(chunk_length)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -117,9 +117,7 @@ def _download(url: str, out, target: Path, chunk_length: int) -> None:
         ) from None
 
 
-def resolve_classifier(
-    spec: str, chunk_length: int | None, cache_dir: Path | None = None
-) -> tuple[MLPClassifier, ClassifierMeta]:
+def resolve_classifier(spec: str, chunk_length: int | None) -> tuple[MLPClassifier, ClassifierMeta]:
     """``--classifier``: "300"/"500" (upstream file from the cache or the web) or a checkpoint path."""
     spec = str(spec).strip()
     if spec in {str(n) for n in CHUNK_LENGTHS}:
@@ -129,7 +127,7 @@ def resolve_classifier(
                 f"--classifier {spec}: the {wanted} bp reference classifier does not match "
                 f"--chunk-length {chunk_length}"
             )
-        return load_reference_pickle(fetch_reference_classifier(wanted, cache_dir), wanted)
+        return load_reference_pickle(fetch_reference_classifier(wanted), wanted)
     path = Path(spec).expanduser()
     if not path.is_file():
         choices = " or ".join(str(n) for n in CHUNK_LENGTHS)

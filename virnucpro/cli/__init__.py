@@ -1,8 +1,9 @@
 """The ``virnucpro`` command: a thin layer of options over the library's stage functions.
 
-Each subcommand lives in its own module of this package and only parses options and
-calls one library function. Errors a user can fix print one line and exit 1; exit 2
-means "partial result" and is never used for usage errors.
+Each subcommand lives in its own module of this package, registered below; it parses options
+and calls one library function, imported when the command runs (so ``--help``, ``--version``
+and usage errors answer without loading torch). Errors a user can fix print one line and exit
+1; exit 2 means "partial result" and is never used for usage errors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from typing import NoReturn
 import click
 
 from virnucpro import __version__
-from virnucpro.contracts import EXIT_FAILED
-from virnucpro.errors import VirnucproError, raise_interruption_behind
+from virnucpro.cli.checkpoint import convert_checkpoint, fetch_classifier
+from virnucpro.cli.classify import classify_command
+from virnucpro.cli.embed import embed_dna, embed_esm
+from virnucpro.cli.fetch import fetch_model_command
+from virnucpro.cli.predict import predict_command
+from virnucpro.cli.prepare import prepare_command
+from virnucpro.cli.summarize import summarize_command
+from virnucpro.cli.testmodels import make_test_models_command
+from virnucpro.contracts import EXIT_FAILED, EXIT_TERMINATED
+from virnucpro.errors import Terminated, VirnucproError, error_line, raise_interruption_behind
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,11 +35,21 @@ def cli() -> None:
     """Identify viral sequences in reads and contigs (VirNucPro, fast on many GPUs)."""
 
 
+for _command in (
+    prepare_command,
+    embed_dna,
+    embed_esm,
+    classify_command,
+    predict_command,
+    summarize_command,
+    convert_checkpoint,
+    fetch_classifier,
+    fetch_model_command,
+    make_test_models_command,
+):
+    cli.add_command(_command)
+
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.1 prints the help itself
-
-
-def _register_commands() -> None:
-    from virnucpro.cli import commands  # noqa: F401  (registers every subcommand on `cli`)
 
 
 def _report(message: str, verbose: bool) -> None:
@@ -40,18 +59,6 @@ def _report(message: str, verbose: bool) -> None:
 
         traceback.print_exc()
     click.echo(f"virnucpro: error: {message}", err=True)
-
-
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's time limit, Nextflow stopping a task): unwind like Ctrl-C, so
-    workers are stopped, temporary files removed and the output directory released. Not a
-    KeyboardInterrupt, which click would turn into Abort with a blank line of its own."""
-
-    received = False  # set by the handler: a SIGTERM ends the run as terminated even if some
-    # library code it interrupted turned the exception into an ordinary error
-
-
-EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:
@@ -64,7 +71,6 @@ _TERMINATED_LINE = "virnucpro: terminated (SIGTERM); finished outputs are kept: 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
-    _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
     Terminated.received = False
@@ -125,12 +131,11 @@ def _run_command(args: list[str], verbose: bool) -> int:
         code = EXIT_FAILED
     except VirnucproError as error:
         raise_interruption_behind(error)
-        _report(f"{error}", verbose)
+        _report(error_line(error), verbose)
         code = error.exit_code
     except OSError as error:  # the file system refused (a path that is a file, a full disk, permissions)
         raise_interruption_behind(error)
-        where = f"{error.filename}: " if error.filename else ""
-        _report(f"{where}{error.strerror or error}", verbose)
+        _report(error_line(error), verbose)
         code = EXIT_FAILED
     except Exception as error:  # a bug (shown with its traceback), unless an interruption is behind it
         raise_interruption_behind(error)

@@ -6,52 +6,46 @@ from pathlib import Path
 
 import click
 
-from virnucpro.cli import cli
 from virnucpro.cli.options import (
+    DeviceOptions,
+    DnaOptions,
+    EsmOptions,
+    GpuTaskOptions,
     device_options,
     dna_model_options,
     esm_model_options,
     gpu_task_options,
-    init_logging,
     outdir_option,
     verbosity_options,
 )
-from virnucpro.embeddings.base import EmbedderSpec
-from virnucpro.engine import run_embedding
-from virnucpro.outdir import claimed_outdir
-from virnucpro.summary import write_summary
 
 _fasta_argument = click.argument("fasta", nargs=-1, required=True, type=click.Path(dir_okay=False))
 _outdir_option = outdir_option("Directory for <stem>.npz per input, failed_files.txt and summary.json.")
 
 
 def _run(
-    fasta: tuple[str, ...], outdir: Path, spec: EmbedderSpec, budget: int | None,
-    gpus: str | None, workers: int | None, resume: bool, quiet: bool,
-    require_gpu: bool = False, claim_gpu_dir: Path | None = None,
+    command: str, fasta: tuple[str, ...], outdir: Path, model: EsmOptions | DnaOptions, devices: DeviceOptions,
+    gpu_task: GpuTaskOptions,
 ) -> int:
     """Run the engine, write OUTDIR/summary.json, return the exit code."""
-    spec.check()  # a mistyped model path or name stops here, before any worker starts
-    progress = "quiet" if quiet else "auto"
-    if require_gpu or claim_gpu_dir is not None:
-        from virnucpro.engine.devices import select_gpus
-        from virnucpro.engine.gpu_claim import claim_and_expose, require_gpus
+    from virnucpro.engine import run_embedding
+    from virnucpro.outdir import claimed_outdir
+    from virnucpro.summary_json import write_summary
 
-        entries = select_gpus(gpus)
-        require_gpus(entries)
-        if claim_gpu_dir is not None:
-            claim_and_expose(entries, claim_gpu_dir)  # held until this process ends
-            gpus = None  # the claimed GPU is now the only one visible
+    spec = model.spec(devices.precision)
+    spec.check()  # a mistyped model path or name stops here, before any worker starts
+    gpus = gpu_task.apply(devices.gpus)
     with claimed_outdir(outdir):
         result = run_embedding(
-            list(fasta), spec, outdir, budget, gpus=gpus, workers=workers, resume=resume, progress=progress
+            list(fasta), spec, outdir, model.batch_tokens, gpus=gpus, workers=devices.workers,
+            resume=devices.resume,
         )
-        summary = {"command": f"embed-{spec.kind}", "model": repr(spec), "exit_status": result.exit_code}
+        summary = {"command": command, "model": repr(spec), "exit_status": result.exit_code}
         write_summary(outdir, {**summary, "engine": result.stats})
     return result.exit_code
 
 
-@cli.command("embed-esm", short_help="ESM-2 embeddings of protein FASTA files (all GPUs).")
+@click.command("embed-esm", short_help="ESM-2 embeddings of protein FASTA files (all GPUs).")
 @_fasta_argument
 @_outdir_option
 @esm_model_options
@@ -59,27 +53,13 @@ def _run(
 @gpu_task_options
 @verbosity_options
 def embed_esm(
-    fasta: tuple[str, ...],
-    outdir: Path,
-    esm_model: str,
-    esm_layer: int | None,
-    esm_batch_size: int | None,
-    gpus: str | None,
-    workers: int | None,
-    precision: str,
-    resume: bool,
-    require_gpu: bool,
-    claim_gpu_dir: Path | None,
-    verbose: bool,
-    quiet: bool,
+    fasta: tuple[str, ...], outdir: Path, esm: EsmOptions, devices: DeviceOptions, gpu_task: GpuTaskOptions
 ) -> int:
     """Embed protein FASTA files with ESM-2: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
-    init_logging(verbose, quiet)
-    spec = EmbedderSpec("esm", esm_model, layer=esm_layer, precision=precision)
-    return _run(fasta, outdir, spec, esm_batch_size, gpus, workers, resume, quiet, require_gpu, claim_gpu_dir)
+    return _run("embed-esm", fasta, outdir, esm, devices, gpu_task)
 
 
-@cli.command("embed-dna", short_help="DNABERT-S embeddings of nucleotide FASTA files (all GPUs).")
+@click.command("embed-dna", short_help="DNABERT-S embeddings of nucleotide FASTA files (all GPUs).")
 @_fasta_argument
 @_outdir_option
 @dna_model_options
@@ -87,20 +67,7 @@ def embed_esm(
 @gpu_task_options
 @verbosity_options
 def embed_dna(
-    fasta: tuple[str, ...],
-    outdir: Path,
-    dna_model: str,
-    dna_batch_size: int | None,
-    gpus: str | None,
-    workers: int | None,
-    precision: str,
-    resume: bool,
-    require_gpu: bool,
-    claim_gpu_dir: Path | None,
-    verbose: bool,
-    quiet: bool,
+    fasta: tuple[str, ...], outdir: Path, dna: DnaOptions, devices: DeviceOptions, gpu_task: GpuTaskOptions
 ) -> int:
     """Embed nucleotide FASTA files with DNABERT-S: OUTDIR/<stem>.npz per file; exit 0, 2 (partial) or 1."""
-    init_logging(verbose, quiet)
-    spec = EmbedderSpec("dna", dna_model, precision=precision)
-    return _run(fasta, outdir, spec, dna_batch_size, gpus, workers, resume, quiet, require_gpu, claim_gpu_dir)
+    return _run("embed-dna", fasta, outdir, dna, devices, gpu_task)

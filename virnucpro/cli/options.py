@@ -1,28 +1,55 @@
-"""Options shared by several subcommands, defined once."""
+"""Options shared by several subcommands, defined once.
+
+Related options reach a command as one object (:func:`option_group`): ``--esm-model``,
+``--esm-layer`` and ``--esm-batch-size`` as an :class:`EsmOptions`, the device options as a
+:class:`DeviceOptions`, and so on. Nothing heavy is imported here: ``virnucpro --help``
+loads this module and every command module, and no library behind them.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from virnucpro.contracts import CHUNK_LENGTHS, REFERENCE_DNA_MODEL, REFERENCE_ESM_MODEL
-from virnucpro.log import setup_logging
+from virnucpro.contracts import (
+    CHUNK_LENGTHS,
+    DEFAULT_SHARD_RESIDUES,
+    PRECISIONS,
+    REFERENCE_DNA_MODEL,
+    REFERENCE_ESM_MODEL,
+)
 
 F = Callable[..., Any]
 
 
-def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
-    def apply(func: F) -> F:
-        for decorator in reversed(decorators):
-            func = decorator(func)
-        return func
+def option(*declarations: str, **attributes: Any) -> Callable[[], click.Option]:
+    """A click option to be made for each command that uses it (see :func:`option_group`)."""
+    return functools.partial(click.Option, list(declarations), **attributes)
 
-    return apply
+
+def option_group(name: str | None, make: Callable[..., Any], **options: Callable[[], click.Option]) -> Callable[[F], F]:
+    """Add ``options`` to a command; it receives them as one argument ``name``: ``make(key=value, ...)``
+    with one keyword per option. With ``name`` None, ``make`` is called and nothing is passed."""
+
+    def decorate(func: F) -> F:
+        made = {key: new() for key, new in options.items()}
+
+        @functools.wraps(func)
+        def command(*args: Any, **values: Any) -> Any:
+            group = make(**{key: values.pop(param.name) for key, param in made.items()})
+            return func(*args, **values) if name is None else func(*args, **values, **{name: group})
+
+        command.__click_params__ = [*getattr(func, "__click_params__", []), *reversed(made.values())]  # type: ignore[attr-defined]
+        return command
+
+    return decorate
 
 
 def _check_gpus(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -52,10 +79,21 @@ sequence_inputs_argument = click.argument(
     "inputs", nargs=-1, required=True, metavar="INPUT...", callback=_sequence_inputs
 )
 
-verbosity_options = _stack(
-    click.option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on errors."),
-    click.option("--quiet", "-q", is_flag=True, help="Print errors only."),
+
+def _set_up_logging(verbose: bool, quiet: bool) -> None:
+    from virnucpro.log import setup_logging
+
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+verbosity_options = option_group(
+    None,
+    _set_up_logging,
+    verbose=option("--verbose", "-v", is_flag=True, help="Debug logging and tracebacks on errors."),
+    quiet=option("--quiet", "-q", is_flag=True, help="Print errors only."),
 )
+"""``--verbose/--quiet``: the logging is set up before the command runs (progress displays
+follow it: ``--quiet`` shows none)."""
 
 chunk_length_option = click.option(
     "--chunk-length",
@@ -66,15 +104,64 @@ chunk_length_option = click.option(
     help="Chunk length in bp; must match the classifier (300 or 500).",
 )
 
-esm_model_options = _stack(
-    click.option(
+
+@dataclass(frozen=True)
+class EsmOptions:
+    """``--esm-model``, ``--esm-layer``, ``--esm-batch-size``."""
+
+    model: str
+    layer: int | None
+    batch_tokens: int | None  # None: the embedder's default for its device
+
+    def spec(self, precision: str):  # noqa: ANN201  (an EsmSpec; imported when a command runs)
+        from virnucpro.embeddings.esm import EsmSpec
+
+        return EsmSpec(self.model, self.layer, precision)
+
+
+@dataclass(frozen=True)
+class DnaOptions:
+    """``--dna-model``, ``--dna-batch-size``."""
+
+    model: str
+    batch_tokens: int | None
+
+    def spec(self, precision: str):  # noqa: ANN201  (a DnaSpec; imported when a command runs)
+        from virnucpro.embeddings.dna import DnaSpec
+
+        return DnaSpec(self.model, precision)
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """``--gpus``, ``--workers``, ``--precision``, ``--resume``."""
+
+    gpus: str | None
+    workers: int | None
+    precision: str
+    resume: bool
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """``--classifier``, ``--batch-size``, ``--virus-fraction``."""
+
+    classifier: str | None  # None: the reference model for the chunk length
+    batch_size: int
+    virus_fraction: float
+
+
+esm_model_options = option_group(
+    "esm",
+    EsmOptions,
+    model=option(
         "--esm-model",
         default=REFERENCE_ESM_MODEL,
         show_default=True,
         help="fair-esm model name (downloaded once to the torch hub cache) or a local esm2*.pt file.",
     ),
-    click.option("--esm-layer", type=int, default=None, help="Representation layer [default: the final layer]."),
-    click.option(
+    layer=option("--esm-layer", type=int, default=None, help="Representation layer [default: the final layer]."),
+    batch_tokens=option(
         "--esm-batch-size",
         type=click.IntRange(min=1),
         default=None,
@@ -83,14 +170,16 @@ esm_model_options = _stack(
     ),
 )
 
-dna_model_options = _stack(
-    click.option(
+dna_model_options = option_group(
+    "dna",
+    DnaOptions,
+    model=option(
         "--dna-model",
         default=REFERENCE_DNA_MODEL,
         show_default=True,
         help="DNABERT-S hub id or a local transformers directory (save_pretrained layout).",
     ),
-    click.option(
+    batch_tokens=option(
         "--dna-batch-size",
         type=click.IntRange(min=1),
         default=None,
@@ -98,22 +187,24 @@ dna_model_options = _stack(
     ),
 )
 
-device_options = _stack(
-    click.option(
+device_options = option_group(
+    "devices",
+    DeviceOptions,
+    gpus=option(
         "--gpus",
         default=None,
         callback=_check_gpus,
         help="Comma-separated GPU indices to use (overrides CUDA_VISIBLE_DEVICES); default all visible, CPU if none.",
     ),
-    click.option(
+    workers=option(
         "--workers",
         type=click.IntRange(min=1),
         default=None,
         help="Worker processes [default: one per selected GPU, 1 on CPU].",
     ),
-    click.option(
+    precision=option(
         "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        type=click.Choice(PRECISIONS),
         default="auto",
         show_default=True,
         help=(
@@ -121,19 +212,42 @@ device_options = _stack(
             "passes at model load, else fp32; CPU always fp32."
         ),
     ),
-    click.option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),
+    resume=option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),
 )
 
-# For a task on a node it shares with other tasks (the pipeline's EMBED_* processes).
-gpu_task_options = _stack(
-    click.option(
+@dataclass(frozen=True)
+class GpuTaskOptions:
+    """``--require-gpu``, ``--claim-gpu``: for a task on a node it shares with other tasks (the
+    pipeline's EMBED processes)."""
+
+    require: bool
+    claim_dir: Path | None
+
+    def apply(self, gpus: str | None) -> str | None:
+        """Refuse to run without a GPU and claim one, as asked; the ``--gpus`` value to use then."""
+        if not self.require and self.claim_dir is None:
+            return gpus
+        from virnucpro.engine.devices import select_gpus
+        from virnucpro.engine.gpu_claim import claim_and_expose, require_gpus
+
+        entries = select_gpus(gpus)
+        require_gpus(entries)
+        if self.claim_dir is None:
+            return gpus
+        claim_and_expose(entries, self.claim_dir)  # held until this process ends
+        return None  # the claimed GPU is now the only one visible
+
+
+gpu_task_options = option_group(
+    "gpu_task",
+    GpuTaskOptions,
+    require=option(
         "--require-gpu",
         is_flag=True,
         help="Fail at once (exit 1) when no GPU is visible instead of running on the CPU.",
     ),
-    click.option(
+    claim_dir=option(
         "--claim-gpu",
-        "claim_gpu_dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         metavar="LOCK_DIR",
@@ -141,11 +255,6 @@ gpu_task_options = _stack(
         "waits while every GPU is claimed.",
     ),
 )
-
-
-def init_logging(verbose: bool, quiet: bool) -> None:
-    """Called first by every command."""
-    setup_logging(verbose=verbose, quiet=quiet)
 
 
 class _OutputDirectory(click.Path):
@@ -171,21 +280,23 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
     return value
 
 
-classifier_options = _stack(
-    click.option(
+classifier_options = option_group(
+    "classifier",
+    ClassifierOptions,
+    classifier=option(
         "--classifier",
         default=None,
         help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
         "(native or reference format) [default: the reference model for the chunk length].",
     ),
-    click.option(
+    batch_size=option(
         "--batch-size",
         type=click.IntRange(min=1),
         default=1024,
         show_default=True,
         help="Frames per classifier batch.",
     ),
-    click.option(
+    virus_fraction=option(
         "--virus-fraction",
         type=click.FloatRange(min=0.0, max=1.0, min_open=True),
         callback=_finite,
@@ -195,18 +306,13 @@ classifier_options = _stack(
     ),
 )
 
-
-def shard_size_option(func: F) -> F:
-    """``--shard-size``: protein residues per frame shard (prepare and predict)."""
-    from virnucpro.prepare import DEFAULT_SHARD_RESIDUES
-
-    return click.option(
-        "--shard-size",
-        type=click.IntRange(min=1),
-        default=DEFAULT_SHARD_RESIDUES,
-        show_default=True,
-        help=(
-            "Protein residues per frame shard: the unit of work the workers (GPUs) share and that "
-            "--resume keeps (a chunk's frames are never split)."
-        ),
-    )(func)
+shard_size_option = click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_RESIDUES,
+    show_default=True,
+    help=(
+        "Protein residues per frame shard: the unit of work the workers (GPUs) share and that "
+        "--resume keeps (a chunk's frames are never split)."
+    ),
+)

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virnucpro.classify import CallRule
-from virnucpro.cli import cli
+import click
+
 from virnucpro.cli.options import (
+    ClassifierOptions,
+    DeviceOptions,
+    DnaOptions,
+    EsmOptions,
     chunk_length_option,
     classifier_options,
     device_options,
     dna_model_options,
     esm_model_options,
-    init_logging,
     outdir_option,
     sequence_inputs_argument,
     shard_size_option,
     verbosity_options,
 )
-from virnucpro.embeddings.base import EmbedderSpec
-from virnucpro.pipeline import PredictOptions, run_predict
 
 
-@cli.command("predict", short_help="Everything: prepare, embed with both models, classify.")
+@click.command("predict", short_help="Everything: prepare, embed with both models, classify.")
 @sequence_inputs_argument
 @outdir_option("Output directory.")
 @chunk_length_option
@@ -36,37 +37,28 @@ def predict_command(
     inputs: tuple[str, ...],
     outdir: Path,
     chunk_length: int,
-    classifier: str | None,
-    batch_size: int,
-    virus_fraction: float,
-    esm_model: str,
-    esm_layer: int | None,
-    esm_batch_size: int | None,
-    dna_model: str,
-    dna_batch_size: int | None,
-    gpus: str | None,
-    workers: int | None,
-    precision: str,
-    resume: bool,
+    classifier: ClassifierOptions,
+    esm: EsmOptions,
+    dna: DnaOptions,
+    devices: DeviceOptions,
     shard_size: int,
-    verbose: bool,
-    quiet: bool,
 ) -> int:
     """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
-    init_logging(verbose, quiet)
+    from virnucpro.classify import CallRule
+    from virnucpro.predict import PredictOptions, run_predict
+
     options = PredictOptions(
         chunk_length=chunk_length,
-        classifier=classifier,
-        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
-        dna=EmbedderSpec("dna", dna_model, None, precision),
-        esm_batch_tokens=esm_batch_size,
-        dna_batch_tokens=dna_batch_size,
-        batch_size=batch_size,
-        gpus=gpus,
-        workers=workers,
-        resume=resume,
+        classifier=classifier.classifier,
+        esm=esm.spec(devices.precision),
+        dna=dna.spec(devices.precision),
+        esm_batch_tokens=esm.batch_tokens,
+        dna_batch_tokens=dna.batch_tokens,
+        batch_size=classifier.batch_size,
+        gpus=devices.gpus,
+        workers=devices.workers,
+        resume=devices.resume,
         shard_size=shard_size,
-        rule=CallRule(virus_fraction),
-        progress="quiet" if quiet else "auto",
+        rule=CallRule(classifier.virus_fraction),
     )
     return run_predict(list(inputs), outdir, options)

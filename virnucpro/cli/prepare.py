@@ -4,32 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virnucpro.cli import cli
+import click
+
 from virnucpro.cli.options import (
     chunk_length_option,
-    init_logging,
     outdir_option,
     sequence_inputs_argument,
     shard_size_option,
     verbosity_options,
 )
-from virnucpro.contracts import EXIT_OK
-from virnucpro.outdir import claimed_outdir
-from virnucpro.prepare import prepare
-from virnucpro.seqio import check_inputs
 
 
-@cli.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
+@click.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
 @sequence_inputs_argument
 @outdir_option("Directory for chunks.fa, frames.*, manifest.tsv and shards/.")
 @chunk_length_option
 @shard_size_option
 @verbosity_options
-def prepare_command(
-    inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool
-) -> int:
+def prepare_command(inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int) -> int:
     """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz; - for standard input) into chunks and keep their stop-free frames."""
-    init_logging(verbose, quiet)
+    from virnucpro.contracts import EXIT_OK
+    from virnucpro.outdir import claimed_outdir
+    from virnucpro.prepare import prepare
+    from virnucpro.seqio import check_inputs
+
     check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):
         prepare(inputs, outdir, chunk_length, shard_size)

@@ -7,10 +7,7 @@ from pathlib import Path
 import click
 
 from virnucpro import contracts as c
-from virnucpro.cli import cli
-from virnucpro.cli.options import init_logging, outdir_option, verbosity_options
-from virnucpro.outdir import claimed_outdir
-from virnucpro.summarize import read_run, write_run
+from virnucpro.cli.options import outdir_option, verbosity_options
 
 
 def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
@@ -20,18 +17,20 @@ def summarize_exit_code(run_status: int, fail_on_partial: bool) -> int:
     return c.EXIT_OK
 
 
-@cli.command("summarize", short_help="Run status over many samples (0 ok, 2 partial, 1 failed).")
+@click.command("summarize", short_help="Run status over many samples (0 ok, 2 partial, 1 failed).")
 @click.argument("sample_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @outdir_option("Where to write run_status.txt, run_summary.json and failed_files.txt.")
 @click.option("--fail-on-partial", is_flag=True, help="Exit 1 when the run status is 2 (partial), not only when it is 1.")
 @verbosity_options
-def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_partial: bool, verbose: bool, quiet: bool) -> int:
+def summarize_command(sample_dirs: tuple[Path, ...], outdir: Path, fail_on_partial: bool) -> int:
     """Combine the results of SAMPLE_DIR... (each with summary.json) into the run's status 0/2/1.
 
     The status is written to OUTDIR/run_status.txt; the command exits 0 once it is written,
     unless the run failed (status 1) or --fail-on-partial is set and the status is 2.
     """
-    init_logging(verbose, quiet)
+    from virnucpro.outdir import claimed_outdir
+    from virnucpro.summarize import read_run, write_run
+
     run = read_run(list(sample_dirs))  # a missing sample directory is named before anything is written
     with claimed_outdir(outdir):
         write_run(run, outdir)

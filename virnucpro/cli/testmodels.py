@@ -6,21 +6,22 @@ from pathlib import Path
 
 import click
 
-from virnucpro.cli import cli
-from virnucpro.cli.options import chunk_length_option, init_logging, verbosity_options
-from virnucpro.contracts import EXIT_OK
-from virnucpro.testmodels import SIZES, make_test_models
+from virnucpro.cli.options import chunk_length_option, verbosity_options
+
+_SIZES = ("tiny", "t6")  # testmodels.SIZES, without importing torch for --help (a test keeps them equal)
 
 
-@cli.command("make-test-models", short_help="Write tiny random models in the real formats (tests, demos).")
+@click.command("make-test-models", short_help="Write tiny random models in the real formats (tests, demos).")
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", type=click.Choice(list(SIZES)), default="tiny", show_default=True, help="Model size.")
+@click.option("--size", type=click.Choice(list(_SIZES)), default="tiny", show_default=True, help="Model size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same weights).")
 @chunk_length_option
 @verbosity_options
-def make_test_models_command(outdir: Path, size: str, seed: int, chunk_length: int, verbose: bool, quiet: bool) -> int:
+def make_test_models_command(outdir: Path, size: str, seed: int, chunk_length: int) -> int:
     """Write test models to OUTDIR and print their paths (ESM-2 .pt, DNA directory, classifier)."""
-    init_logging(verbose, quiet)
+    from virnucpro.contracts import EXIT_OK
+    from virnucpro.testmodels import make_test_models
+
     models = make_test_models(outdir, size=size, seed=seed, chunk_length=chunk_length)
     click.echo(f"esm\t{models.esm}\ndna\t{models.dna}\nclassifier\t{models.classifier}")
     return EXIT_OK

@@ -1,7 +1,11 @@
-"""The interface every embedding model offers to the worker engine and the pipeline."""
+"""What every embedding model offers to the worker engine and the pipeline: a :class:`ModelSpec`
+(what to load, checked and measured without loading) and an :class:`Embedder` (the loaded model).
+
+This module imports no model module: each model's module implements these protocols."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -64,47 +68,42 @@ class EmbedderWrapper:
         return self.inner.embed_batch(sequences)
 
 
-class EmbedderSpec:
-    """What to load, as plain picklable data, so spawned workers can load the model themselves."""
+@dataclass(frozen=True)
+class ModelShape:
+    """Width of the pooled embedding and, for ESM-2, the number of layers."""
 
-    def __init__(self, kind: str, model: str, layer: int | None = None, precision: str = "auto") -> None:
-        if kind not in ("esm", "dna"):
-            raise ValueError(f"unknown embedder kind {kind!r}")
-        self.kind = kind
-        self.model = model
-        self.layer = layer
-        self.precision = precision
+    dim: int
+    layers: int | None = None
 
-    def __repr__(self) -> str:
-        return f"EmbedderSpec({self.kind!r}, {self.model!r}, layer={self.layer!r}, precision={self.precision!r})"
 
-    def __str__(self) -> str:
-        """For log lines: ``ESM-2 model esm2_t36_3B_UR50D (layer 36, precision auto)``."""
-        what = "ESM-2 model" if self.kind == "esm" else "DNA model"
-        layer = f"layer {self.layer}, " if self.layer is not None else ""
-        return f"{what} {self.model} ({layer}precision {self.precision})"
+class ModelSpec(Protocol):
+    """What to load, as plain picklable data, so spawned workers can load the model themselves.
+
+    One frozen class per model implements it: ``EsmSpec`` (:mod:`virnucpro.embeddings.esm`)
+    and ``DnaSpec`` (:mod:`virnucpro.embeddings.dna`). ``str(spec)`` names the model for log lines.
+    """
+
+    @property
+    def stage(self) -> str:
+        """Stage name for failure lines (contracts.STAGE_ESM, contracts.STAGE_DNA), known before loading."""
+
+    @property
+    def model(self) -> str:
+        """The model as the user named it (a path or a name)."""
 
     def check(self) -> None:
-        """Refuse, before any work and without loading, a model that cannot be found: a missing
-        path or an unknown name is a one-line ModelError."""
-        if self.kind == "esm":
-            from virnucpro.embeddings.esm import check_esm_model
-
-            check_esm_model(self.model)
-        else:
-            from virnucpro.embeddings.dna import resolve_dna_source
-
-            resolve_dna_source(self.model)
+        """Refuse, before any work and without loading, a model that cannot be found (a one-line ModelError)."""
 
     def load(self, device: str = "cpu") -> Embedder:
-        """Load the model on ``device`` ("cpu" or "cuda:N"); call once per process."""
-        if self.kind == "esm":
-            from virnucpro.embeddings.esm import load_esm_embedder
+        """Load the model on ``device`` ("cpu" or "cuda:N"); called once per process."""
 
-            return load_esm_embedder(self.model, layer=self.layer, device=device, precision=self.precision)
-        from virnucpro.embeddings.dna import load_dna_embedder
+    def shape(self) -> ModelShape | None:
+        """The embedding's width (and depth), read without loading the model; None when that is not cheap.
 
-        return load_dna_embedder(self.model, device=device, precision=self.precision)
+        ``predict`` checks the classifier against it before any embedding work, so a mismatch
+        costs seconds, not hours of GPU time; otherwise the check happens after embedding,
+        from the embedding files (classify).
+        """
 
 
 def local_model_fingerprint(model: str) -> str:

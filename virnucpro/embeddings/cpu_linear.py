@@ -1,13 +1,11 @@
 """fp32 linear layers on the CPU through oneDNN instead of the default BLAS, where that pays.
 
 PyTorch's CPU ``nn.Linear`` calls its BLAS (MKL in the official wheels). On AMD CPUs with
-AVX-512 MKL takes a generic code path: on a Zen 5 machine it reaches about 100 GFLOP/s per
-core in fp32, where oneDNN (also bundled with PyTorch, used by its own compiler backend)
-reaches about 220 GFLOP/s, in fp32 and to the same accuracy (relative error ~1e-6 against
-float64, like MKL; no bf16 or TF32 shortcut). On an AVX2-only CPU (a Zen 3 machine) it is
-the other way round: MKL's GEMM is as fast or faster and oneDNN's fused GELU is slow, so
-the embedding stages run 8-10% faster without oneDNN (interleaved ablation;
-docs/performance.md).
+AVX-512 MKL takes a generic code path, and oneDNN (also bundled with PyTorch, used by its own
+compiler backend) is faster, in fp32 and to the same accuracy (relative error
+~1e-6 against float64, like MKL; no bf16 or TF32 shortcut). On an AVX2-only CPU it is the
+other way round: MKL's GEMM is as fast or faster and oneDNN's fused GELU is slow, so the
+embedding stages are faster without oneDNN (the measurements: docs/performance.md).
 
 :func:`linear` therefore uses oneDNN for fp32 tensors on the CPU when the CPU has AVX-512,
 oneDNN is available and it agrees with ``F.linear`` on a probe; ``F.linear`` everywhere else

@@ -11,8 +11,8 @@
   On the CPU a batch is run in consecutive groups small enough for their activations to stay in
   cache (:func:`virnucpro.embeddings.batching.cpu_token_cap`): same numbers, faster.
 - **Speed on the CPU**: on AVX-512 CPUs the model's ``nn.Linear`` layers run through oneDNN
-  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, about twice MKL's rate there;
-  elsewhere torch's BLAS.
+  (:mod:`virnucpro.embeddings.cpu_linear`): same weights, fp32, faster than MKL there
+  (docs/performance.md); elsewhere torch's BLAS.
 - **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
   ``torch.autocast`` in bf16/fp16. (DNABERT-S's plain PyTorch attention adds an fp32 ALiBi bias
   to the scores, which breaks a model cast wholesale to half precision; autocast does not.)
@@ -50,18 +50,27 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_DNA
-from virnucpro.embeddings.base import local_model_fingerprint
+from virnucpro.embeddings.base import ModelShape, local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches
 from virnucpro.embeddings.cpu_linear import use_onednn_linears
-from virnucpro.embeddings.parity import load_checked, probe_frames
-from virnucpro.embeddings.precision import dtype_name, is_cuda, parity_candidates, resolve_dtype
+from virnucpro.embeddings.precision import (
+    dtype_name,
+    is_cuda,
+    load_checked,
+    parity_candidates,
+    probe_frames,
+    resolve_dtype,
+)
+from virnucpro.embeddings.store import META_MODEL, META_PRECISION
 from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
@@ -106,9 +115,9 @@ class DnaEmbedder:
         """Model, precision and pooling: what determines the numbers."""
         return {
             "kind": "dna",
-            "model": self.name,
+            META_MODEL: self.name,
             "model_files": model_fingerprint(self.name),
-            "precision": dtype_name(self.dtype),
+            META_PRECISION: dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over all tokens ([CLS] and [SEP] included)",
         }
@@ -340,7 +349,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
     """Load a DNA model once (hub id or local directory) on ``device``; errors are one-line ModelErrors.
 
     ``precision`` auto on a GPU: half precision only after the parity check of
-    :mod:`virnucpro.embeddings.parity`.
+    :mod:`virnucpro.embeddings.precision`.
     """
     source = resolve_dna_source(model)
     loaded = None
@@ -366,7 +375,7 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
 
     def load(dtype: torch.dtype) -> DnaEmbedder:  # the weights stay fp32 (autocast): nothing is reloaded
         if torch.device(device).type == "cpu" and dtype == torch.float32:
-            use_onednn_linears(network)  # same weights and numbers, about twice the GEMM rate on AVX-512 CPUs
+            use_onednn_linears(network)  # same weights and numbers, faster GEMMs on AVX-512 CPUs
         log.debug("DNA model %s loaded on %s (%s)", source, device, dtype_name(dtype))
         return DnaEmbedder(network, tokenizer, source, device=device, dtype=dtype)
 
@@ -374,3 +383,46 @@ def load_dna_embedder(model: str, device: str = "cpu", precision: str = "auto") 
     if candidates:
         return load_checked(load, candidates, [nucleotide for nucleotide, _ in probe_frames()], f"DNA model on {device}")
     return load(resolve_dtype(precision, device))
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class DnaSpec:
+    """A DNA model to load (a hub id or a local ``save_pretrained`` directory) and its precision.
+
+    Implements :class:`~virnucpro.embeddings.base.ModelSpec`: plain picklable data that spawned
+    workers load on their own device.
+    """
+
+    model: str
+    precision: str = "auto"
+    stage: ClassVar[str] = STAGE_DNA
+
+    def __str__(self) -> str:
+        """For log lines: ``DNA model zhihan1996/DNABERT-S (precision auto)``."""
+        return f"DNA model {self.model} (precision {self.precision})"
+
+    def check(self) -> None:
+        """A path that does not exist, or is not a model directory, is a one-line ModelError."""
+        resolve_dna_source(self.model)
+
+    def load(self, device: str = "cpu") -> DnaEmbedder:
+        """Load the model on ``device``; call once per process."""
+        return load_dna_embedder(self.model, device=device, precision=self.precision)
+
+    def shape(self) -> ModelShape | None:
+        """The hidden size from the transformers ``config.json`` (a local directory, or the hub cache).
+
+        Never goes to the network: offline, the hub's retries would cost half a minute for a check
+        that the embedding files repeat anyway.
+        """
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model, trust_remote_code=True, local_files_only=True)
+            return ModelShape(int(config.hidden_size))
+        except Exception as error:  # noqa: BLE001  (offline without a cache, or no config: checked later)
+            raise_interruption_behind(error)
+            return None

@@ -19,11 +19,10 @@
 - **Forward pass** (:mod:`virnucpro.embeddings.esm_forward`): fair-esm's layers and weights,
   run by :func:`encoder_forward` rather than ``ESM2.forward`` (SDPA attention, fused GELU,
   oneDNN linears on AVX-512 CPUs, no LM head, stops at the pooled layer): equal to fair-esm's
-  forward within 1e-5 in fp32; on the CPU about 2.2x faster on AVX-512, 1.1x on AVX2
-  (docs/performance.md). Optional packed (unpadded) batches: :func:`packed_encoder_forward`.
+  forward within 1e-5 in fp32, and faster on the CPU (docs/performance.md). Optional packed
+  (unpadded) batches: :func:`packed_encoder_forward`.
 - **Precision**: fp32 on the CPU; on CUDA the model is cast to bf16/fp16 (see
-  :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check,
-  :mod:`virnucpro.embeddings.parity`) except its rotary position tables, which are computed
+  :mod:`virnucpro.embeddings.precision`; ``auto`` only after a parity check) except its rotary position tables, which are computed
   in fp32 and then cast (bf16 cannot represent positions above 256 exactly).
 """
 
@@ -32,15 +31,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from virnucpro.contracts import STAGE_ESM
-from virnucpro.embeddings.base import local_model_fingerprint
+from virnucpro.embeddings.base import ModelShape, local_model_fingerprint
 from virnucpro.embeddings.batching import cpu_token_cap, row_groups, token_budget_batches  # noqa: F401  (re-exported)
 from virnucpro.embeddings.esm_forward import (
     encoder_forward,
@@ -49,9 +49,9 @@ from virnucpro.embeddings.esm_forward import (
     fused_qkv,
     packed_encoder_forward,
 )
-from virnucpro.embeddings.parity import load_checked, probe_frames
-from virnucpro.embeddings.precision import dtype_name, parity_candidates, resolve_dtype
-from virnucpro.errors import InputError, ModelError, describe
+from virnucpro.embeddings.precision import dtype_name, load_checked, parity_candidates, probe_frames, resolve_dtype
+from virnucpro.embeddings.store import META_LAYER, META_MODEL, META_PRECISION
+from virnucpro.errors import InputError, ModelError, describe, raise_interruption_behind
 from virnucpro.log import get_logger
 
 log = get_logger("esm")
@@ -61,10 +61,11 @@ _SPECIAL_TOKENS = 2  # BOS (<cls>) and EOS
 PACKED_ENV = "VIRNUCPRO_ESM_PACKED"
 # Tokens per batch when --esm-batch-size is not given, by "on a GPU": the reference's 2,048 on the
 # CPU (bigger batches are cut into cache-sized row groups there anyway); 65,536 on a GPU, where
-# small batches leave it underused (an H200 in bf16: 40-64% of its limit at 64k tokens, 28-63%
-# at 16k; docs/performance.md, "GPU").
+# small batches leave it underused (docs/performance.md).
 ESM_TOKEN_BUDGET_CPU = 2048
 ESM_TOKEN_BUDGET_GPU = 65536
+# fair-esm's ESM-2 models by layer count (esm2_t{layers}_...): width of the representations.
+ESM2_WIDTHS = {6: 320, 12: 480, 30: 640, 33: 1280, 36: 2560, 48: 5120}
 _Residues = TypeVar("_Residues", str, np.ndarray)
 
 
@@ -102,7 +103,7 @@ class EsmEmbedder:
     rotary positions, attention per sequence); on CUDA the attention is FlashAttention's
     variable-length kernel (``torch.nn.attention.varlen``, half precision; where it cannot run, a
     warning and padded attention per sequence). ``packed=None`` (the default) decides per batch:
-    packed where that kernel runs (CUDA, bf16/fp16, Ampere or newer: 9-18% faster on an H200,
+    packed where that kernel runs (CUDA, bf16/fp16, Ampere or newer: faster there,
     docs/performance.md), padded elsewhere; ``VIRNUCPRO_ESM_PACKED=1`` or ``0`` forces either.
     """
 
@@ -157,10 +158,10 @@ class EsmEmbedder:
         """Model, layer, precision and pooling: what determines the numbers."""
         return {
             "kind": "esm",
-            "model": self.name,
+            META_MODEL: self.name,
             "model_files": local_model_fingerprint(self.name) or local_model_fingerprint(hub_checkpoint(self.name)),
-            "layer": str(self.layer),
-            "precision": dtype_name(self.dtype),
+            META_LAYER: str(self.layer),
+            META_PRECISION: dtype_name(self.dtype),
             "dim": str(self.dim),
             "pooling": "mean over residues (BOS/EOS excluded)",
             "max_residues": str(self.max_residues),
@@ -420,7 +421,7 @@ def load_esm_embedder(
     """Load a fair-esm model once (name or local ``.pt``) on ``device``; errors are one-line ModelErrors.
 
     ``precision`` auto on a GPU: half precision only after the parity check of
-    :mod:`virnucpro.embeddings.parity`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
+    :mod:`virnucpro.embeddings.precision`. ``packed``: unpadded batches (see :class:`EsmEmbedder`);
     None reads ``VIRNUCPRO_ESM_PACKED``, else chooses per batch.
     """
 
@@ -435,3 +436,56 @@ def load_esm_embedder(
     if candidates:
         return load_checked(load, candidates, [protein for _, protein in probe_frames()], f"ESM-2 on {device}")
     return load(resolve_dtype(precision, device))
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class EsmSpec:
+    """An ESM-2 model to load (a fair-esm name or a local ``.pt``), its layer and precision.
+
+    Implements :class:`~virnucpro.embeddings.base.ModelSpec`: plain picklable data that spawned
+    workers load on their own device.
+    """
+
+    model: str
+    layer: int | None = None  # None: the final layer; negative: from the end
+    precision: str = "auto"
+    stage: ClassVar[str] = STAGE_ESM
+
+    def __str__(self) -> str:
+        """For log lines: ``ESM-2 model esm2_t36_3B_UR50D (layer 36, precision auto)``."""
+        layer = f"layer {self.layer}, " if self.layer is not None else ""
+        return f"ESM-2 model {self.model} ({layer}precision {self.precision})"
+
+    def check(self) -> None:
+        """A missing ``.pt`` (or its contact-regression file) or an unknown name is a one-line ModelError."""
+        check_esm_model(self.model)
+
+    def load(self, device: str = "cpu") -> EsmEmbedder:
+        """Load the model on ``device``; call once per process."""
+        return load_esm_embedder(self.model, layer=self.layer, device=device, precision=self.precision)
+
+    def shape(self) -> ModelShape | None:
+        """From a fair-esm ESM-2 name (its ``t{layers}``) or a local ``.pt`` (its stored config, memory-mapped)."""
+        if self.model.endswith(".pt"):
+            return _checkpoint_shape(Path(self.model).expanduser())
+        match = re.fullmatch(r"esm2_t(\d+)_\w+", self.model)
+        if match and int(match.group(1)) in ESM2_WIDTHS:
+            layers = int(match.group(1))
+            return ModelShape(ESM2_WIDTHS[layers], layers)
+        return None
+
+
+def _checkpoint_shape(path: Path) -> ModelShape | None:
+    if not path.is_file():
+        return None  # the loader reports it, with the fix
+    allow_esm_checkpoints()
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        cfg = data["cfg"]["model"]
+        return ModelShape(int(cfg.encoder_embed_dim), int(cfg.encoder_layers))
+    except Exception as error:  # noqa: BLE001  (not readable this way: checked after embedding instead)
+        raise_interruption_behind(error)
+        return None

@@ -1,9 +1,9 @@
 """ESM-2's rotary embedding of the query and key as one Triton kernel (CUDA).
 
 The element-wise form in :func:`virnucpro.embeddings.esm_forward._rotate` takes four kernels
-per layer over strided halves of the fused query/key/value product; on an H200 they were 13%
-of ESM-2 3B's kernel time. This kernel reads each query and key element once and writes the
-two rotated, contiguous blocks the attention kernel wants. Same formula, computed in fp32 and
+per layer over strided halves of the fused query/key/value product, a visible share of ESM-2
+3B's kernel time on a GPU (docs/performance.md). This kernel reads each query and key element
+once and writes the two rotated, contiguous blocks the attention kernel wants. Same formula, computed in fp32 and
 rounded once (the element-wise form rounds ``x * cos`` first), so the two agree within one
 unit in the last place of the half-precision type, not bit for bit. Used on CUDA where Triton is
 installed; ``VIRNUCPRO_TRITON_ROTARY=0`` turns it off, and a kernel that fails to compile or
@@ -18,8 +18,7 @@ import os
 
 import torch
 
-from virnucpro.device_errors import is_device_failure, is_out_of_memory
-from virnucpro.errors import describe
+from virnucpro.errors import describe, is_device_failure, is_out_of_memory
 from virnucpro.log import get_logger
 
 log = get_logger("esm")

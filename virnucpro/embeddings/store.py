@@ -4,7 +4,9 @@ A standard NumPy ``.npz`` (zip of ``.npy`` members, uncompressed) holding:
 
 - ``ids``: unicode array ``[n]``, the sequence ids in file order;
 - ``embeddings``: float32 ``[n, dim]``, row ``i`` belongs to ``ids[i]``;
-- ``meta``: unicode array ``[1]`` holding a JSON object of strings (model, layer, precision, ...).
+- ``meta``: unicode array ``[1]`` holding a JSON object of strings: the model's identity (the
+  ``META_MODEL``, ``META_LAYER``, ``META_PRECISION`` keys and more, from ``Embedder.identity``)
+  and what the engine adds (the other ``META_*`` keys below; see docs/engine.md, "Resume").
 
 It loads with ``np.load(path, allow_pickle=False)``. Files are written atomically (temporary
 file, then rename) and byte-for-byte reproducibly (fixed zip timestamps), so the same ids,
@@ -23,6 +25,18 @@ import numpy as np
 
 from virnucpro.atomic import atomic_path
 from virnucpro.errors import InputError, describe, raise_interruption_behind
+
+# Metadata keys read back (classify's compatibility check, the engine's --resume).
+META_MODEL = "model"
+META_LAYER = "layer"
+META_PRECISION = "precision"
+META_INPUT_SHA256 = "input_sha256"  # the input file's digest
+META_EMBEDDER = "embedder"  # the model's identity as canonical JSON
+META_STAGE = "stage"  # contracts.STAGE_ESM or STAGE_DNA
+META_RECORDS = "records"
+META_EMBEDDED = "embedded"
+META_FAILED = "failed_sequences"
+META_UNIQUE = "unique_sequences"
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _MEMBERS = ("ids", "embeddings", "meta")

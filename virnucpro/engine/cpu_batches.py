@@ -3,9 +3,8 @@
 On the CPU a worker's cores are used as single-threaded batches side by side rather than as
 threads inside one batch: every operation of the forward (attention, GELU, layer norm, not only
 the matrix products) then runs in parallel, with no synchronisation between threads inside an
-operator. Measured on a 2-core AVX2 machine with the t6 test models: ESM-2 9% and DNA 16% less
-time (docs/performance.md). Each batch is computed by one thread whatever the number of cores
-or workers, so the numbers do not depend on either. Memory grows little: the CPU forward already
+operator, which takes less time on both models (docs/performance.md). Each batch is computed
+by one thread whatever the number of cores or workers, so the numbers do not depend on either. Memory grows little: the CPU forward already
 runs in cache-sized row groups (``embeddings.batching.cpu_token_cap``), per thread.
 """
 

@@ -25,11 +25,30 @@ from typing import Any
 
 import numpy as np
 
-from virnucpro.contracts import STAGE_DNA, STAGE_ESM, Failure
-from virnucpro.device_errors import DeviceFailure, is_device_failure, is_out_of_memory, release_cached_memory
+from virnucpro.contracts import NOT_FINITE, STAGE_DNA, STAGE_ESM, Failure
 from virnucpro.embeddings.base import Embedder
-from virnucpro.embeddings.store import load_embeddings, save_embeddings
-from virnucpro.errors import VirnucproError, describe, raise_interruption_behind
+from virnucpro.embeddings.store import (
+    META_EMBEDDED,
+    META_EMBEDDER,
+    META_FAILED,
+    META_INPUT_SHA256,
+    META_PRECISION,
+    META_RECORDS,
+    META_STAGE,
+    META_UNIQUE,
+    load_embeddings,
+    save_embeddings,
+)
+from virnucpro.errors import (
+    DeviceFailure,
+    VirnucproError,
+    describe,
+    error_line,
+    is_device_failure,
+    is_out_of_memory,
+    raise_interruption_behind,
+    release_cached_memory,
+)
 from virnucpro.log import get_logger
 from virnucpro.seqio import NUCLEOTIDE_LETTERS, compression_of, file_sha256, is_stream, read_fasta
 
@@ -43,15 +62,6 @@ _INVALID = {
 }
 
 _LOOKS_NUCLEOTIDE = re.compile("[ACGTUN]+")
-
-# Metadata keys the engine writes into every embedding file (see docs/engine.md, "Resume").
-META_INPUT_SHA256 = "input_sha256"
-META_EMBEDDER = "embedder"
-META_STAGE = "stage"
-META_RECORDS = "records"
-META_EMBEDDED = "embedded"
-META_FAILED = "failed_sequences"
-META_UNIQUE = "unique_sequences"
 
 ProgressCallback = Callable[[int, int], None]  # (sequences, tokens) embedded by one batch
 
@@ -120,7 +130,6 @@ def embed_file(
     embedder: Embedder,
     out_path: Path,
     token_budget: int | None,
-    meta: dict[str, str] | None = None,
     *,
     skip_if_current: bool = False,
     on_batch: ProgressCallback | None = None,
@@ -173,14 +182,13 @@ def embed_file(
         if state[u] == _PENDING:
             why = f"out of memory with one sequence per batch ({tokens[u]} tokens)"
         elif state[u] == _NOT_FINITE:
-            precision = embedder.identity().get("precision", "fp32")
+            precision = embedder.identity().get(META_PRECISION, "fp32")
             hint = "" if precision == "fp32" else " (an overflow: try --precision fp32)"
-            why = f"embedding not finite in {precision}{hint}"
+            why = f"{NOT_FINITE} {precision}{hint}"
         else:
             continue
         result.failures.append(Failure.of_sequence(path, embedder.stage, ids[i], why))
     stored_meta = {
-        **(meta or {}),
         **embedder.identity(),  # model, layer, precision: read by classify's compatibility check
         META_INPUT_SHA256: input_sha256,
         META_EMBEDDER: fingerprint,
@@ -305,17 +313,7 @@ def _file_failed(result: FileResult, out_path: Path, stage: str, error: BaseExce
     log.debug("%s failed", result.path, exc_info=error)
     out_path.unlink(missing_ok=True)
     result.output, result.embedded = None, 0
-    result.failures = [Failure(result.path, stage, describe_error(error))]
+    result.failures = [Failure(result.path, stage, error_line(error))]
     result.seconds = time.perf_counter() - start
     return result
 
-
-def describe_error(error: BaseException) -> str:
-    """One line for a failure record: the message, prefixed by the type when it is not ours."""
-    if isinstance(error, UnicodeDecodeError):
-        return "binary content, not a FASTA text file"
-    if isinstance(error, FileNotFoundError):
-        return "no such file"
-    if isinstance(error, OSError) and error.strerror:  # reading the input or writing the output
-        return f"{error.strerror} ({error.filename})" if error.filename else error.strerror
-    return describe(error, typed=not isinstance(error, ValueError))

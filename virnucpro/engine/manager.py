@@ -2,110 +2,46 @@
 
 Every worker is a spawned process with its own duplex pipe, created here. The manager keeps
 the pending items (largest first) and gives the next one to whichever worker is idle, so it
-always knows which item each worker holds. Worker states: starting -> idle <-> processing ->
-completed, or failed (could not load its model, or died). A worker that dies holding an item
-has that item re-queued once (at the front, for another worker); a second death on the same
-item records the file as failed. When 3 or more workers have failed, or all of them, the run
-stops: a systemic failure.
+always knows which item each worker holds. A worker that dies holding an item has that item
+re-queued once (at the front, for another worker); a second death on the same item records
+the file as failed. The workers' records, and the rule that stops the run on too many failed
+workers, are in :mod:`virnucpro.engine.state`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
-import signal
+import pickle
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from pathlib import Path
+from multiprocessing.connection import wait
 from typing import Any
 
-from virnucpro.engine.devices import WorkerSlot
-from virnucpro.engine.embed_file import FileResult
+from virnucpro.embeddings.base import ModelSpec
+from virnucpro.engine import messages as msg
 from virnucpro.engine.plan import WorkItem
 from virnucpro.engine.progress import Progress
+from virnucpro.engine.state import RunOutcome, WorkerRecord, WorkerState, exit_description
 from virnucpro.engine.worker import worker_main
 from virnucpro.log import get_logger
 
 log = get_logger("engine")
 
-STARTING, IDLE, PROCESSING, COMPLETED, FAILED = "starting", "idle", "processing", "completed", "failed"
-SYSTEMIC_FAILED_WORKERS = 3  # this many failed workers (or all of them) stop the run
 MAX_DEATHS_PER_ITEM = 2  # an item is re-queued once; the second death fails the file
 _POLL_S = 0.25
 _STOP_GRACE_S = 10.0
 
 
-@dataclass
-class WorkerRecord:
-    """The manager's view of one worker."""
-
-    number: int
-    slot: WorkerSlot
-    process: BaseProcess | None = None
-    conn: Connection | None = None
-    state: str = STARTING
-    item: WorkItem | None = None
-    cause: str | None = None  # why it failed
-    files: int = 0
-    sequences: int = 0
-    tokens: int = 0
-    busy_s: float = 0.0
-    failures: int = 0
-    precision: str | None = None  # what the loaded model runs in (fp32, bf16, fp16)
-    parity_checks: list[dict] | None = None  # --precision auto on a GPU: what was measured
-    token_budget: int | None = None  # tokens per batch it starts each file with
-    layout: str | None = None  # ESM-2's batches: packed or padded
-    first_file_s: float | None = None  # its first embedded file, which carries the process's
-    first_file_tokens: int = 0  # one-time start (on a GPU: kernels loaded on first use, ~5 s)
-
-    def model_loaded(self, identity: dict[str, str], settings: dict[str, Any]) -> None:
-        """The worker's model is loaded: note how it embeds (embed_file.run_settings); the worker is idle."""
-        self.precision = identity.get("precision")
-        self.parity_checks = settings["parity_checks"]
-        self.token_budget, self.layout = settings["token_budget"], settings["layout"]
-        self.state = IDLE
-
-    def add_progress(self, sequences: int, tokens: int) -> None:
-        """Count a batch the worker embedded."""
-        self.sequences += sequences
-        self.tokens += tokens
-
-    def file_done(self, result: FileResult) -> None:
-        """Count a finished file; the worker is idle again."""
-        self.item = None
-        if self.first_file_s is None and not result.skipped:
-            self.first_file_s, self.first_file_tokens = result.seconds, result.tokens
-        self.files += 1
-        self.busy_s += result.seconds
-        self.failures += len(result.failures)
-        self.state = IDLE
-
-
-@dataclass
-class ManagerOutcome:
-    """What the manager hands back to run_embedding."""
-
-    results: dict[int, FileResult] = field(default_factory=dict)  # by item index
-    lost: dict[int, str] = field(default_factory=dict)  # item index -> why (died twice)
-    systemic: str | None = None  # the systemic-failure message, when the run stopped
-    stage: str | None = None  # the embedder's stage name, once a worker loaded
-    requeued: int = 0
-    workers: list[WorkerRecord] = field(default_factory=list)
-
-
 class Manager:
-    """Runs ``items`` on one spawned worker per ``slots`` entry; see the module docstring."""
+    """Runs ``items`` on one spawned worker per record of ``workers``; see the module docstring."""
 
     def __init__(
         self,
         items: list[WorkItem],
-        spec: Any,
+        spec: ModelSpec,
         token_budget: int | None,
-        slots: list[WorkerSlot],
+        workers: list[WorkerRecord],
         progress: Progress,
         resume: bool = False,
     ) -> None:
@@ -114,22 +50,20 @@ class Manager:
         self.token_budget = token_budget
         self.progress = progress
         self.resume = resume
-        self.workers = [WorkerRecord(number, slot) for number, slot in enumerate(slots)]
-        self.outcome = ManagerOutcome(workers=self.workers)
+        self.workers = workers
+        self.outcome = RunOutcome(workers=self.workers)
         self._context = multiprocessing.get_context("spawn")
         self._log_level = logging.getLogger("virnucpro").getEffectiveLevel()
 
     # -- main loop ----------------------------------------------------------------------
-    def run(self) -> ManagerOutcome:
+    def run(self) -> RunOutcome:
         """Process every item (or stop on a systemic failure); workers are always cleaned up."""
         try:
             self._start_workers()
-            while self.pending or any(w.state == PROCESSING for w in self.workers):
+            while self.pending or any(w.state == WorkerState.PROCESSING for w in self.workers):
                 self._receive(_POLL_S)
                 self._reap_dead()
-                self.outcome.systemic = self._systemic_failure()
-                if self.outcome.systemic:
-                    log.error("%s", self.outcome.systemic)
+                if self.outcome.stop_if_systemic():
                     break
                 self._start_deferred()
                 self._dispatch()
@@ -152,7 +86,7 @@ class Manager:
             self._spawn(self.workers[0])
 
     def _start_deferred(self) -> None:
-        if any(w.process is None for w in self.workers) and self.workers[0].state != STARTING:
+        if any(w.process is None for w in self.workers) and self.workers[0].state != WorkerState.STARTING:
             for worker in self.workers:
                 if worker.process is None:
                     self._spawn(worker)
@@ -162,15 +96,17 @@ class Manager:
         slot = worker.slot
         process = self._context.Process(
             target=worker_main,
-            args=(slot.device, slot.env, slot.threads, self.spec, self.token_budget, child_end, self._log_level),
+            # the spec travels pickled: the worker unpickles it (importing the model's module) only
+            # once its environment is set, so nothing can touch CUDA before CUDA_VISIBLE_DEVICES
+            args=(slot.device, slot.env, slot.threads, pickle.dumps(self.spec), self.token_budget, child_end,
+                  self._log_level),
             name=f"virnucpro-worker-{worker.number}",
             daemon=True,
         )
         process.start()
         child_end.close()  # so the worker's death reads as end-of-file here
         worker.process, worker.conn = process, parent_end
-        self.progress.set_state(worker.number, STARTING)
-        log.debug("worker %d (%s) started, pid %s", worker.number, slot.label, process.pid)
+        log.debug("worker %d (%s) started, pid %s", worker.number, worker.label, process.pid)
 
     # -- messages -------------------------------------------------------------------------
     def _receive(self, timeout: float) -> None:
@@ -194,55 +130,40 @@ class Manager:
             conn.close()
             worker.conn = None
 
-    def _handle(self, worker: WorkerRecord, message: tuple) -> None:
-        kind = message[0]
-        if kind == "ready":
-            _, stage, fingerprint, settings = message
-            self.outcome.stage = self.outcome.stage or stage
-            worker.model_loaded(json.loads(fingerprint), settings)
-            self.progress.set_state(worker.number, IDLE)
-            log.debug("worker %d (%s) loaded the model", worker.number, worker.slot.label)
-        elif kind == "load_failed":
-            _, text, trace = message
-            log.debug("worker %d (%s) could not load the model:\n%s", worker.number, worker.slot.label, trace)
-            self._fail(worker, text)
-        elif kind == "progress":
-            _, sequences, tokens = message
-            worker.add_progress(sequences, tokens)
-            self.progress.add(worker.number, sequences, tokens)
-        elif kind == "log":
-            _, level, text = message
-            log.log(level, "worker %d (%s): %s", worker.number, worker.slot.label, text)
-        elif kind == "device_failed":
-            _, text = message
-            where = f" while embedding {worker.item.path}" if worker.item else ""
-            self._fail(worker, f"device failure{where}: {text}")
-        elif kind == "done":
-            _, index, result = message
-            self.outcome.results[index] = result
-            cost = worker.item.cost if worker.item is not None else 0
-            worker.file_done(result)
-            self.progress.file_done(worker.number, len(result.failures), cost, skipped=result.skipped)
-            self.progress.set_state(worker.number, IDLE)
+    def _handle(self, worker: WorkerRecord, message: msg.WorkerMessage) -> None:
+        match message:
+            case msg.Ready(stage, identity, settings):
+                self.outcome.worker_ready(worker, stage, identity, settings)
+                log.debug("worker %d (%s) loaded the model", worker.number, worker.label)
+            case msg.LoadFailed(text, trace):
+                log.debug("worker %d (%s) could not load the model:\n%s", worker.number, worker.label, trace)
+                self._fail(worker, text)
+            case msg.BatchesDone(sequences, tokens):
+                worker.add_progress(sequences, tokens)
+            case msg.LogRecord(level, text):
+                log.log(level, "worker %d (%s): %s", worker.number, worker.label, text)
+            case msg.DeviceFailed(text):
+                where = f" while embedding {worker.item.path}" if worker.item else ""
+                self._fail(worker, f"device failure{where}: {text}")
+            case msg.FileDone(index, result):
+                self.outcome.file_done(worker, index, result)
 
-    # -- deaths and systemic failure ----------------------------------------------------------
+    # -- deaths ----------------------------------------------------------------------------
     def _reap_dead(self) -> None:
         for worker in self.workers:
             process = worker.process
-            if process is None or process.is_alive() or worker.state in (FAILED, COMPLETED):
+            if process is None or process.is_alive() or worker.state in (WorkerState.FAILED, WorkerState.COMPLETED):
                 continue
             self._drain(worker)  # messages sent just before dying still count
-            if worker.state in (FAILED, COMPLETED):
+            if worker.state in (WorkerState.FAILED, WorkerState.COMPLETED):
                 continue
             where = f" while embedding {worker.item.path}" if worker.item else ""
             self._fail(worker, f"{exit_description(process.exitcode)}{where}")
 
     def _fail(self, worker: WorkerRecord, cause: str) -> None:
         """Mark ``worker`` failed and give its item to another worker (once)."""
-        worker.state, worker.cause = FAILED, cause
-        self.progress.set_state(worker.number, FAILED)
-        log.warning("worker %d (%s) failed: %s", worker.number, worker.slot.label, cause)
-        item, worker.item = worker.item, None
+        item = worker.fail(cause)
+        log.warning("worker %d (%s) failed: %s", worker.number, worker.label, cause)
         if item is None:
             return
         item.deaths += 1
@@ -253,42 +174,37 @@ class Manager:
         else:
             self.outcome.lost[item.index] = f"worker died twice while embedding this file (last: {cause})"
 
-    def _systemic_failure(self) -> str | None:
-        return systemic_failure(self.workers)
-
     # -- dispatch and shutdown ---------------------------------------------------------------
     def _dispatch(self) -> None:
         for worker in self.workers:
-            if worker.state != IDLE or worker.conn is None:
+            if worker.state != WorkerState.IDLE or worker.conn is None:
                 continue
             if not self.pending:
                 break
             item = self.pending.popleft()
             try:
-                worker.conn.send(("embed", item.index, item.path, item.out_path, self.resume))
+                worker.conn.send(msg.Embed(item.index, item.path, item.out_path, self.resume))
             except OSError:  # died before taking it: the item goes back untouched
                 self.pending.appendleft(item)
                 continue
-            worker.state, worker.item = PROCESSING, item
-            self.progress.set_state(worker.number, PROCESSING, Path(item.path).name)
+            worker.take(item)
 
     def _shutdown(self) -> None:
         """Stop idle workers politely, terminate the rest, and make sure every process is gone."""
         for worker in self.workers:
             if worker.process is None:
                 continue
-            if worker.state == IDLE and worker.conn is not None:
+            if worker.state == WorkerState.IDLE and worker.conn is not None:
                 try:
-                    worker.conn.send(("stop",))
-                    worker.state = COMPLETED
-                    self.progress.set_state(worker.number, COMPLETED)
+                    worker.conn.send(msg.Stop())
+                    worker.end(WorkerState.COMPLETED)
                     continue
                 except OSError:
                     pass
             if worker.process.is_alive():
                 worker.process.terminate()
-                if worker.state != FAILED:
-                    self.progress.set_state(worker.number, "stopped")
+                if worker.state != WorkerState.FAILED:
+                    worker.end(WorkerState.STOPPED)
         deadline = time.monotonic() + _STOP_GRACE_S
         for worker in self.workers:
             if worker.process is not None:
@@ -299,26 +215,3 @@ class Manager:
             if worker.conn is not None:
                 worker.conn.close()
                 worker.conn = None
-
-
-def systemic_failure(workers: list[WorkerRecord]) -> str | None:
-    """The stop message when 3 or more workers (or all of them) have failed, else None."""
-    failed = [w for w in workers if w.state == FAILED]
-    if len(failed) < SYSTEMIC_FAILED_WORKERS and len(failed) < len(workers):
-        return None
-    causes = "; ".join(f"worker {w.number} ({w.slot.label}): {w.cause}" for w in failed)
-    return f"systemic failure: {len(failed)} of {len(workers)} workers failed, stopping ({causes})"
-
-
-def exit_description(exitcode: int | None) -> str:
-    """``-9`` -> ``killed by SIGKILL``; ``3`` -> ``exited with code 3``."""
-    if exitcode is None:
-        return "stopped responding"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of host memory?)" if -exitcode == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return f"exited with code {exitcode}"

@@ -8,33 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
+from virnucpro.engine.state import WorkerRecord, WorkerState
 from virnucpro.log import get_logger, stderr_console
 
 log = get_logger("engine")
 
 MODES = ("auto", "live", "log", "quiet")
 LOG_INTERVAL_S = 30.0
-
-
-@dataclass
-class WorkerView:
-    """What the display shows about one worker."""
-
-    label: str
-    state: str = "starting"
-    file: str = ""
-    files: int = 0
-    sequences: int = 0
-    tokens: int = 0
-    failures: int = 0
-    busy_since: float | None = None
-    busy_s: float = 0.0
-
-    def tokens_per_s(self, now: float) -> float:
-        busy = self.busy_s + (now - self.busy_since if self.busy_since is not None else 0.0)
-        return self.tokens / busy if busy > 0 else 0.0
 
 
 def resolve_mode(mode: str) -> str:
@@ -49,61 +31,34 @@ def resolve_mode(mode: str) -> str:
 
 
 class Progress:
-    """Collects per-worker counters from the manager and shows them in the chosen mode."""
+    """Shows the workers' records (:mod:`virnucpro.engine.state`) in the chosen mode.
+
+    It keeps no counters of its own: the runners update the records, the live table redraws
+    from them four times a second and the log line reads them at each :meth:`tick`.
+    """
 
     def __init__(
         self,
         mode: str,
         stage: str,
         total_files: int,
-        labels: list[str],
-        interval_s: float = LOG_INTERVAL_S,
+        workers: list[WorkerRecord],
         total_cost: int = 0,
     ):
         self.mode = resolve_mode(mode)
         self.stage = stage
         self.total_files = total_files
         self.total_cost = total_cost  # residues + boundary tokens of every file (engine.plan.estimate_cost)
-        self.done_cost = 0
-        self.workers = [WorkerView(label) for label in labels]
-        self.interval_s = interval_s
+        self.workers = workers
+        self.interval_s = LOG_INTERVAL_S
         self.start = time.monotonic()
         self.last_log = self.start
         self._live = None
         if self.mode == "live":
             from rich.live import Live
 
-            self._live = Live(self._table(), console=stderr_console, refresh_per_second=4, transient=False)
+            self._live = Live(get_renderable=self._table, console=stderr_console, refresh_per_second=4, transient=False)
             self._live.start()
-
-    # -- updates from the manager ------------------------------------------------------
-    def set_state(self, worker: int, state: str, file: str = "") -> None:
-        view = self.workers[worker]
-        now = time.monotonic()
-        if state == "processing" and view.busy_since is None:
-            view.busy_since = now
-        elif state != "processing" and view.busy_since is not None:
-            view.busy_s += now - view.busy_since
-            view.busy_since = None
-        view.state, view.file = state, file
-        self._refresh()
-
-    def add(self, worker: int, sequences: int, tokens: int) -> None:
-        view = self.workers[worker]
-        view.sequences += sequences
-        view.tokens += tokens
-        self._refresh()
-
-    def file_done(self, worker: int, failures: int, cost: int = 0, skipped: bool = False) -> None:
-        """A file is finished; ``skipped`` (up to date, --resume) leaves it out of the share and the estimate."""
-        view = self.workers[worker]
-        if skipped:
-            self.total_cost -= cost
-        else:
-            self.done_cost += cost
-        view.files += 1
-        view.failures += failures
-        self._refresh()
 
     def tick(self) -> None:
         """Called regularly: emits a log line every ``interval_s`` in log mode."""
@@ -114,7 +69,7 @@ class Progress:
 
     def close(self) -> None:
         if self._live is not None:
-            self._live.update(self._table())
+            self._live.refresh()
             self._live.stop()
             self._live = None
 
@@ -122,31 +77,31 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """One plain progress line over all workers."""
         now = time.monotonic() if now is None else now
-        files = sum(v.files for v in self.workers)
-        sequences = sum(v.sequences for v in self.workers)
-        tokens = sum(v.tokens for v in self.workers)
-        failures = sum(v.failures for v in self.workers)
+        workers = self.workers
+        files = sum(w.files for w in workers)
+        sequences = sum(w.sequences for w in workers)
+        tokens = sum(w.tokens for w in workers)
+        failures = sum(w.failures for w in workers)
         elapsed = max(now - self.start, 1e-9)
-        busy = sum(1 for v in self.workers if v.state == "processing")
+        busy = sum(1 for w in workers if w.state == WorkerState.PROCESSING)
         return (
             f"{self.stage}: {files}/{self.total_files} files{self._done_and_eta(elapsed)}, {sequences} sequences, "
-            f"{tokens / elapsed:.0f} tokens/s, {failures} failures, {busy}/{len(self.workers)} workers busy"
+            f"{tokens / elapsed:.0f} tokens/s, {failures} failures, {busy}/{len(workers)} workers busy"
         )
 
     def _done_and_eta(self, elapsed: float) -> str:
-        """`` (42% of residues, about 3 min left)``: by the size of the finished files."""
-        if not self.total_cost or not self.done_cost:
+        """`` (42% of residues, about 3 min left)``: by the size of the finished files (up-to-date
+        files found by --resume are left out of both the share and the estimate)."""
+        done = sum(w.cost_done for w in self.workers)
+        total = self.total_cost - sum(w.cost_skipped for w in self.workers)
+        if not total or not done:
             return ""
-        fraction = min(1.0, self.done_cost / self.total_cost)
+        fraction = min(1.0, done / total)
         if fraction >= 1.0:
             return " (100% of residues)"
         left = elapsed * (1 - fraction) / fraction
         when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
         return f" ({100 * fraction:.0f}% of residues, about {when} left)"
-
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._table())
 
     def _table(self):  # noqa: ANN202  (a rich Table; rich is imported lazily)
         from rich.table import Table
@@ -155,15 +110,16 @@ class Progress:
         table = Table(title=self.line(now), title_justify="left", expand=False)
         for column in ("worker", "device", "state", "file", "files", "sequences", "tokens/s", "failures"):
             table.add_column(column, justify="right" if column in ("files", "sequences", "tokens/s", "failures") else "left")
-        for number, view in enumerate(self.workers):
+        for worker in self.workers:
+            item = worker.item  # read once: the runner may clear it meanwhile (the table is drawn in a thread)
             table.add_row(
-                str(number),
-                view.label,
-                view.state,
-                view.file,
-                str(view.files),
-                str(view.sequences),
-                f"{view.tokens_per_s(now):.0f}",
-                str(view.failures),
+                str(worker.number),
+                worker.label,
+                str(worker.state),
+                Path(item.path).name if item is not None else "",
+                str(worker.files),
+                str(worker.sequences),
+                f"{worker.tokens_per_s(now):.0f}",
+                str(worker.failures),
             )
         return table

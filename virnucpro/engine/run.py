@@ -13,20 +13,20 @@ from virnucpro.contracts import (
     EXIT_OK,
     EXIT_PARTIAL,
     FAILED_FILES,
-    STAGE_DNA,
-    STAGE_ESM,
     Failure,
     write_failures,
 )
-from virnucpro.engine.devices import plan_workers
+from virnucpro.embeddings.base import ModelSpec
+from virnucpro.engine.devices import WorkerSlot, plan_workers
 from virnucpro.engine.embed_file import FileResult
 from virnucpro.engine.inprocess import InProcessRunner
-from virnucpro.engine.manager import Manager, ManagerOutcome, WorkerRecord
+from virnucpro.engine.manager import Manager
 from virnucpro.engine.plan import WorkItem, plan_items
 from virnucpro.engine.progress import Progress
+from virnucpro.engine.state import RunOutcome, WorkerRecord, WorkerState
 from virnucpro.log import get_logger
 from virnucpro.outdir import make_outdir
-from virnucpro.summary import log_outcome
+from virnucpro.summary_json import log_outcome
 
 log = get_logger("engine")
 
@@ -44,20 +44,19 @@ class EngineResult:
 
 def run_embedding(
     files: Sequence[str],
-    spec: Any,
+    spec: ModelSpec,
     outdir: Path,
     token_budget: int | None,
     gpus: str | None = None,
     workers: int | None = None,
     resume: bool = False,
     progress: str = "auto",
-    isolate: bool = False,
 ) -> EngineResult:
     """Embed every file into ``outdir/<stem>.npz`` with spawned workers loading ``spec`` once each.
 
-    ``spec`` is any picklable object with ``.load(device) -> Embedder`` (an EmbedderSpec).
+    ``spec`` says what each worker loads (``EsmSpec``, ``DnaSpec``; any picklable ModelSpec).
     ``outdir/failed_files.txt`` lists the failures (and is removed when there are none).
-    A single CPU worker runs in this process (seconds faster) unless ``isolate`` is set.
+    A single CPU worker runs in this process (:func:`runs_in_process`).
     """
     start = time.perf_counter()
     outdir = make_outdir(outdir)
@@ -65,19 +64,20 @@ def run_embedding(
     slots = plan_workers(gpus, workers, limit=len(items))  # never more workers than files
     for item in items:
         _remove_stale_temporaries(item.out_path)
-    labels = [slot.label for slot in slots]
-    log.info("embedding %d file(s) with %s on %d worker(s): %s", len(items), spec, len(slots), ", ".join(labels))
-    display = Progress(progress, _spec_stage(spec), len(items), labels, total_cost=sum(item.cost for item in items))
+    records = [WorkerRecord(number, slot) for number, slot in enumerate(slots)]
+    log.info("embedding %d file(s) with %s on %d worker(s): %s",
+             len(items), spec, len(slots), ", ".join(record.label for record in records))
+    display = Progress(progress, spec.stage, len(items), records, total_cost=sum(item.cost for item in items))
     try:
         if not items:  # nothing to embed: load no model
-            outcome = ManagerOutcome()
-        elif len(slots) == 1 and slots[0].device == "cpu" and not isolate:
-            outcome = InProcessRunner(items, spec, token_budget, slots[0], display, resume=resume).run()
+            outcome = RunOutcome()
+        elif runs_in_process(slots):
+            outcome = InProcessRunner(items, spec, token_budget, records[0], display, resume=resume).run()
         else:
-            outcome = Manager(items, spec, token_budget, slots, display, resume=resume).run()
+            outcome = Manager(items, spec, token_budget, records, display, resume=resume).run()
     finally:
         display.close()
-    stage = outcome.stage or _spec_stage(spec)
+    stage = outcome.stage or spec.stage
     outputs, failures = _collect(items, outcome, stage)
     write_failures(outdir / FAILED_FILES, failures)
     exit_code = _exit_code(outcome, outputs, failures)
@@ -88,10 +88,10 @@ def run_embedding(
     return EngineResult(outputs, failures, exit_code, stats, outcome.systemic)
 
 
-def _spec_stage(spec: Any) -> str:
-    """The failure-line stage name before any worker has reported it."""
-    kind = getattr(spec, "kind", None)
-    return {"esm": STAGE_ESM, "dna": STAGE_DNA}.get(kind, getattr(spec, "stage", "embed"))
+def runs_in_process(slots: list[WorkerSlot]) -> bool:
+    """A single CPU worker runs in this process: seconds faster than spawning one (no second torch
+    import and model load); only a crash of the process itself is then not survivable."""
+    return len(slots) == 1 and slots[0].device == "cpu"
 
 
 def _remove_stale_temporaries(out_path: Path) -> None:
@@ -100,7 +100,7 @@ def _remove_stale_temporaries(out_path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _collect(items: list[WorkItem], outcome: ManagerOutcome, stage: str) -> tuple[dict[str, Path], list[Failure]]:
+def _collect(items: list[WorkItem], outcome: RunOutcome, stage: str) -> tuple[dict[str, Path], list[Failure]]:
     """Outputs and failures in command-line order, whatever order the workers finished in."""
     outputs: dict[str, Path] = {}
     failures: list[Failure] = []
@@ -117,7 +117,7 @@ def _collect(items: list[WorkItem], outcome: ManagerOutcome, stage: str) -> tupl
     return outputs, failures
 
 
-def _exit_code(outcome: ManagerOutcome, outputs: dict[str, Path], failures: list[Failure]) -> int:
+def _exit_code(outcome: RunOutcome, outputs: dict[str, Path], failures: list[Failure]) -> int:
     if outcome.systemic:
         return EXIT_FAILED
     if not failures:
@@ -126,13 +126,13 @@ def _exit_code(outcome: ManagerOutcome, outputs: dict[str, Path], failures: list
     return EXIT_PARTIAL if outputs and usable else EXIT_FAILED
 
 
-def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failure], stage: str, wall_s: float) -> dict:
+def _stats(items: list[WorkItem], outcome: RunOutcome, failures: list[Failure], stage: str, wall_s: float) -> dict:
     """Counts for summary.json: totals, per worker and per device (sequences/s, tokens/s)."""
     results: list[FileResult] = list(outcome.results.values())
     devices: dict[str, dict[str, Any]] = {}
     for worker in outcome.workers:
         device = devices.setdefault(
-            worker.slot.label,
+            worker.label,
             {"workers": 0, "files": 0, "sequences": 0, "tokens": 0, "busy_s": 0.0, "failures": 0,
              "sequences_per_s": 0.0, "tokens_per_s": 0.0, "first_file_s": None, "tokens_per_s_after_first_file": None,
              "failed_workers": 0, "precision": None, "token_budget": None, "layout": None, "parity_checks": None},
@@ -140,7 +140,7 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         device["workers"] += 1
         for key in ("precision", "token_budget", "layout", "parity_checks"):  # a worker that failed to load has none
             device[key] = device[key] or getattr(worker, key)
-        device["failed_workers"] += worker.state == "failed"
+        device["failed_workers"] += worker.state == WorkerState.FAILED
         for key in ("files", "sequences", "tokens", "failures"):
             device[key] += getattr(worker, key)
         device["busy_s"] = round(device["busy_s"] + worker.busy_s, 3)
@@ -160,7 +160,7 @@ def _stats(items: list[WorkItem], outcome: ManagerOutcome, failures: list[Failur
         "oom_retries": sum(r.oom_retries for r in results),
         "failures": len(failures),
         "requeued": outcome.requeued,
-        "failed_workers": sum(1 for w in outcome.workers if w.state == "failed"),
+        "failed_workers": sum(1 for w in outcome.workers if w.state == WorkerState.FAILED),
         "systemic_failure": outcome.systemic,
         "wall_s": round(wall_s, 3),
         "devices": devices,

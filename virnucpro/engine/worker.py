@@ -1,32 +1,25 @@
 """The spawned worker: apply its environment, load the model once, then embed files on request.
 
-It talks to the manager through its own pipe only (a killed worker can corrupt nothing but
-its own channel). Messages to the manager:
-
-- ``("ready", stage, fingerprint, settings)`` after the model loaded (the embedder's
-  identity as JSON; :func:`~virnucpro.engine.embed_file.run_settings`: token budget, batch
-  layout, the ``--precision auto`` measurements);
-- ``("load_failed", message, traceback)`` when it could not load (then it exits);
-- ``("progress", sequences, tokens)`` at most every ``PROGRESS_INTERVAL_S`` while embedding;
-- ``("log", level, message)`` for each log record (the manager logs it, so a live display stays intact);
-- ``("done", item_index, FileResult)`` after each file;
-- ``("device_failed", message)`` when the GPU failed beyond recovery (then it exits with
-  ``EXIT_DEVICE_FAILURE``; the manager gives its file to another worker).
-
-Messages from the manager: ``("embed", item_index, path, out_path, resume)`` and ``("stop",)``.
-This module imports nothing heavy at the top: CUDA_VISIBLE_DEVICES must be set before torch
-initialises CUDA in this process.
+It talks to the manager through its own pipe only, in the messages of
+:mod:`virnucpro.engine.messages`. This module imports nothing heavy at the top:
+CUDA_VISIBLE_DEVICES must be set before torch initialises CUDA in this process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING
+
+from virnucpro.engine import messages as msg
+
+if TYPE_CHECKING:
+    from virnucpro.embeddings.base import Embedder
 
 PROGRESS_INTERVAL_S = 0.5
 EXIT_DEVICE_FAILURE = 3
@@ -47,7 +40,7 @@ class _Throttled:
             self.flush()
 
     def flush(self) -> None:
-        if (self.sequences or self.tokens) and not _send(self.conn, ("progress", self.sequences, self.tokens)):
+        if (self.sequences or self.tokens) and not _send(self.conn, msg.BatchesDone(self.sequences, self.tokens)):
             raise SystemExit(0)  # the manager is gone: nobody will collect this file
         self.sequences = self.tokens = 0
         self.last = time.monotonic()
@@ -57,37 +50,39 @@ def worker_main(
     device: str,
     env: dict[str, str],
     threads: int | None,
-    spec: Any,
+    spec: bytes,
     token_budget: int | None,
     conn: Connection,
     log_level: int,
 ) -> None:
-    """Entry point of a spawned worker process (see the module docstring for the protocol)."""
+    """Entry point of a spawned worker process (see the module docstring).
+
+    ``spec`` is a pickled ModelSpec, unpickled here once the environment is applied.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager handles Ctrl-C and stops us
     os.environ.update(env)  # before anything initialises CUDA here
     _forward_logging(conn, log_level)
     try:
-        embedder = spec.load(device)
+        embedder = pickle.loads(spec).load(device)
     except BaseException as error:  # noqa: BLE001  (reported to the manager, which decides)
         from virnucpro.errors import model_load_failure
 
-        _send(conn, ("load_failed", model_load_failure(error), traceback.format_exc()))
+        _send(conn, msg.LoadFailed(model_load_failure(error), traceback.format_exc()))
         conn.close()
         return
     from virnucpro.engine.cpu_batches import batches_side_by_side
-    from virnucpro.engine.embed_file import embedder_fingerprint, run_settings
+    from virnucpro.engine.embed_file import run_settings
 
-    ready = ("ready", embedder.stage, embedder_fingerprint(embedder), run_settings(embedder, token_budget))
-    if not _send(conn, ready):
+    if not _send(conn, msg.Ready(embedder.stage, embedder.identity(), run_settings(embedder, token_budget))):
         return
     with batches_side_by_side(device, threads) as parallel:
         _serve(embedder, token_budget, parallel, conn)
 
 
-def _serve(embedder: Any, token_budget: int | None, parallel: int, conn: Connection) -> None:
+def _serve(embedder: Embedder, token_budget: int | None, parallel: int, conn: Connection) -> None:
     """Embed the files the manager sends until it says stop or is gone."""
-    from virnucpro.device_errors import DeviceFailure
     from virnucpro.engine.embed_file import embed_file
+    from virnucpro.errors import DeviceFailure
 
     progress = _Throttled(conn)
     while True:
@@ -95,23 +90,23 @@ def _serve(embedder: Any, token_budget: int | None, parallel: int, conn: Connect
             message = conn.recv()
         except (EOFError, OSError):  # the manager is gone
             return
-        if message[0] != "embed":
+        if not isinstance(message, msg.Embed):  # Stop
             return
-        _, index, path, out_path, resume = message
         try:
             result = embed_file(
-                path, embedder, out_path, token_budget, skip_if_current=resume, on_batch=progress, parallel_batches=parallel
+                message.path, embedder, message.out_path, token_budget,
+                skip_if_current=message.resume, on_batch=progress, parallel_batches=parallel,
             )
         except DeviceFailure as failure:
-            _send(conn, ("device_failed", str(failure)))
+            _send(conn, msg.DeviceFailed(str(failure)))
             conn.close()
             os._exit(EXIT_DEVICE_FAILURE)  # no CUDA teardown on a broken context
         progress.flush()
-        if not _send(conn, ("done", index, result)):
+        if not _send(conn, msg.FileDone(message.index, result)):
             return
 
 
-def _send(conn: Connection, message: tuple) -> bool:
+def _send(conn: Connection, message: msg.WorkerMessage) -> bool:
     """Send to the manager; False when it is gone (the worker then exits quietly)."""
     try:
         conn.send(message)
@@ -129,7 +124,7 @@ class _PipeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.conn.send(("log", record.levelno, self.format(record)))
+            self.conn.send(msg.LogRecord(record.levelno, self.format(record)))
         except Exception:  # noqa: BLE001  (a broken pipe must not break the work)
             pass
 
@@ -143,5 +138,3 @@ def _forward_logging(conn: Connection, level: int) -> None:
     logger.addHandler(_PipeHandler(conn))
     logger.setLevel(level)
     logger.propagate = False
-
-

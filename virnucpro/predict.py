@@ -11,15 +11,14 @@ from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
-from virnucpro.embeddings.base import EmbedderSpec
-from virnucpro.embeddings.esm import resolve_layer
-from virnucpro.embeddings.probe import dna_shape, esm_shape
+from virnucpro.embeddings.dna import DnaSpec
+from virnucpro.embeddings.esm import EsmSpec, resolve_layer
 from virnucpro.engine import run_embedding
 from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
-from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
+from virnucpro.prepare import list_shards, prepare, prepare_is_current, shard_paths
 from virnucpro.seqio import check_inputs
-from virnucpro.summary import StageTimer, write_summary
+from virnucpro.summary_json import StageTimer, write_summary
 
 log = get_logger("predict")
 
@@ -34,15 +33,15 @@ class PredictOptions:
 
     chunk_length: int = 300
     classifier: str | None = None  # None -> the reference model for chunk_length
-    esm: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("esm", c.REFERENCE_ESM_MODEL))
-    dna: EmbedderSpec = field(default_factory=lambda: EmbedderSpec("dna", c.REFERENCE_DNA_MODEL))
+    esm: EsmSpec = field(default_factory=lambda: EsmSpec(c.REFERENCE_ESM_MODEL))
+    dna: DnaSpec = field(default_factory=lambda: DnaSpec(c.REFERENCE_DNA_MODEL))
     esm_batch_tokens: int | None = None  # None: the embedder's default for its device
     dna_batch_tokens: int | None = None
     batch_size: int = 1024
     gpus: str | None = None
     workers: int | None = None
     resume: bool = False
-    shard_size: int = DEFAULT_SHARD_RESIDUES
+    shard_size: int = c.DEFAULT_SHARD_RESIDUES
     rule: CallRule = field(default_factory=CallRule)
     progress: str = "auto"
 
@@ -52,7 +51,7 @@ def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
 
     Models whose shape cannot be read cheaply are checked after embedding, from the embedding files.
     """
-    dna, esm = dna_shape(options.dna.model), esm_shape(options.esm.model)
+    dna, esm = options.dna.shape(), options.esm.shape()
     if dna is None or esm is None:
         return
     layer = options.esm.layer
