@@ -54,16 +54,12 @@ def _esm_checkpoint_shape(path: Path) -> ModelShape | None:
 
 
 def dna_shape(model: str) -> ModelShape | None:
-    """Hidden size from a transformers ``config.json`` (a local directory, or the hub cache).
+    """Hidden size from a DNA model's ``config.json`` (a local directory, or the hub cache), read as JSON.
 
-    Never goes to the network: offline, the hub's retries would cost half a minute for a check
-    that the embedding files repeat anyway.
+    Never goes to the network (offline, the hub's retries would cost half a minute for a check
+    that the embedding files repeat anyway) and never runs code from the model folder.
     """
-    from transformers import AutoConfig
+    from virnucpro.embeddings.dnabert_files import cached_config
 
-    try:
-        config = AutoConfig.from_pretrained(model, trust_remote_code=True, local_files_only=True)
-        return ModelShape(int(config.hidden_size))
-    except Exception as error:  # noqa: BLE001  (offline without a cache, or no config: checked later)
-        raise_interruption_behind(error)
-        return None
+    hidden = (cached_config(model) or {}).get("hidden_size")
+    return ModelShape(hidden) if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden > 0 else None
