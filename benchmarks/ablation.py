@@ -69,23 +69,21 @@ def _variants(esm, dna, proteins: list[tuple[str, str]], nucleotides: list[tuple
 
     def dna_batched(linears: str, cap: bool, side_by_side: bool) -> None:
         saved = dna._cpu_tokens
-        onednn(True)
-        if linears == "mkl":
-            cpu_linear.restore_linears(dna.model)
+        onednn(linears == "onednn")
         if not cap:
             dna._cpu_tokens = 1 << 40
         try:
             batched(dna, nucleotides, budgets["dna"], side_by_side)
         finally:
-            cpu_linear.use_onednn_linears(dna.model)
+            onednn(True)
             dna._cpu_tokens = saved
 
     def dna_reference() -> None:
-        cpu_linear.restore_linears(dna.model)
+        onednn(False)
         try:
             dna_one_by_one(dna, iter(nucleotides))
         finally:
-            cpu_linear.use_onednn_linears(dna.model)
+            onednn(True)
 
     return {
         "esm: fair-esm forward, MKL (reference)": lambda: stock_esm(False),

@@ -58,6 +58,5 @@ def esm_shape_from_dims(layers: int, width: int) -> EncoderShape:
 
 
 def bert_shape(model: nn.Module) -> EncoderShape:
-    """Shape of a BERT-like encoder (transformers ``BertModel`` or DNABERT-S): its ``encoder.layer`` blocks."""
-    blocks = model.encoder.layer
-    return EncoderShape(len(blocks), int(model.config.hidden_size), _linear_weights(blocks[0]))
+    """Shape of the DNA encoder (DNABERT-2 or BERT, :class:`virnucpro.embeddings.dnabert.DnaBert`): its layers."""
+    return EncoderShape(len(model.layers), int(model.shape.hidden), _linear_weights(model.layers[0]))

@@ -5,7 +5,8 @@ code so that only the *strategy* differs from ``virnucpro predict``:
 
 - one process; chunks and kept frames written to files of ``records_per_file`` (10,000) frames;
 - for every such file, both models are loaded again (DNA model, then ESM-2);
-- the DNA model embeds one sequence per forward (``model(input_ids)[0]``, mean over all tokens);
+- the DNA model embeds one sequence per forward (mean over all tokens; our DNABERT-2 code, equal
+  to the published one to float rounding, with oneDNN linears on AVX-512 CPUs);
 - ESM-2 embeds fair-esm's length-sorted 2048-token batches through fair-esm's own
   ``ESM2.forward`` (language-model head included, stock ``nn.Linear`` layers, fp32), then takes
   each sequence's mean in a Python loop, as upstream;
@@ -24,8 +25,7 @@ import torch
 
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import predict_proba
-from virnucpro.embeddings.cpu_linear import restore_linears
-from virnucpro.embeddings.dna import DnaEmbedder, last_hidden_state, load_dna_embedder
+from virnucpro.embeddings.dna import DnaEmbedder, load_dna_embedder
 from virnucpro.embeddings.esm import EsmEmbedder, load_esm_embedder
 from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_fasta, read_records, write_fasta_record
@@ -75,8 +75,8 @@ def dna_one_by_one(embedder: DnaEmbedder, records: Iterator[tuple[str, str]]) ->
     features: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         for record_id, seq in records:
-            input_ids = embedder.tokenizer(seq, return_tensors="pt")["input_ids"]
-            hidden = last_hidden_state(embedder.model(input_ids))
+            input_ids = torch.tensor(embedder.encode([seq]))
+            hidden = embedder.model(input_ids)
             features[record_id] = torch.mean(hidden[0], dim=0)
     return features
 
@@ -118,7 +118,6 @@ def run_reference(
     frames = tokens_esm = 0
     for number, (nucleotide_path, protein_path) in enumerate(pairs):
         dna = load_dna_embedder(dna_model)
-        restore_linears(dna.model)  # stock nn.Linear, as upstream
         t = phases.add("load_dna", t)
         dna_features = dna_one_by_one(dna, read_fasta(nucleotide_path))
         t = phases.add("embed_dna", t)

@@ -49,7 +49,7 @@ class TimedEmbedder(EmbedderWrapper):
 def _token_lengths(embedder, kind: str, sequences: list[str]) -> list[int]:
     """Real tokens per sequence (special tokens included, no padding)."""
     if kind == "dna":
-        return embedder._token_lengths(sequences)
+        return [len(ids) for ids in embedder.encode(sequences)]
     return [embedder.token_count(seq) for seq in sequences]
 
 

@@ -86,7 +86,7 @@ def test_embed_dna_records_a_bad_file_and_keeps_the_rest(tmp_path: Path, test_mo
     assert sorted(_outputs(outdir)) == ["nuc0.npz", "nuc1.npz"]
     assert load_embeddings(outdir / "nuc1.npz").ids == ["n1_0", "n1_1", "n1_2"]
     cpu = json.loads((outdir / SUMMARY_JSON).read_text())["engine"]["devices"]["cpu"]
-    assert (cpu["token_budget"], cpu["layout"]) == (8192, None)  # no --dna-batch-size: the default; no layouts
+    assert (cpu["token_budget"], cpu["layout"]) == (8192, "padded")  # no --dna-batch-size: the default
 
 
 def _embed_esm_quietly(protein: str, outdir: Path, model: Path) -> subprocess.CompletedProcess:

@@ -35,7 +35,7 @@ def test_dna_model_comes_from_the_hugging_face_cache_offline(
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hf_home / "hub"), raising=False)
     (target,) = fetch_model("dna", "someone/tiny-dna", tmp_path / "out")
     assert target == tmp_path / "out" / "tiny-dna"
-    expected = sorted(p.relative_to(test_models.dna) for p in test_models.dna.rglob("*") if p.is_file())
+    expected = sorted(p.relative_to(test_models.dna) for p in test_models.dna.rglob("*") if p.is_file() and p.suffix != ".py")
     assert sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file()) == expected
     assert not any(p.is_symlink() for p in target.rglob("*"))  # copies: a container sees them too
 
@@ -65,6 +65,6 @@ def test_uncached_hub_model_offline_says_how_to_fetch_it(tmp_path: Path, monkeyp
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty" / "hub"), raising=False)
-    with pytest.raises(ModelError, match=r"cannot fetch DNA model 'nobody/none' .* `hf download nobody/none`") as error:
+    with pytest.raises(ModelError, match=r"cannot fetch DNA model 'nobody/none' .* `virnucpro fetch-model dna nobody/none") as error:
         fetch_model("dna", "nobody/none", tmp_path / "out")
     assert "\n" not in str(error.value)

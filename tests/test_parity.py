@@ -256,8 +256,8 @@ def test_the_dna_loader_goes_back_to_fp32_without_reloading(monkeypatch: pytest.
     monkeypatch.setattr(dna, "parity_candidates", lambda precision, device: [BF16])
     monkeypatch.setattr(precision, "PARITY_MIN_COSINE", 1.5)
     loads = []
-    original = dna._load_network
-    monkeypatch.setattr(dna, "_load_network", lambda source: loads.append(source) or original(source))
+    original = dna._load_model
+    monkeypatch.setattr(dna, "_load_model", lambda source: loads.append(source) or original(source))
     embedder = dna.load_dna_embedder(str(test_models.dna), precision="auto")
     assert embedder.identity()["precision"] == "fp32" and len(loads) == 1
     assert embedder.parity_checks[0]["precision"] == "bf16" and not embedder.parity_checks[0]["passed"]

@@ -294,9 +294,8 @@ def test_a_mismatched_classifier_is_refused_before_any_embedding(tmp_path, test_
 
 def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, monkeypatch):
     import esm
-    import transformers
 
-    from virnucpro.embeddings import dna
+    from virnucpro.embeddings import dna, dnabert_files
     from virnucpro.embeddings import esm as esm_module
     from virnucpro.embeddings.base import ModelShape
 
@@ -310,7 +309,7 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
     monkeypatch.setattr(esm.pretrained, "load_model_and_alphabet_core", no_loading)
     monkeypatch.setattr(esm_module, "load_esm_embedder", no_loading)
     monkeypatch.setattr(dna, "load_dna_embedder", no_loading)
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_loading)
+    monkeypatch.setattr(dnabert_files, "load_model_folder", no_loading)
 
     assert EsmSpec("esm2_t36_3B_UR50D").shape() == ModelShape(2560, 36)
     assert EsmSpec("esm2_t33_650M_UR50D").shape() == ModelShape(1280, 33)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from virnucpro.classifier.checkpoints import load_native
 from virnucpro.classifier.compatibility import check_compatible
@@ -22,6 +21,10 @@ DNA = ["ACGTTGCAAGGCTTAGCCTAG", "ATGAAAGCGTTTTAA", "GGGCCCATATATCGCGTTAAGGCCA"]
 
 def _esm_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def _dna_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Path(folder) / "pytorch_model.bin", weights_only=True)
 
 
 def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -39,17 +42,20 @@ def test_fair_esm_checkpoint_layout(test_models) -> None:
     }
 
 
-def test_dna_directory_loads_offline_with_auto_classes(test_models, monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import AutoModel, AutoTokenizer
+def test_dna_directory_loads_offline_with_transformers_tokenizer(test_models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DNA folder is in DNABERT-S's format (tests/test_dnabert.py checks its files): transformers
+    reads its tokenizer (DNABERT-S's users load it with AutoTokenizer) with the same token ids as ours."""
+    from transformers import AutoTokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tokenizer = AutoTokenizer.from_pretrained(str(test_models.dna))
-    model = AutoModel.from_pretrained(str(test_models.dna))
-    assert 100 <= len(tokenizer) <= 1000
+    assert 100 <= len(tokenizer) <= 300
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("ACGTACGTTAGC")["input_ids"])
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and len(tokens) < 14  # BPE merges bases
     assert tokenizer.pad_token == "[PAD]" and tokenizer.mask_token == "[MASK]" and tokenizer.unk_token == "[UNK]"
-    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
+    dna = load_dna_embedder(str(test_models.dna))
+    assert dna.encode(DNA) == tokenizer([s.upper() for s in DNA])["input_ids"]
+    assert dna.model.shape.hidden == 32 and dna.model.shape.layers == 2
 
 
 def test_classifier_matches_the_embedding_models(test_models) -> None:
@@ -75,9 +81,9 @@ def test_same_seed_same_models_and_embeddings(tmp_path: Path, test_models) -> No
     other = make_test_models(tmp_path / "other", seed=1)
     assert _same_tensors(_esm_weights(test_models.esm), _esm_weights(again.esm))
     assert not _same_tensors(_esm_weights(test_models.esm), _esm_weights(other.esm))
-    dna_weights = load_file(Path(test_models.dna) / "model.safetensors")
-    assert _same_tensors(dna_weights, load_file(again.dna / "model.safetensors"))
-    assert not _same_tensors(dna_weights, load_file(other.dna / "model.safetensors"))
+    dna_weights = _dna_weights(test_models.dna)
+    assert _same_tensors(dna_weights, _dna_weights(again.dna))
+    assert not _same_tensors(dna_weights, _dna_weights(other.dna))
     assert (Path(test_models.dna) / "tokenizer.json").read_bytes() == (again.dna / "tokenizer.json").read_bytes()
     classifiers = [load_native(m.classifier)[0].state_dict() for m in (test_models, again)]
     assert _same_tensors(*classifiers)
@@ -97,7 +103,7 @@ def test_cli_prints_the_three_paths(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_every_file_has_the_usual_mode(tmp_path: Path) -> None:
-    """Models shared on a cluster must be readable by others (transformers writes its weights 0600)."""
+    """Models shared on a cluster must be readable by others (temporary files are made 0600)."""
     import os
 
     mask = os.umask(0o022)
@@ -106,7 +112,7 @@ def test_every_file_has_the_usual_mode(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     files = [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
-    assert made.dna / "model.safetensors" in files
+    assert made.dna / "pytorch_model.bin" in files
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}
 
 

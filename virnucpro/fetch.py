@@ -69,17 +69,18 @@ def fetch_esm(name: str, outdir: Path) -> list[Path]:
 
 
 def fetch_dna(name: str, outdir: Path) -> list[Path]:
-    """A Hugging Face hub id -> ``outdir/<name after the slash>/`` (the snapshot's files, copied)."""
-    try:
-        from huggingface_hub import snapshot_download
+    """A Hugging Face hub id -> ``outdir/<name after the slash>/``: the snapshot's model files
+    (config, weights, tokenizer; never its code files), copied."""
+    from virnucpro.embeddings.dnabert_files import hub_snapshot
 
-        snapshot = Path(snapshot_download(repo_id=name))
+    try:
+        snapshot = hub_snapshot(name)
     except Exception as error:  # noqa: BLE001  (offline without a cached copy, unknown id, ...)
         raise_interruption_behind(error)
         raise ModelError(
             f"cannot fetch DNA model {name!r} ({describe(error, typed=True, limit=200)}); offline? fetch it first "
-            f"where there is network with `hf download {name}` (same HF_HOME, then HF_HUB_OFFLINE=1), "
-            f"or pass a local directory"
+            f"where there is network with `virnucpro fetch-model dna {name} --outdir DIR` (same HF_HOME, then "
+            f"HF_HUB_OFFLINE=1), or pass a local directory"
         ) from None
     target = outdir / name.rsplit("/", 1)[-1]
     for source in sorted(snapshot.rglob("*")):

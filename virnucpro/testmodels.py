@@ -4,9 +4,11 @@
   (``esm2_t{layers}_test_{size}.pt`` = ``{"model": state dict with fair-esm's key prefixes,
   "cfg": {"model": Namespace(...)}}`` plus ``*-contact-regression.pt`` beside it), so
   ``esm.pretrained.load_model_and_alphabet_local`` loads it.
-- DNA: a transformers ``BertModel`` and a BPE tokenizer trained on synthetic DNA with the
-  ``tokenizers`` library, both ``save_pretrained`` into ``<outdir>/dna/`` (loads offline with
-  ``AutoTokenizer`` / ``AutoModel``; [CLS] ... [SEP] added like DNABERT-S's tokenizer).
+- DNA: a DNABERT-2 (DNABERT-S's architecture) with random weights, in DNABERT-S's published
+  on-disk format in ``<outdir>/dna/``: ``config.json`` with its keys and ``auto_map``,
+  ``pytorch_model.bin`` with its parameter names, and a BPE tokenizer trained on synthetic DNA
+  with the ``tokenizers`` library (``tokenizer.json``; [CLS] ... [SEP] added like DNABERT-S's).
+  No transformers needed.
 - Classifier: the reference MLP for ``dna_dim + esm_dim`` features with non-trivial
   BatchNorm statistics, as a native checkpoint.
 
@@ -15,13 +17,14 @@ Same ``size`` and ``seed``, same weights (and so the same embeddings and predict
 
 from __future__ import annotations
 
+import json
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from virnucpro.atomic import atomic_path, give_default_mode
+from virnucpro.atomic import atomic_path
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 
 SIZES: dict[str, dict[str, dict[str, int]]] = {
@@ -96,43 +99,115 @@ def _torch_save(path: Path, payload: object) -> None:
         torch.save(payload, tmp)
 
 
-# --------------------------------------------------------------------------- DNA BERT
+# --------------------------------------------------------------------------- DNABERT-2 (DNABERT-S's format)
 
 
-def make_dna(outdir: Path, size: str = "tiny", seed: int = 0) -> Path:
-    """A random BERT with a BPE tokenizer trained on synthetic DNA; returns the ``save_pretrained`` directory."""
-    from transformers import BertConfig, BertModel
+def make_dna(outdir: Path, size: str = "tiny", seed: int = 0, shape: dict[str, int] | None = None) -> Path:
+    """A random DNABERT-2 in DNABERT-S's published on-disk format; returns the directory (``<outdir>/dna``).
 
-    from virnucpro.embeddings.dna import quiet_transformers
-
-    shape = _check_size(size)["dna"]
+    ``config.json`` with DNABERT-S's keys (``auto_map`` included, naming code files that are not
+    written), ``pytorch_model.bin`` with DNABERT-S's parameter names (a plain state dict, pooler
+    included), and a BPE tokenizer trained on synthetic DNA (``tokenizer.json``,
+    ``tokenizer_config.json``, ``special_tokens_map.json``; [CLS] ... [SEP] added like DNABERT-S's).
+    ``shape`` (layers, hidden, heads, intermediate) overrides the size's.
+    """
+    shape = shape or _check_size(size)["dna"]
     directory = Path(outdir) / "dna"
+    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _dna_tokenizer(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape["hidden"],
-        num_hidden_layers=shape["layers"],
-        num_attention_heads=shape["heads"],
-        intermediate_size=shape["intermediate"],
-        max_position_embeddings=DNA_MAX_POSITIONS,
-        pad_token_id=tokenizer.pad_token_id,
+    config = dnabert2_config(shape)
+    _write_json(directory / "config.json", config)
+    _torch_save(directory / "pytorch_model.bin", dnabert2_weights(config, seed))
+    with atomic_path(directory / "tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    special = dict(zip(("unk_token", "cls_token", "sep_token", "pad_token", "mask_token"), DNA_SPECIAL_TOKENS))
+    _write_json(directory / "special_tokens_map.json", special)
+    _write_json(
+        directory / "tokenizer_config.json",
+        {**special, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": DNA_MAX_POSITIONS},
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertModel(config).eval()
-    with quiet_transformers():
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-    for written in directory.iterdir():  # transformers writes the weights 0600: shareable like the rest
-        if written.is_file():
-            give_default_mode(written)
     return directory
+
+
+def dnabert2_config(shape: dict[str, int]) -> dict:
+    """DNABERT-S's ``config.json`` (its keys and fixed values) for a model of ``shape``."""
+    return {
+        "_name_or_path": "virnucpro/test-dnabert-2",
+        "alibi_starting_size": 512,
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration_bert.BertConfig",
+            "AutoModel": "bert_layers.BertModel",
+            "AutoModelForMaskedLM": "bert_layers.BertForMaskedLM",
+            "AutoModelForSequenceClassification": "bert_layers.BertForSequenceClassification",
+        },
+        "classifier_dropout": None,
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": shape["hidden"],
+        "initializer_range": 0.02,
+        "intermediate_size": shape["intermediate"],
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "model_type": "bert",
+        "num_attention_heads": shape["heads"],
+        "num_hidden_layers": shape["layers"],
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+        "transformers_version": "4.28.0",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": DNA_VOCAB_SIZE,
+    }
+
+
+def dnabert2_weights(config: dict, seed: int) -> dict[str, torch.Tensor]:
+    """Random DNABERT-2 weights under DNABERT-S's published names, from ``seed`` alone.
+
+    Matrices ~ N(0, 1/fan_in) (attention scores of order one, so the attention is exercised),
+    biases ~ N(0, 0.1^2), LayerNorm scales 1 + N(0, 0.1^2).
+    """
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*size: int, std: float, mean: float = 0.0) -> torch.Tensor:
+        return mean + std * torch.randn(*size, generator=generator)
+
+    def dense(prefix: str, rows: int, columns: int, bias: bool = True) -> dict[str, torch.Tensor]:
+        tensors = {f"{prefix}.weight": normal(rows, columns, std=columns**-0.5)}
+        return {**tensors, f"{prefix}.bias": normal(rows, std=0.1)} if bias else tensors
+
+    def norm(prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.weight": normal(hidden, std=0.1, mean=1.0), f"{prefix}.bias": normal(hidden, std=0.1)}
+
+    weights = {
+        "embeddings.word_embeddings.weight": normal(config["vocab_size"], hidden, std=1.0),
+        "embeddings.token_type_embeddings.weight": normal(config["type_vocab_size"], hidden, std=1.0),
+        **norm("embeddings.LayerNorm"),
+    }
+    for number in range(config["num_hidden_layers"]):
+        layer = f"encoder.layer.{number}"
+        weights.update(dense(f"{layer}.attention.self.Wqkv", 3 * hidden, hidden))
+        weights.update(dense(f"{layer}.attention.output.dense", hidden, hidden))
+        weights.update(norm(f"{layer}.attention.output.LayerNorm"))
+        weights.update(dense(f"{layer}.mlp.gated_layers", 2 * inner, hidden, bias=False))
+        weights.update(dense(f"{layer}.mlp.wo", hidden, inner))
+        weights.update(norm(f"{layer}.mlp.layernorm"))
+    weights.update(dense("pooler.dense", hidden, hidden))
+    return weights
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _dna_tokenizer(seed: int):
     """A byte-pair tokenizer trained deterministically on synthetic reads, with DNABERT-S's special tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     from virnucpro.synthetic import synthetic_reads
 
@@ -149,15 +224,9 @@ def _dna_tokenizer(seed: int):
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        mask_token="[MASK]",
-        model_max_length=DNA_MAX_POSITIONS,
-    )
+    if backend.get_vocab_size() > DNA_VOCAB_SIZE:
+        raise RuntimeError(f"the test tokenizer has {backend.get_vocab_size()} tokens, more than {DNA_VOCAB_SIZE}")
+    return backend
 
 
 # --------------------------------------------------------------------------- classifier
@@ -186,7 +255,7 @@ def make_classifier(path: Path, dna_dim: int, esm_dim: int, meta: ClassifierMeta
 
 
 def make_test_models(outdir: Path, size: str = "tiny", seed: int = 0, chunk_length: int = 300) -> TestModels:
-    """Write a tiny ESM-2, DNA BERT and matching native classifier under ``outdir``."""
+    """Write a tiny ESM-2, DNABERT-2 and matching native classifier under ``outdir``."""
     shapes = _check_size(size)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -175,6 +175,27 @@ def test_padded_esm_batches_match_fp32(
     _check_against_fp32(tmp_path / "padded", fp32_embeddings("esm"), "esm bf16 padded", "bf16")
 
 
+def test_packed_dna_batches_match_fp32(
+    tmp_path: Path, t6, nucleotides: list[str], fp32_embeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DNA stage runs padded by default unless the optional flash_attn package is installed;
+    this forces the packed layout (FlashAttention's varlen kernel with ALiBi where flash_attn is
+    installed, else attention padded per batch)."""
+    monkeypatch.setenv("VIRNUCPRO_DNA_PACKED", "1")
+    packed = _run(nucleotides, DnaSpec(str(t6.dna), precision="bf16"), tmp_path / "packed", DNA_BUDGET)
+    assert packed.exit_code == EXIT_OK
+    assert {device["layout"] for device in packed.stats["devices"].values()} == {"packed"}
+    _check_against_fp32(tmp_path / "packed", fp32_embeddings("dna"), "dna bf16 packed", "bf16")
+
+
+def _flash_alibi_expected() -> bool:
+    """Whether the DNA stage's default layout on a GPU in half precision is packed: the flash_attn
+    package is installed (its capability check is left to the run)."""
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def _flash_varlen_expected() -> bool | None:
     """Whether FlashAttention's varlen kernel should run on GPU 0, found without initialising CUDA
     here (nvidia-smi, and torch's module list); None when nvidia-smi cannot say."""
@@ -194,7 +215,7 @@ def _flash_varlen_expected() -> bool | None:
 def test_auto_precision_is_chosen_by_a_measured_parity_check(
     tmp_path: Path, t6, proteins: list[str], nucleotides: list[str], kind: str
 ) -> None:
-    """Also the product's other GPU defaults: the token budget (none given here) and ESM-2's layout."""
+    """Also the product's other GPU defaults: the token budget (none given here) and the layout."""
     model, files = (str(t6.esm), proteins) if kind == "esm" else (str(t6.dna), nucleotides)
     result = _run(files, model_spec(kind, model, precision="auto"), tmp_path / "auto", budget=None)
     assert result.exit_code == EXIT_OK
@@ -204,7 +225,8 @@ def test_auto_precision_is_chosen_by_a_measured_parity_check(
               f"{device['token_budget']} tokens; checks {json.dumps(checks)}")
         assert device["token_budget"] == (65536 if kind == "esm" else 8192)
         if kind == "dna":
-            assert device["layout"] is None
+            half = device["precision"] in ("bf16", "fp16")
+            assert device["layout"] == "padded" or (half and _flash_alibi_expected())
         elif (flash := _flash_varlen_expected()) is not None:
             half = device["precision"] in ("bf16", "fp16")
             assert device["layout"] == ("packed" if half and flash else "padded")

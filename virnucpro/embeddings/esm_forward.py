@@ -12,6 +12,7 @@ within 1e-5 in fp32 at every layer (tests/test_fast_forward.py).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -156,25 +157,55 @@ def varlen_attention(
 
         q, k, v = (t.contiguous() for t in (q, k, v))
         return varlen_attn(q, k, v, starts, starts, widest, widest)
-    spans = starts[1:] - starts[:-1]
-    rows = torch.repeat_interleave(torch.arange(len(spans), device=q.device), spans)
-    columns = torch.arange(q.shape[0], device=q.device) - starts[:-1].long()[rows]
-    keep = torch.arange(widest, device=q.device)[None, :] < spans[:, None]
+    return padded_varlen_attention(q, k, v, starts, widest)
+
+
+def padded_varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    starts: torch.Tensor,
+    widest: int,
+    mask: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """:func:`varlen_attention` without a variable-length kernel: the rows padded for
+    ``scaled_dot_product_attention``, then unpadded again. ``mask(keep)`` gives the attention mask
+    from the ``[rows, widest]`` real places (a float bias, for ALiBi); None: those places as keys.
+    """
+    rows, columns, keep = unpadded_layout(starts, widest)
 
     def pad(t: torch.Tensor) -> torch.Tensor:
-        out = t.new_zeros(len(spans), widest, *t.shape[1:])
+        out = t.new_zeros(len(starts) - 1, widest, *t.shape[1:])
         out[rows, columns] = t
         return out.transpose(1, 2)  # [rows, heads, widest, head_dim]
 
-    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=keep[:, None, None, :])
+    attn_mask = keep[:, None, None, :] if mask is None else mask(keep)
+    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=attn_mask)
     return out.transpose(1, 2)[rows, columns]
+
+
+def unpadded_layout(starts: torch.Tensor, widest: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each packed token goes in a padded ``[rows, widest]`` layout: its row and column
+    (``[n]`` each, for ``padded[rows, columns] = packed``), and the ``[rows, widest]`` mask of real places.
+
+    Row ``i`` of the packed layout is ``starts[i]:starts[i+1]``.
+    """
+    spans = starts[1:] - starts[:-1]
+    rows = torch.repeat_interleave(torch.arange(len(spans), device=starts.device), spans)
+    columns = torch.arange(len(rows), device=starts.device) - starts[:-1].long()[rows]
+    keep = torch.arange(widest, device=starts.device)[None, :] < spans[:, None]
+    return rows, columns, keep
 
 
 def flash_varlen_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether FlashAttention's variable-length kernel serves tensors of ``dtype`` on ``device``:
     CUDA, half precision, and :func:`flash_varlen_available`."""
-    half = dtype in (torch.float16, torch.bfloat16)
-    return device.type == "cuda" and half and flash_varlen_available(device.index or 0)
+    return half_on_cuda(device, dtype) and flash_varlen_available(device.index or 0)
+
+
+def half_on_cuda(device: torch.device, dtype: torch.dtype) -> bool:
+    """A CUDA device and bf16/fp16: where FlashAttention's kernels can serve at all."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
 
 
 @functools.cache
