@@ -36,8 +36,9 @@ process EMBED {
     def args = task.ext.args ?: ''
     def shard = fasta.baseName
     def last_attempt = task.attempt > (task.maxRetries ?: 0)
-    def gpu_lock_dir = "${workflow.workDir}/.virnucpro-gpu-locks"  // shared by the tasks of a node
-    def gpu_args = !task.ext.use_gpu ? '' : task.executor == 'local' ? "--require-gpu --claim-gpu ${gpu_lock_dir}" : '--require-gpu'
+    // ext.gpu_lock_dir (conf/base.config): shared by the tasks of a node. Not `workflow.workDir`
+    // here: a script that names `workflow` hashes its run-specific fields and defeats -resume.
+    def gpu_args = !task.ext.use_gpu ? '' : task.executor == 'local' ? "--require-gpu --claim-gpu ${task.ext.gpu_lock_dir}" : '--require-gpu'
     def hide_gpus = task.ext.use_gpu ? '' : "export CUDA_VISIBLE_DEVICES=''  # GPUs only with -profile gpu"
     """
     # virnucpro package ${package_id}
