@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, 
     assert summary["exit_status"] == 0 and summary["records"] == len(records)
     assert sum(summary["calls"].values()) == len(records)
     assert set(summary["timings_s"]) >= {"prepare", "embed_dna", "embed_esm", "classify"}
-    assert summary["versions"]["virnucpro"] and summary["versions"]["torch"] == torch.__version__
+    assert summary["versions"]["virnucpro"] and summary["versions"]["torch"] == metadata.version("torch")
     assert not (predicted / c.FAILED_FILES).exists()
 
 

@@ -19,7 +19,7 @@ from virnucpro.log import get_logger
 
 log = get_logger("summary")
 
-_PACKAGES = ("torch", "fair-esm", "transformers", "biopython", "numpy")
+_PACKAGES = ("torch", "fair-esm", "tokenizers", "biopython", "numpy")
 
 
 def software_versions() -> dict[str, str]:
