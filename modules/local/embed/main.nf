@@ -69,7 +69,7 @@ process EMBED {
         python: \$(python3 --version | sed 's/^Python //')
         torch: \$(python3 -c 'from importlib.metadata import version; print(version("torch"))')
         fair-esm: \$(python3 -c 'from importlib.metadata import version; print(version("fair-esm"))')
-        transformers: \$(python3 -c 'from importlib.metadata import version; print(version("transformers"))')
+        tokenizers: \$(python3 -c 'from importlib.metadata import version; print(version("tokenizers"))')
     END_VERSIONS
     """
 
