@@ -74,8 +74,9 @@ def assert_sample_folder_complete(run: Run, sample: str, outdir: str = "results"
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
+    """Rows of a prediction file (all tab-separated, the reference's .csv too)."""
     with path.open(newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t" if path.suffix != ".csv" else ","))
+        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def assert_same_scores(ours: list[dict[str, str]], theirs: list[dict[str, str]], label: str, scores: tuple[str, ...]) -> None:
