@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from virnucpro.contracts import CHUNK_LENGTHS, REFERENCE_DNA_MODEL, REFERENCE_ESM_MODEL
+from virnucpro.contracts import REFERENCE_DNA_MODEL, REFERENCE_ESM_MODEL
 from virnucpro.log import setup_logging
 
 F = Callable[..., Any]
@@ -59,11 +59,19 @@ verbosity_options = _stack(
 
 chunk_length_option = click.option(
     "--chunk-length",
-    type=click.Choice([str(n) for n in CHUNK_LENGTHS]),
-    default="300",
+    type=click.IntRange(min=1),
+    default=300,
     show_default=True,
-    callback=lambda _c, _p, value: int(value),
-    help="Chunk length in bp; must match the classifier (300 or 500).",
+    help="Chunk length in bp; must match the classifier (the reference models: 300 or 500).",
+)
+
+# predict: the chunk length a native checkpoint names is the default.
+classifier_chunk_length_option = click.option(
+    "--chunk-length",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunk length in bp; must match the classifier (the reference models: 300 or 500) "
+    "[default: the one the classifier checkpoint names, else 300].",
 )
 
 esm_model_options = _stack(
@@ -158,7 +166,7 @@ classifier_options = _stack(
         "--classifier",
         default=None,
         help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
-        "(native or reference format) [default: the reference model for the chunk length].",
+        "(native or reference format, e.g. from `virnucpro train`) [default: the reference model for the chunk length].",
     ),
     click.option(
         "--batch-size",

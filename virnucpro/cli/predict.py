@@ -7,7 +7,7 @@ from pathlib import Path
 from virnucpro.classify import CallRule
 from virnucpro.cli import cli
 from virnucpro.cli.options import (
-    chunk_length_option,
+    classifier_chunk_length_option,
     classifier_options,
     device_options,
     dna_model_options,
@@ -25,7 +25,7 @@ from virnucpro.pipeline import PredictOptions, run_predict
 @cli.command("predict", short_help="Everything: prepare, embed with both models, classify.")
 @sequence_inputs_argument
 @outdir_option("Output directory.")
-@chunk_length_option
+@classifier_chunk_length_option
 @classifier_options
 @esm_model_options
 @dna_model_options
@@ -35,7 +35,7 @@ from virnucpro.pipeline import PredictOptions, run_predict
 def predict_command(
     inputs: tuple[str, ...],
     outdir: Path,
-    chunk_length: int,
+    chunk_length: int | None,
     classifier: str | None,
     batch_size: int,
     virus_fraction: float,
