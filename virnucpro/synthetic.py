@@ -60,6 +60,14 @@ def synthetic_reads(
         yield f"{prefix}{number:06d}_{kind}", seq
 
 
+def codon_biased_sequence(rng: random.Random, length: int, gc_weight: float) -> str:
+    """A coding-like sequence (sense codons only, one frame, forward strand) whose codons are drawn
+    with weight ``gc_weight ** (G + C in the codon)``: above 1 GC-rich codon usage, below 1 AT-rich.
+    Two such classes differ in composition, codon and amino-acid usage: learnable from embeddings."""
+    weights = [gc_weight ** sum(base in "GC" for base in codon) for codon in SENSE_CODONS]
+    return "".join(rng.choices(SENSE_CODONS, weights=weights, k=length // 3 + 1))[:length]
+
+
 def write_reads(
     path: str | Path,
     reads: Iterable[tuple[str, str]],

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from virnucpro.atomic import atomic_path
+from virnucpro.atomic import atomic_open
 from virnucpro.classifier.calibration import uncalibrated, with_calibration
 from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
@@ -61,8 +61,8 @@ def save_native(path: Path, model: MLPClassifier, meta: ClassifierMeta, training
     payload = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "state_dict": state, "meta": meta.to_dict()}
     if training is not None:
         payload["training"] = training
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+    with atomic_open(Path(path), "wb") as handle:  # a handle: the archive's name inside is fixed, not the file's
+        torch.save(payload, handle)
 
 
 def _is_native_payload(payload: Any) -> bool:

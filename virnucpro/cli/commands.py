@@ -4,8 +4,10 @@ from virnucpro.cli import (  # noqa: F401
     checkpoint,
     classify,
     embed,
+    evaluate,
     predict,
     prepare,
     summarize,
     testmodels,
+    train,
 )

@@ -1,0 +1,189 @@
+"""``train`` and ``evaluate`` on one machine: prepare-labelled -> both embeddings (the worker
+engine, exactly as ``predict`` runs it) -> fit, or classify and measure.
+
+The output directory has ``predict``'s work layout (``work/prepared``, ``work/embeddings/dna``,
+``work/embeddings/esm``), so ``--resume`` reuses what is complete, as in ``predict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virnucpro import contracts as c
+from virnucpro.classifier.checkpoints import load_training_info
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.classifier.reference import resolve_classifier
+from virnucpro.classify import CallRule, classify_prepared, classify_summary
+from virnucpro.log import get_logger
+from virnucpro.outdir import claimed_outdir
+from virnucpro.pipeline import (
+    DEFAULT_CHUNK_LENGTH,
+    DNA_EMBEDDINGS_DIR,
+    ESM_EMBEDDINGS_DIR,
+    PREPARED_DIR,
+    PredictOptions,
+    check_models_early,
+    embed_prepared,
+)
+from virnucpro.summary import StageTimer, write_summary
+from virnucpro.training.evaluation import (
+    ALL,
+    EvaluationOptions,
+    evaluate_predictions,
+    labels_from_predictions,
+    log_headline,
+    read_predictions,
+    write_evaluation,
+)
+from virnucpro.training.hyperparameters import FitOptions
+from virnucpro.training.labelled import LabelledOptions, LabelRow, labelled_is_current, prepare_labelled, read_labels
+from virnucpro.training.sheet import LABELS, read_sheet
+
+log = get_logger("train")
+
+
+@dataclass
+class EvaluateResult:
+    """Exit status and the summary.json content of an evaluation."""
+
+    exit_status: int
+    summary: dict = field(default_factory=dict)
+
+
+def _prepare(sheet_path: Path, outdir: Path, labelled: LabelledOptions, options: PredictOptions, timer: StageTimer):
+    """prepare-labelled into ``outdir/work/prepared`` (kept when current and --resume); returns the sheet."""
+    sheet = read_sheet(sheet_path)
+    prepared = outdir / PREPARED_DIR
+    with timer.stage("prepare"):
+        if options.resume and labelled_is_current(prepared, sheet, labelled):
+            log.info("resume: prepared frames are current, skipping prepare")
+        else:
+            prepare_labelled(sheet, prepared, labelled)
+    return sheet
+
+
+def run_train(
+    sheet_path: Path,
+    outdir: Path,
+    labelled: LabelledOptions,
+    options: PredictOptions,
+    fit_options: FitOptions,
+    evaluation: EvaluationOptions,
+) -> int:
+    """Train a classifier from a labelled sheet into ``outdir``; returns 0, 2 (frames left out) or 1."""
+    from virnucpro.training.fit import fit
+
+    outdir = Path(outdir)
+    read_sheet(sheet_path).require_both_labels()  # before any model is checked or loaded
+    options.esm.check()
+    options.dna.check()
+    timer = StageTimer()
+    with claimed_outdir(outdir):
+        _prepare(sheet_path, outdir, labelled, options, timer)
+        engine_stats, failures = embed_prepared(outdir / PREPARED_DIR, outdir, options, timer)
+        with timer.stage("fit"):
+            result = fit(
+                outdir / PREPARED_DIR, outdir / DNA_EMBEDDINGS_DIR, outdir / ESM_EMBEDDINGS_DIR, outdir, fit_options,
+                evaluation, failures, options.batch_size, options.rule, options.progress,
+            )  # fmt: skip
+        summary = {**result.summary, "command": "train", "sheet": str(sheet_path), "timings_s": timer.seconds,
+                   "engine": engine_stats}  # fmt: skip
+        write_summary(outdir, summary)
+    return result.exit_status
+
+
+def run_evaluate(
+    sheet_path: Path, outdir: Path, labelled: LabelledOptions, options: PredictOptions, evaluation: EvaluationOptions
+) -> int:
+    """Classify a labelled sheet with ``options.classifier`` and measure it; returns 0/2/1."""
+    outdir = Path(outdir)
+    sheet = read_sheet(sheet_path)
+    if len(sheet.labels()) < 2:
+        log.warning("%s: one label only (%s): AUROC, AUPRC and precision are not defined", sheet_path,
+                    next(iter(sheet.labels())))  # fmt: skip
+    options.esm.check()
+    options.dna.check()
+    timer = StageTimer()
+    with timer.stage("load_classifier"):
+        classifier = resolve_classifier(
+            options.classifier or str(options.chunk_length or DEFAULT_CHUNK_LENGTH), options.chunk_length
+        )
+        options.chunk_length = options.chunk_length or classifier[1].chunk_length or DEFAULT_CHUNK_LENGTH
+        check_models_early(classifier[1], options)
+    labelled = dataclasses.replace(labelled, chunk_length=options.chunk_length, split=None)
+    training = load_training_info(Path(options.classifier)) if options.classifier else None
+    with claimed_outdir(outdir):
+        for name in c.RESULT_FILES:
+            (outdir / name).unlink(missing_ok=True)
+        _prepare(sheet_path, outdir, labelled, options, timer)
+        engine_stats, failures = embed_prepared(outdir / PREPARED_DIR, outdir, options, timer)
+        with timer.stage("evaluate"):
+            result = evaluate_embedded(
+                outdir / PREPARED_DIR, outdir / DNA_EMBEDDINGS_DIR, outdir / ESM_EMBEDDINGS_DIR, outdir, classifier,
+                evaluation, batch_size=options.batch_size, rule=options.rule, failures=failures, training=training,
+            )  # fmt: skip
+        summary = {**result.summary, "command": "evaluate", "sheet": str(sheet_path), "timings_s": timer.seconds,
+                   "engine": engine_stats}  # fmt: skip
+        write_summary(outdir, summary)
+    return result.exit_status
+
+
+def evaluate_embedded(
+    prepared: Path,
+    dna_dir: Path,
+    esm_dir: Path,
+    outdir: Path,
+    classifier: tuple[MLPClassifier, ClassifierMeta],
+    evaluation: EvaluationOptions,
+    *,
+    batch_size: int = 1024,
+    rule: CallRule = CallRule(),
+    failures: list[c.Failure] | None = None,
+    training: dict | None = None,
+) -> EvaluateResult:
+    """The prediction files of ``predict`` for a labelled prepared directory, and their metrics."""
+    labels = read_labels(prepared)
+    _warn_overlap(labels, training)
+    result = classify_prepared(
+        Path(prepared), Path(dna_dir), Path(esm_dir), Path(outdir), classifier, chunk_length=classifier[1].chunk_length,
+        batch_size=batch_size, rule=rule, upstream_failures=failures or [],
+    )  # fmt: skip
+    measured = evaluate_predictions(read_predictions(outdir, labels), labels, evaluation)
+    written = write_evaluation(outdir, measured, ALL, "evaluation data")
+    log_headline(measured, ALL)
+    summary = classify_summary(result, classifier[1], rule)
+    summary.update(prepared=str(prepared), evaluation=measured.headline(ALL), files=[str(p) for p in written])
+    return EvaluateResult(result.exit_status, summary)
+
+
+def evaluate_existing(predictions_dir: Path, sheet_path: Path, outdir: Path, evaluation: EvaluationOptions) -> dict:
+    """Metrics of an earlier ``predict`` output against a labelled sheet; returns the summary."""
+    sheet = read_sheet(sheet_path)
+    labels = labels_from_predictions(predictions_dir, sheet)
+    measured = evaluate_predictions(read_predictions(predictions_dir, labels), labels, evaluation)
+    written = write_evaluation(outdir, measured, ALL, f"predictions in {Path(predictions_dir).name}")
+    log_headline(measured, ALL)
+    return {
+        "command": "evaluate-predictions",
+        "predictions": str(predictions_dir),
+        "sheet": str(sheet_path),
+        "evaluation": measured.headline(ALL),
+        "files": [str(p) for p in written],
+    }
+
+
+def _warn_overlap(labels: dict[str, LabelRow], training: dict | None) -> None:
+    """Warn when evaluation sequences were seen in training (same ids as the checkpoint's training parts)."""
+    sequences = ((training or {}).get("split") or {}).get("sequences") or {}
+    seen = set(sequences.get("train", [])) | set(sequences.get("validation", []))
+    overlap = [key for key in labels if key in seen]
+    if overlap:
+        log.warning(
+            "%d of %d evaluation sequences have the ids of sequences this classifier was trained or validated on "
+            "(first: %s): their scores are optimistic",
+            len(overlap), len(labels), overlap[0],
+        )  # fmt: skip
+    counts = {label: sum(row.label == label for row in labels.values()) for label in LABELS}
+    log.info("evaluating %d sequences (%s)", len(labels), ", ".join(f"{n} {label}" for label, n in counts.items()))
