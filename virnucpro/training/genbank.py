@@ -9,6 +9,7 @@ the same record.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,10 +44,11 @@ def is_genbank(path: str) -> bool:
 
 def read_genbank(path: str, digests: dict[str, str] | None = None) -> Iterator[GenbankRecord]:
     """Stream the records of a GenBank file (Biopython's parser); errors name the file and record."""
-    from Bio import SeqIO
+    from Bio import BiopythonParserWarning, SeqIO
 
     number, record_id = 0, ""
-    with open_decompressed(path, digests) as binary:
+    with open_decompressed(path, digests) as binary, warnings.catch_warnings():
+        warnings.simplefilter("ignore", BiopythonParserWarning)  # what it warns about fails below, in one line
         text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
         records = SeqIO.parse(text, "genbank")
         while True:
