@@ -8,7 +8,7 @@ from pathlib import Path
 
 from virnucpro import contracts as c
 from virnucpro.classifier.compatibility import check_compatible
-from virnucpro.classifier.model import ClassifierMeta
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.embeddings.base import EmbedderSpec
@@ -70,6 +70,17 @@ def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
     )
 
 
+def load_predict_classifier(options: PredictOptions) -> tuple[MLPClassifier, ClassifierMeta]:
+    """``--classifier`` (default: the reference model for the chunk length), checked against the
+    embedding models; a chunk length not given becomes the classifier's (else 300)."""
+    classifier = resolve_classifier(
+        options.classifier or str(options.chunk_length or DEFAULT_CHUNK_LENGTH), options.chunk_length
+    )
+    options.chunk_length = options.chunk_length or classifier[1].chunk_length or DEFAULT_CHUNK_LENGTH
+    check_models_early(classifier[1], options)
+    return classifier
+
+
 def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) -> int:
     """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
     timer = StageTimer()
@@ -77,11 +88,7 @@ def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) ->
     options.esm.check()
     options.dna.check()
     with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
-        classifier = resolve_classifier(
-            options.classifier or str(options.chunk_length or DEFAULT_CHUNK_LENGTH), options.chunk_length
-        )
-        options.chunk_length = options.chunk_length or classifier[1].chunk_length or DEFAULT_CHUNK_LENGTH
-        check_models_early(classifier[1], options)
+        classifier = load_predict_classifier(options)
     with claimed_outdir(outdir):  # a second run into the same directory would mix both runs' files
         return _run_stages(list(inputs), Path(outdir), options, classifier, timer)
 

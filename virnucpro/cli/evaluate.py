@@ -10,15 +10,12 @@ from virnucpro.cli import cli
 from virnucpro.cli.options import (
     classifier_chunk_length_option,
     classifier_options,
-    device_options,
-    dna_model_options,
-    esm_model_options,
     init_logging,
     outdir_option,
-    shard_size_option,
     verbosity_options,
 )
 from virnucpro.cli.training_options import (
+    embedding_options,
     embeddings_options,
     evaluation_options,
     existing_directory,
@@ -36,58 +33,22 @@ _OUTDIR_HELP = "Directory for the prediction files, metrics.json/.tsv, threshold
 @classifier_options
 @genbank_frames_option
 @evaluation_options
-@esm_model_options
-@dna_model_options
-@device_options
-@shard_size_option
+@embedding_options
 @verbosity_options
 def evaluate_command(
-    sheet: Path,
-    outdir: Path,
-    chunk_length: int | None,
-    classifier: str | None,
-    batch_size: int,
-    virus_fraction: float,
-    genbank_frames: str,
-    evaluation,
-    esm_model: str,
-    esm_layer: int | None,
-    esm_batch_size: int | None,
-    dna_model: str,
-    dna_batch_size: int | None,
-    gpus: str | None,
-    workers: int | None,
-    precision: str,
-    resume: bool,
-    shard_size: int,
-    verbose: bool,
-    quiet: bool,
-) -> int:
+    sheet: Path, outdir: Path, chunk_length: int | None, classifier: str | None, batch_size: int,
+    virus_fraction: float, genbank_frames: str, evaluation, settings, verbose: bool, quiet: bool,
+) -> int:  # fmt: skip
     """Classify the labelled files of SHEET (path,label[,group][,date]) as predict does and measure the calls (exit 0, 2, 1)."""
     from virnucpro.classify import CallRule
-    from virnucpro.embeddings.base import EmbedderSpec
-    from virnucpro.pipeline import PredictOptions
     from virnucpro.training.labelled import LabelledOptions
     from virnucpro.training.run import run_evaluate
 
     init_logging(verbose, quiet)
-    options = PredictOptions(
-        chunk_length=chunk_length,
-        classifier=classifier,
-        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
-        dna=EmbedderSpec("dna", dna_model, None, precision),
-        esm_batch_tokens=esm_batch_size,
-        dna_batch_tokens=dna_batch_size,
-        batch_size=batch_size,
-        gpus=gpus,
-        workers=workers,
-        resume=resume,
-        shard_size=shard_size,
-        rule=CallRule(virus_fraction),
-        progress="quiet" if quiet else "auto",
-    )
-    labelled = LabelledOptions(shard_size=shard_size, genbank_frames=genbank_frames, split=None)
-    return run_evaluate(sheet, outdir, labelled, options, evaluation)
+    settings.chunk_length, settings.classifier, settings.batch_size = chunk_length, classifier, batch_size
+    settings.rule, settings.progress = CallRule(virus_fraction), "quiet" if quiet else "auto"
+    labelled = LabelledOptions(shard_size=settings.shard_size, genbank_frames=genbank_frames, split=None)
+    return run_evaluate(sheet, outdir, labelled, settings, evaluation)
 
 
 @cli.command("evaluate-embedded", short_help="Classify and measure a labelled prepared directory's embeddings.")

@@ -9,15 +9,13 @@ import click
 from virnucpro.cli import cli
 from virnucpro.cli.options import (
     chunk_length_option,
-    device_options,
-    dna_model_options,
-    esm_model_options,
     init_logging,
     outdir_option,
     shard_size_option,
     verbosity_options,
 )
 from virnucpro.cli.training_options import (
+    embedding_options,
     embeddings_options,
     evaluation_options,
     fit_options,
@@ -96,50 +94,17 @@ def fit_command(
 @split_options
 @fit_options
 @evaluation_options
-@esm_model_options
-@dna_model_options
-@device_options
-@shard_size_option
+@embedding_options
 @verbosity_options
 def train_command(
-    sheet: Path,
-    outdir: Path,
-    chunk_length: int,
-    genbank_frames: str,
-    split,
-    fit,
-    evaluation,
-    esm_model: str,
-    esm_layer: int | None,
-    esm_batch_size: int | None,
-    dna_model: str,
-    dna_batch_size: int | None,
-    gpus: str | None,
-    workers: int | None,
-    precision: str,
-    resume: bool,
-    shard_size: int,
-    verbose: bool,
-    quiet: bool,
-) -> int:
+    sheet: Path, outdir: Path, chunk_length: int, genbank_frames: str, split, fit, evaluation, settings,
+    verbose: bool, quiet: bool,
+) -> int:  # fmt: skip
     """Train a classifier on the labelled files of SHEET (path,label[,group][,date]); exit 0, 2 (frames left out) or 1."""
-    from virnucpro.embeddings.base import EmbedderSpec
-    from virnucpro.pipeline import PredictOptions
     from virnucpro.training.labelled import LabelledOptions
     from virnucpro.training.run import run_train
 
     init_logging(verbose, quiet)
-    options = PredictOptions(
-        chunk_length=chunk_length,
-        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
-        dna=EmbedderSpec("dna", dna_model, None, precision),
-        esm_batch_tokens=esm_batch_size,
-        dna_batch_tokens=dna_batch_size,
-        gpus=gpus,
-        workers=workers,
-        resume=resume,
-        shard_size=shard_size,
-        progress="quiet" if quiet else "auto",
-    )
-    labelled = LabelledOptions(chunk_length, shard_size, genbank_frames, split)
-    return run_train(sheet, outdir, labelled, options, fit, evaluation)
+    settings.chunk_length, settings.progress = chunk_length, "quiet" if quiet else "auto"
+    labelled = LabelledOptions(chunk_length, settings.shard_size, genbank_frames, split)
+    return run_train(sheet, outdir, labelled, settings, fit, evaluation)

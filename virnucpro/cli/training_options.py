@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from virnucpro.cli.options import device_options, dna_model_options, esm_model_options, shard_size_option
+
 F = Callable[..., Any]
 
 
@@ -172,4 +174,29 @@ embeddings_options = option_group(
         type=click.Path(dir_okay=False, path_type=Path),
         help="failed_files.txt of an embedding task (repeatable; missing files are ignored).",
     ),
+)
+
+
+def _embedding_settings(
+    esm_model: str, esm_layer: int | None, esm_batch_size: int | None, dna_model: str, dna_batch_size: int | None,
+    gpus: str | None, workers: int | None, precision: str, resume: bool, shard_size: int,
+):  # fmt: skip
+    from virnucpro.embeddings.base import EmbedderSpec
+    from virnucpro.pipeline import PredictOptions
+
+    return PredictOptions(
+        esm=EmbedderSpec("esm", esm_model, esm_layer, precision),
+        dna=EmbedderSpec("dna", dna_model, None, precision),
+        esm_batch_tokens=esm_batch_size,
+        dna_batch_tokens=dna_batch_size,
+        gpus=gpus,
+        workers=workers,
+        resume=resume,
+        shard_size=shard_size,
+    )
+
+
+# train / evaluate: the models, devices and shards of predict's embedding stages, as predict's options object
+embedding_options = option_group(
+    "settings", _embedding_settings, esm_model_options, dna_model_options, device_options, shard_size_option
 )

@@ -8,24 +8,23 @@ The output directory has ``predict``'s work layout (``work/prepared``, ``work/em
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from virnucpro import contracts as c
 from virnucpro.classifier.checkpoints import load_training_info
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
-from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
 from virnucpro.pipeline import (
-    DEFAULT_CHUNK_LENGTH,
     DNA_EMBEDDINGS_DIR,
     ESM_EMBEDDINGS_DIR,
     PREPARED_DIR,
     PredictOptions,
-    check_models_early,
     embed_prepared,
+    load_predict_classifier,
 )
 from virnucpro.summary import StageTimer, write_summary
 from virnucpro.training.evaluation import (
@@ -75,30 +74,22 @@ def run_train(
     """Train a classifier from a labelled sheet into ``outdir``; returns 0, 2 (frames left out) or 1."""
     from virnucpro.training.fit import fit
 
-    outdir = Path(outdir)
     read_sheet(sheet_path).require_both_labels()  # before any model is checked or loaded
     options.esm.check()
     options.dna.check()
-    timer = StageTimer()
-    with claimed_outdir(outdir):
-        _prepare(sheet_path, outdir, labelled, options, timer)
-        engine_stats, failures = embed_prepared(outdir / PREPARED_DIR, outdir, options, timer)
-        with timer.stage("fit"):
-            result = fit(
-                outdir / PREPARED_DIR, outdir / DNA_EMBEDDINGS_DIR, outdir / ESM_EMBEDDINGS_DIR, outdir, fit_options,
-                evaluation, failures, options.batch_size, options.rule, options.progress,
-            )  # fmt: skip
-        summary = {**result.summary, "command": "train", "sheet": str(sheet_path), "timings_s": timer.seconds,
-                   "engine": engine_stats}  # fmt: skip
-        write_summary(outdir, summary)
-    return result.exit_status
+
+    def fit_stage(prepared: Path, dna_dir: Path, esm_dir: Path, failures: list[c.Failure]) -> tuple[int, dict]:
+        result = fit(prepared, dna_dir, esm_dir, Path(outdir), fit_options, evaluation, failures, options.batch_size,
+                     options.rule, options.progress)  # fmt: skip
+        return result.exit_status, result.summary
+
+    return _run_on_sheet("train", sheet_path, Path(outdir), labelled, options, StageTimer(), "fit", fit_stage)
 
 
 def run_evaluate(
     sheet_path: Path, outdir: Path, labelled: LabelledOptions, options: PredictOptions, evaluation: EvaluationOptions
 ) -> int:
     """Classify a labelled sheet with ``options.classifier`` and measure it; returns 0/2/1."""
-    outdir = Path(outdir)
     sheet = read_sheet(sheet_path)
     if len(sheet.labels()) < 2:
         log.warning("%s: one label only (%s): AUROC, AUPRC and precision are not defined", sheet_path,
@@ -107,27 +98,42 @@ def run_evaluate(
     options.dna.check()
     timer = StageTimer()
     with timer.stage("load_classifier"):
-        classifier = resolve_classifier(
-            options.classifier or str(options.chunk_length or DEFAULT_CHUNK_LENGTH), options.chunk_length
-        )
-        options.chunk_length = options.chunk_length or classifier[1].chunk_length or DEFAULT_CHUNK_LENGTH
-        check_models_early(classifier[1], options)
+        classifier = load_predict_classifier(options)
     labelled = dataclasses.replace(labelled, chunk_length=options.chunk_length, split=None)
     training = load_training_info(Path(options.classifier)) if options.classifier else None
-    with claimed_outdir(outdir):
+
+    def evaluate_stage(prepared: Path, dna_dir: Path, esm_dir: Path, failures: list[c.Failure]) -> tuple[int, dict]:
         for name in c.RESULT_FILES:
-            (outdir / name).unlink(missing_ok=True)
+            (Path(outdir) / name).unlink(missing_ok=True)
+        result = evaluate_embedded(prepared, dna_dir, esm_dir, Path(outdir), classifier, evaluation,
+                                   batch_size=options.batch_size, rule=options.rule, failures=failures,
+                                   training=training)  # fmt: skip
+        return result.exit_status, result.summary
+
+    return _run_on_sheet("evaluate", sheet_path, Path(outdir), labelled, options, timer, "evaluate", evaluate_stage)
+
+
+def _run_on_sheet(
+    command: str,
+    sheet_path: Path,
+    outdir: Path,
+    labelled: LabelledOptions,
+    options: PredictOptions,
+    timer: StageTimer,
+    last_stage: str,
+    run_last: Callable[[Path, Path, Path, list[c.Failure]], tuple[int, dict]],
+) -> int:
+    """prepare-labelled, both embeddings, then ``run_last`` into ``outdir``; summary.json; the exit status."""
+    with claimed_outdir(outdir):
         _prepare(sheet_path, outdir, labelled, options, timer)
         engine_stats, failures = embed_prepared(outdir / PREPARED_DIR, outdir, options, timer)
-        with timer.stage("evaluate"):
-            result = evaluate_embedded(
-                outdir / PREPARED_DIR, outdir / DNA_EMBEDDINGS_DIR, outdir / ESM_EMBEDDINGS_DIR, outdir, classifier,
-                evaluation, batch_size=options.batch_size, rule=options.rule, failures=failures, training=training,
-            )  # fmt: skip
-        summary = {**result.summary, "command": "evaluate", "sheet": str(sheet_path), "timings_s": timer.seconds,
-                   "engine": engine_stats}  # fmt: skip
+        with timer.stage(last_stage):
+            status, summary = run_last(
+                outdir / PREPARED_DIR, outdir / DNA_EMBEDDINGS_DIR, outdir / ESM_EMBEDDINGS_DIR, failures
+            )
+        summary.update(command=command, sheet=str(sheet_path), timings_s=timer.seconds, engine=engine_stats)
         write_summary(outdir, summary)
-    return result.exit_status
+    return status
 
 
 def evaluate_embedded(
