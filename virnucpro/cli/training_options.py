@@ -65,7 +65,7 @@ split_options = option_group(
         show_default=True,
         help="Share of frames for early stopping and calibration (0: the test part, as the reference).",
     ),
-    click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split (and of training)."),
+    click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split (--train-seed: of training)."),
     click.option("--before", default=None, metavar="YYYY-MM-DD", help="--split date: test on sequences dated on or after it."),
 )
 
