@@ -206,3 +206,25 @@ def test_train_stops_before_embedding_on_a_sheet_that_cannot_be_split(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "both sides of a group split" in err[0]
     assert not (tmp_path / "out" / "work" / "embeddings").exists()
+
+
+def test_evaluate_can_calibrate_a_classifier_on_its_data(evaluated, trained: Path, tmp_path):
+    _, evaluation = evaluated
+    work = evaluation / "work"
+    calibrated = tmp_path / "calibrated.pt"
+    args = [
+        "evaluate-embedded", "--prepared", str(work / "prepared"), "--dna-embeddings", str(work / "embeddings" / "dna"),
+        "--esm-embeddings", str(work / "embeddings" / "esm"), "--classifier", str(trained / "classifier.pt"),
+        "--outdir", str(tmp_path / "out"), "--calibrate", "isotonic", "--calibrated-classifier", str(calibrated),
+        "--no-plots", "--quiet",
+    ]  # fmt: skip
+    assert main(args) == c.EXIT_OK
+    for name in PREDICTION_FILES:  # the classifier given is measured, not the calibrated copy
+        assert (tmp_path / "out" / name).read_bytes() == (evaluation / name).read_bytes()
+    original = torch.load(trained / "classifier.pt", weights_only=True)
+    copy = torch.load(calibrated, weights_only=True)
+    assert all(torch.equal(original["state_dict"][k], v) for k, v in copy["state_dict"].items())
+    assert copy["meta"]["calibration"]["method"] == "isotonic"
+    assert copy["meta"]["calibration"]["fitted_on"].startswith("evaluation data sha256 ")
+    assert copy["training"] == original["training"]
+    assert main(args[:-4] + ["--calibrate", "isotonic", "--quiet"]) == c.EXIT_FAILED  # the path is required too

@@ -15,6 +15,7 @@ from virnucpro.cli.options import (
     verbosity_options,
 )
 from virnucpro.cli.training_options import (
+    calibrate_options,
     embedding_options,
     embeddings_options,
     evaluation_options,
@@ -33,11 +34,12 @@ _OUTDIR_HELP = "Directory for the prediction files, metrics.json/.tsv, threshold
 @classifier_options
 @genbank_frames_option
 @evaluation_options
+@calibrate_options
 @embedding_options
 @verbosity_options
 def evaluate_command(
     sheet: Path, outdir: Path, chunk_length: int | None, classifier: str | None, batch_size: int,
-    virus_fraction: float, genbank_frames: str, evaluation, settings, verbose: bool, quiet: bool,
+    virus_fraction: float, genbank_frames: str, evaluation, calibrate, settings, verbose: bool, quiet: bool,
 ) -> int:  # fmt: skip
     """Classify the labelled files of SHEET (path,label[,group][,date]) as predict does and measure the calls (exit 0, 2, 1)."""
     from virnucpro.classify import CallRule
@@ -48,7 +50,7 @@ def evaluate_command(
     settings.chunk_length, settings.classifier, settings.batch_size = chunk_length, classifier, batch_size
     settings.rule, settings.progress = CallRule(virus_fraction), "quiet" if quiet else "auto"
     labelled = LabelledOptions(shard_size=settings.shard_size, genbank_frames=genbank_frames, split=None)
-    return run_evaluate(sheet, outdir, labelled, settings, evaluation)
+    return run_evaluate(sheet, outdir, labelled, settings, evaluation, calibrate)
 
 
 @cli.command("evaluate-embedded", short_help="Classify and measure a labelled prepared directory's embeddings.")
@@ -56,9 +58,10 @@ def evaluate_command(
 @outdir_option(_OUTDIR_HELP)
 @classifier_options
 @evaluation_options
+@calibrate_options
 @verbosity_options
 def evaluate_embedded_command(
-    embedded, outdir: Path, classifier: str | None, batch_size: int, virus_fraction: float, evaluation,
+    embedded, outdir: Path, classifier: str | None, batch_size: int, virus_fraction: float, evaluation, calibrate,
     verbose: bool, quiet: bool,
 ) -> int:  # fmt: skip
     """The prediction files and metrics of a `prepare-labelled --no-split` directory and its embeddings (exit 0, 2, 1)."""
@@ -82,7 +85,8 @@ def evaluate_embedded_command(
     with claimed_outdir(outdir):
         with timer.stage("evaluate"):
             result = evaluate_embedded(prepared, dna, esm, outdir, loaded, evaluation, batch_size=batch_size,
-                                       rule=CallRule(virus_fraction), failures=failures, training=training)  # fmt: skip
+                                       rule=CallRule(virus_fraction), failures=failures, training=training,
+                                       calibrate=calibrate)  # fmt: skip
         write_summary(outdir, {**result.summary, "command": "evaluate-embedded", "timings_s": timer.seconds})
     return result.exit_status
 

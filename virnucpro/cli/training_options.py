@@ -200,3 +200,29 @@ def _embedding_settings(
 embedding_options = option_group(
     "settings", _embedding_settings, esm_model_options, dna_model_options, device_options, shard_size_option
 )
+
+
+def _calibrate(calibrate: str | None, calibrated_classifier: Path | None) -> tuple[str, Path] | None:
+    from virnucpro.errors import InputError
+
+    if (calibrate is None) != (calibrated_classifier is None):
+        raise InputError("--calibrate and --calibrated-classifier go together (the method and where to write)")
+    return (calibrate, calibrated_classifier) if calibrate and calibrated_classifier else None
+
+
+calibrate_options = option_group(
+    "calibrate",
+    _calibrate,
+    click.option(
+        "--calibrate",
+        type=click.Choice(["temperature", "isotonic"]),
+        default=None,
+        help="Also fit this calibration of P(virus) on these data's chunks ...",
+    ),
+    click.option(
+        "--calibrated-classifier",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="... and write the classifier with it here (a native checkpoint for predict --classifier).",
+    ),
+)

@@ -59,7 +59,7 @@ def load_training_data(
     prepared: Path, dna_dir: Path, esm_dir: Path, labels: dict[str, LabelRow], unit: str, parts: dict[str, str]
 ) -> TrainingData:
     """Every frame that has both embeddings, with its features and label, by part."""
-    rows: dict[str, list[tuple[str, str, np.ndarray, int]]] = {part: [] for part in PARTS}
+    rows: dict[str, list[tuple[str, str, np.ndarray, int]]] = {part: [] for part in (*PARTS, *set(parts.values()))}
     data = TrainingData({}, 0, 0)
     for stem in list_shards(prepared):
         frame_ids = [frame_id for frame_id, _ in read_fasta(shard_paths(prepared, stem)[1])]

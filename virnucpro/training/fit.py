@@ -113,7 +113,8 @@ def fit(
         source=f"virnucpro {__version__} fit (data sha256 {info['data_sha256'][:12]})",
     )
     if options.calibration != "none":
-        meta.calibration = plain(fit_calibration(options.calibration, model, data.parts[watched]))
+        meta.calibration = plain({**fit_calibration(options.calibration, model, data.parts[watched]),
+                                  "fitted_on": f"{watched} part"})  # fmt: skip
         log.info("calibration (%s) fitted on %d %s chunks", options.calibration, meta.calibration["chunks"], watched)
     scored = with_calibration(model, meta.calibration)
     predictions_dir = outdir / PREDICTIONS_DIR
@@ -232,7 +233,9 @@ def train_mlp(
                     if waited >= options.patience:
                         break
     stopped_early = len(history) < options.max_epochs
-    model.load_state_dict(best_state)  # type: ignore[arg-type]
+    if best_state is None:
+        raise InputError("training diverged: the validation loss was never a finite number (try a lower --learning-rate)")
+    model.load_state_dict(best_state)
     return TrainedModel(model.cpu().eval(), history, best_epoch, stopped_early)
 
 

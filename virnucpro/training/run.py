@@ -37,8 +37,16 @@ from virnucpro.training.evaluation import (
     write_evaluation,
 )
 from virnucpro.training.hyperparameters import FitOptions
-from virnucpro.training.labelled import LabelledOptions, LabelRow, labelled_is_current, prepare_labelled, read_labels
+from virnucpro.training.labelled import (
+    LabelledOptions,
+    LabelRow,
+    labelled_is_current,
+    prepare_labelled,
+    read_labelled_info,
+    read_labels,
+)
 from virnucpro.training.sheet import LABELS, read_sheet
+from virnucpro.training.splits import UNIT_SEQUENCE
 
 log = get_logger("train")
 
@@ -87,7 +95,12 @@ def run_train(
 
 
 def run_evaluate(
-    sheet_path: Path, outdir: Path, labelled: LabelledOptions, options: PredictOptions, evaluation: EvaluationOptions
+    sheet_path: Path,
+    outdir: Path,
+    labelled: LabelledOptions,
+    options: PredictOptions,
+    evaluation: EvaluationOptions,
+    calibrate: tuple[str, Path] | None = None,
 ) -> int:
     """Classify a labelled sheet with ``options.classifier`` and measure it; returns 0/2/1."""
     sheet = read_sheet(sheet_path)
@@ -107,7 +120,7 @@ def run_evaluate(
             (Path(outdir) / name).unlink(missing_ok=True)
         result = evaluate_embedded(prepared, dna_dir, esm_dir, Path(outdir), classifier, evaluation,
                                    batch_size=options.batch_size, rule=options.rule, failures=failures,
-                                   training=training)  # fmt: skip
+                                   training=training, calibrate=calibrate)  # fmt: skip
         return result.exit_status, result.summary
 
     return _run_on_sheet("evaluate", sheet_path, Path(outdir), labelled, options, timer, "evaluate", evaluate_stage)
@@ -148,8 +161,10 @@ def evaluate_embedded(
     rule: CallRule = CallRule(),
     failures: list[c.Failure] | None = None,
     training: dict | None = None,
+    calibrate: tuple[str, Path] | None = None,
 ) -> EvaluateResult:
-    """The prediction files of ``predict`` for a labelled prepared directory, and their metrics."""
+    """The prediction files of ``predict`` for a labelled prepared directory, and their metrics;
+    with ``calibrate`` (method, path), a calibrated copy of the classifier too."""
     labels = read_labels(prepared)
     _warn_overlap(labels, training)
     result = classify_prepared(
@@ -160,8 +175,41 @@ def evaluate_embedded(
     written = write_evaluation(outdir, measured, ALL, "evaluation data")
     log_headline(measured, ALL)
     summary = classify_summary(result, classifier[1], rule)
+    if calibrate is not None:
+        calibrate_classifier(Path(prepared), Path(dna_dir), Path(esm_dir), classifier, *calibrate, training)
+        written.append(calibrate[1])
     summary.update(prepared=str(prepared), evaluation=measured.headline(ALL), files=[str(p) for p in written])
     return EvaluateResult(result.exit_status, summary)
+
+
+def calibrate_classifier(
+    prepared: Path,
+    dna_dir: Path,
+    esm_dir: Path,
+    classifier: tuple[MLPClassifier, ClassifierMeta],
+    method: str,
+    path: Path,
+    training: dict | None = None,
+) -> dict:
+    """Fit a calibration on the chunks of a labelled prepared directory and write the classifier
+    with it (same weights; any earlier calibration replaced) as a native checkpoint at ``path``."""
+    from virnucpro.classifier.calibration import uncalibrated
+    from virnucpro.classifier.checkpoints import save_native
+    from virnucpro.training.calibration import fit_calibration
+    from virnucpro.training.dataset import load_training_data
+    from virnucpro.training.fit import plain
+
+    labels = read_labels(prepared)
+    data = load_training_data(prepared, dna_dir, esm_dir, labels, UNIT_SEQUENCE, {key: ALL for key in labels})
+    base = uncalibrated(classifier[0])
+    calibration = plain(fit_calibration(method, base, data.parts[ALL]))
+    calibration["fitted_on"] = f"evaluation data sha256 {read_labelled_info(prepared)['data_sha256']}"
+    save_native(path, base, dataclasses.replace(classifier[1], calibration=calibration), training)  # type: ignore[arg-type]
+    log.info(
+        "calibration (%s) fitted on %d chunks -> %s (measure it on other data: these scores are its training)",
+        method, calibration["chunks"], path,
+    )  # fmt: skip
+    return calibration
 
 
 def evaluate_existing(predictions_dir: Path, sheet_path: Path, outdir: Path, evaluation: EvaluationOptions) -> dict:
