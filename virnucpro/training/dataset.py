@@ -59,7 +59,8 @@ def load_training_data(
     prepared: Path, dna_dir: Path, esm_dir: Path, labels: dict[str, LabelRow], unit: str, parts: dict[str, str]
 ) -> TrainingData:
     """Every frame that has both embeddings, with its features and label, by part."""
-    rows: dict[str, list[tuple[str, str, np.ndarray, int]]] = {part: [] for part in (*PARTS, *set(parts.values()))}
+    names = (*PARTS, *sorted(set(parts.values()) - set(PARTS)))
+    blocks: dict[str, list[tuple[list[str], list[str], np.ndarray, np.ndarray]]] = {part: [] for part in names}
     data = TrainingData({}, 0, 0)
     for stem in list_shards(prepared):
         frame_ids = [frame_id for frame_id, _ in read_fasta(shard_paths(prepared, stem)[1])]
@@ -72,24 +73,30 @@ def load_training_data(
         _check_dims(data, dna, esm, stem)
         dna_rows = {frame_id: i for i, frame_id in enumerate(dna.ids)}
         esm_rows = {frame_id: i for i, frame_id in enumerate(esm.ids)}
-        for frame_id in frame_ids:
-            if frame_id not in dna_rows or frame_id not in esm_rows:
-                data.missing += 1
-                data.first_missing = data.first_missing or f"frame {frame_id} has no embedding"
-                continue
-            record = record_of_frame(frame_id)
-            part = parts.get(frame_id if unit == UNIT_FRAME else record)
-            if part is None:
-                raise InputError(f"{prepared}: frame {frame_id} is in no part of the split (split.tsv of other data?)")
-            features = np.concatenate([dna.matrix[dna_rows[frame_id]], esm.matrix[esm_rows[frame_id]]])
-            rows[part].append((frame_id, record, features, labels[record].target))
+        usable = [frame_id for frame_id in frame_ids if frame_id in dna_rows and frame_id in esm_rows]
+        if len(usable) < len(frame_ids):
+            data.missing += len(frame_ids) - len(usable)
+            lost = next(frame_id for frame_id in frame_ids if frame_id not in dna_rows or frame_id not in esm_rows)
+            data.first_missing = data.first_missing or f"frame {lost} has no embedding"
+        records = [record_of_frame(frame_id) for frame_id in usable]
+        part_of = [parts.get(frame_id if unit == UNIT_FRAME else record) for frame_id, record in zip(usable, records)]
+        if None in part_of:
+            frame_id = usable[part_of.index(None)]
+            raise InputError(f"{prepared}: frame {frame_id} is in no part of the split (split.tsv of other data?)")
+        features = np.concatenate(
+            [dna.matrix[[dna_rows[f] for f in usable]], esm.matrix[[esm_rows[f] for f in usable]]], axis=1
+        )
+        targets = np.array([labels[record].target for record in records], dtype=np.int64)
+        for part in dict.fromkeys(part_of):
+            keep = [i for i, found in enumerate(part_of) if found == part]
+            blocks[part].append(([usable[i] for i in keep], [records[i] for i in keep], features[keep], targets[keep]))  # type: ignore[index]
     width = data.dna_dim + data.esm_dim
-    for part, items in rows.items():
+    for part, found in blocks.items():
         data.parts[part] = FrameSet(
-            [item[0] for item in items],
-            [item[1] for item in items],
-            np.stack([item[2] for item in items]).astype(np.float32) if items else np.zeros((0, width), np.float32),
-            np.array([item[3] for item in items], dtype=np.int64),
+            [frame_id for block in found for frame_id in block[0]],
+            [record for block in found for record in block[1]],
+            np.concatenate([block[2] for block in found]) if found else np.zeros((0, width), np.float32),
+            np.concatenate([block[3] for block in found]) if found else np.zeros(0, np.int64),
         )
     if data.missing:
         log.warning("%d frame(s) have no embedding and are left out (first: %s)", data.missing, data.first_missing)

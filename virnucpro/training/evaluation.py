@@ -72,7 +72,9 @@ class LevelData:
     called: np.ndarray
 
     def subset(self, mask: np.ndarray) -> "LevelData":
-        keep = np.flatnonzero(mask)
+        return self.take(np.flatnonzero(mask))
+
+    def take(self, keep: np.ndarray) -> "LevelData":
         return LevelData(
             [self.ids[i] for i in keep], [self.records[i] for i in keep],
             self.labels[keep], self.scores[keep], self.called[keep],
@@ -167,25 +169,26 @@ def _single(parts: set[str] | None) -> str:
     return next(iter(parts)) if parts and len(parts) == 1 else ""
 
 
-def evaluate_level(data: LevelData, labels: dict[str, LabelRow], options: EvaluationOptions) -> dict:
-    """Every metric of one level: overall, by length bin and group, thresholds, cutoffs, reliability."""
+def evaluate_level(data: LevelData, labels: dict[str, LabelRow], options: EvaluationOptions, breakdown: bool = True) -> dict:
+    """Every metric of one level: overall, by length bin and group (with ``breakdown``),
+    thresholds, cutoffs, reliability."""
     curve = metrics.Curve.of(data.labels, data.scores)
     rows = [labels[record] for record in data.records]
-    by_length = []
-    edges = (0, *options.length_bins)
-    bins = np.searchsorted(np.array(options.length_bins), np.array([row.length for row in rows]), side="right")
-    for index, low in enumerate(edges):
-        high = edges[index + 1] if index + 1 < len(edges) else None
-        mask = bins == index
-        if mask.any():
-            name = f"{low}-{high - 1}" if high is not None else f">={low}"
-            by_length.append({"length": name, **_summary(data.subset(mask))})
-    groups = [row.group for row in rows]
-    by_group = [
-        {"group": group, **_summary(data.subset(np.array([g == group for g in groups])))}
-        for group in dict.fromkeys(groups)
-        if group
-    ]
+    by_length, by_group = [], []
+    if breakdown:
+        edges = (0, *options.length_bins)
+        bins = np.searchsorted(np.array(options.length_bins), np.array([row.length for row in rows]), side="right")
+        for index, low in enumerate(edges):
+            high = edges[index + 1] if index + 1 < len(edges) else None
+            mask = bins == index
+            if mask.any():
+                name = f"{low}-{high - 1}" if high is not None else f">={low}"
+                by_length.append({"length": name, **_summary(data.subset(mask))})
+        members: dict[str, list[int]] = {}
+        for index, row in enumerate(rows):
+            if row.group:
+                members.setdefault(row.group, []).append(index)
+        by_group = [{"group": group, **_summary(data.take(np.array(found)))} for group, found in members.items()]
     return {
         "overall": _summary(data),
         "by_length": by_length,
@@ -248,7 +251,8 @@ def evaluate_predictions(
     parts, curves, unclassified = {}, {}, {}
     for part, by_level in masks.items():
         subsets = {level: predictions.levels[level].subset(by_level[level]) for level in LEVELS}
-        parts[part] = {level: evaluate_level(subsets[level], labels, options) for level in LEVELS}
+        breakdown = part != "train"  # the training part: overall figures only (against overfitting)
+        parts[part] = {level: evaluate_level(subsets[level], labels, options, breakdown) for level in LEVELS}
         curves[part] = subsets
         unclassified[part] = _unclassified(predictions, part, split)
     return Evaluation(parts, unclassified, curves, options)
@@ -317,29 +321,38 @@ def labels_from_predictions(directory: Path, sheet: Sheet) -> dict[str, LabelRow
     """Labels of an existing ``predict`` output: each sequence's ``source`` matched to a sheet row
     (same path as given, the same file, or the only sheet file with that name)."""
     rows = _rows(Path(directory) / c.SEQUENCE_PREDICTIONS, c.SEQUENCE_PREDICTIONS_HEADER)
-    by_source: dict[str, SheetRow] = {}
+    match = _SheetMatch(directory, sheet)
     labels: dict[str, LabelRow] = {}
     for row in rows:
-        source = row["source"]
-        if source not in by_source:
-            by_source[source] = _sheet_row_of(directory, sheet, source)
-        match = by_source[source]
+        found = match(row["source"])
         labels[row["id"]] = LabelRow(
-            row["id"], row["original_id"], source, match.label, match.group, match.date, int(row["length"]), ""
+            row["id"], row["original_id"], row["source"], found.label, found.group, found.date, int(row["length"]), ""
         )
     return labels
 
 
-def _sheet_row_of(directory: Path, sheet: Sheet, source: str) -> SheetRow:
-    candidates = [row for row in sheet.rows if row.path == source]
-    if not candidates and Path(source).exists():
-        candidates = [row for row in sheet.rows if Path(row.path).resolve() == Path(source).resolve()]
-    if not candidates:
-        candidates = [row for row in sheet.rows if Path(row.path).name == Path(source).name]
-    if len(candidates) != 1:
-        found = "no" if not candidates else "more than one"
-        raise InputError(f"{directory}: predictions of {source}, which matches {found} file of {sheet.path}")
-    return candidates[0]
+class _SheetMatch:
+    """A predict ``source`` -> its sheet row: the same path string, else the same file, else the only
+    sheet file of that name."""
+
+    def __init__(self, directory: Path, sheet: Sheet) -> None:
+        self.directory, self.sheet = directory, sheet
+        self.by_path = {row.path: row for row in sheet.rows}
+        self.by_file = {Path(row.path).resolve(): row for row in sheet.rows}
+        self.by_name: dict[str, list[SheetRow]] = {}
+        for row in sheet.rows:
+            self.by_name.setdefault(Path(row.path).name, []).append(row)
+        self.cache: dict[str, SheetRow] = {}
+
+    def __call__(self, source: str) -> SheetRow:
+        if source not in self.cache:
+            found = self.by_path.get(source) or (self.by_file.get(Path(source).resolve()) if Path(source).exists() else None)
+            named = self.by_name.get(Path(source).name, [])
+            if found is None and len(named) != 1:
+                what = "no" if not named else "more than one"
+                raise InputError(f"{self.directory}: predictions of {source}, which matches {what} file of {self.sheet.path}")
+            self.cache[source] = found or named[0]
+        return self.cache[source]
 
 
 def target_fprs(values: Sequence[float]) -> tuple[float, ...]:
