@@ -45,11 +45,9 @@ def fit(trained: Path, outdir: Path, *extra: str) -> int:
     ])  # fmt: skip
 
 
-def test_metrics(outdir: Path, part: str) -> dict:
+def levels_of(outdir: Path, part: str) -> dict:
+    """The metrics of one part, by level, from OUTDIR/metrics.json."""
     return json.loads((outdir / "metrics.json").read_text())["parts"][part]["levels"]
-
-
-test_metrics.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +63,7 @@ def trained(tmp_path_factory, data, test_models) -> Path:
 
 
 def test_training_separates_held_out_genomes(trained: Path):
-    levels = test_metrics(trained, "test")
+    levels = levels_of(trained, "test")
     for level in ("frame", "chunk"):
         overall = levels[level]["overall"]
         assert overall["virus"] >= 10 and overall["other"] >= 10  # a held-out part worth measuring
@@ -95,7 +93,7 @@ def test_the_same_trainer_cannot_learn_shuffled_labels(tmp_path, data, test_mode
     ]) + "\n")  # fmt: skip
     assert train(shuffled, tmp_path / "out", test_models) == c.EXIT_OK
     for level in ("frame", "chunk"):
-        assert test_metrics(tmp_path / "out", "test")[level]["overall"]["auroc"] < 0.75
+        assert levels_of(tmp_path / "out", "test")[level]["overall"]["auroc"] < 0.75
 
 
 def test_no_group_is_on_two_sides(trained: Path, data: Path):
@@ -158,7 +156,7 @@ def test_a_trained_checkpoint_round_trips_through_predict(evaluated, trained: Pa
     for name in PREDICTION_FILES:
         assert (out / name).read_bytes() == (evaluation / name).read_bytes(), name
     assert json.loads((out / c.SUMMARY_JSON).read_text())["chunk_length"] == 150
-    levels = test_metrics(evaluation, "all")
+    levels = levels_of(evaluation, "all")
     assert levels["sequence"]["overall"]["n"] == 16 and levels["chunk"]["overall"]["auroc"] >= 0.9
     assert levels["chunk"]["cutoffs"][0]["target_fpr"] == 0.01
     capsys.readouterr()

@@ -90,10 +90,6 @@ class Split:
     options: SplitOptions
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    @property
-    def has_validation(self) -> bool:
-        return self.options.validation_fraction > 0 and any(part == "validation" for part in self.parts.values())
-
     def describe(self) -> dict:
         """The split for metadata: settings, counts per part and the sha256 of ``split.tsv``'s content."""
         return {
