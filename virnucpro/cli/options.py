@@ -305,6 +305,22 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
     return value
 
 
+_batch_size = option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Frames per classifier batch.",
+)
+_virus_fraction = option(
+    "--virus-fraction",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    callback=_finite,
+    default=0.5,
+    show_default=True,
+    help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
+)
+
 classifier_options = option_group(
     "classifier",
     ClassifierOptions,
@@ -314,22 +330,14 @@ classifier_options = option_group(
         help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
         "(native or reference format, e.g. from `virnucpro train`) [default: the reference model for the chunk length].",
     ),
-    batch_size=option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=1024,
-        show_default=True,
-        help="Frames per classifier batch.",
-    ),
-    virus_fraction=option(
-        "--virus-fraction",
-        type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-        callback=_finite,
-        default=0.5,
-        show_default=True,
-        help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
-    ),
+    batch_size=_batch_size,
+    virus_fraction=_virus_fraction,
 )
+
+scoring_options = option_group(
+    "scoring", functools.partial(ClassifierOptions, None), batch_size=_batch_size, virus_fraction=_virus_fraction
+)
+"""``--batch-size`` and ``--virus-fraction`` alone (``fit``: the classifier is the one it trains)."""
 
 shard_size_option = click.option(
     "--shard-size",

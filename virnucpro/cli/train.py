@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from virnucpro.cli.options import (
+    ClassifierOptions,
     DeviceOptions,
     DnaOptions,
     EsmOptions,
@@ -16,6 +17,7 @@ from virnucpro.cli.options import (
     esm_model_options,
     outdir_option,
     predict_options,
+    scoring_options,
     shard_size_option,
     verbosity_options,
 )
@@ -61,14 +63,10 @@ def prepare_labelled_command(
 @outdir_option("Directory for classifier.pt, the training log, metrics, plots and predictions/.")
 @fit_options
 @evaluation_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Frames per scoring batch.")
-@click.option(
-    "--virus-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
-    help="Sequence call rule of the held-out predictions (as predict's).",
-)  # fmt: skip
+@scoring_options
 @verbosity_options
 def fit_command(
-    embedded: EmbeddedInputs, outdir: Path, fit, evaluation, batch_size: int, virus_fraction: float
+    embedded: EmbeddedInputs, outdir: Path, fit, evaluation, scoring: ClassifierOptions
 ) -> int:
     """Train, calibrate and measure the MLP on embedded frames; write OUTDIR/classifier.pt (exit 0, 2, 1)."""
     from virnucpro.classify import CallRule
@@ -81,7 +79,7 @@ def fit_command(
     with claimed_outdir(outdir):
         with timer.stage("fit"):
             result = run_fit(embedded.prepared, embedded.dna, embedded.esm, outdir, fit, evaluation, failures,
-                             batch_size, CallRule(virus_fraction))  # fmt: skip
+                             scoring.batch_size, CallRule(scoring.virus_fraction))  # fmt: skip
         write_summary(outdir, {**result.summary, "timings_s": timer.seconds})
     return result.exit_status
 
