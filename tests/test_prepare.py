@@ -250,7 +250,7 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert read_prepare_info(outdir)["chunk_length"] == 500
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().err == ""
-    assert main(["prepare", str(ASSET_FILES[0]), "--outdir", str(outdir), "--chunk-length", "400"]) == 1
+    assert main(["prepare", str(ASSET_FILES[0]), "--outdir", str(outdir), "--chunk-length", "0"]) == 1
     assert main(["prepare", "--outdir", str(outdir)]) == 1
     capsys.readouterr()
     assert main(["prepare", str(tmp_path / "nope.fa"), "--outdir", str(tmp_path / "new")]) == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from virnucpro import contracts as c
 from virnucpro.classifier.compatibility import check_compatible
-from virnucpro.classifier.model import ClassifierMeta
+from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.classifier.reference import resolve_classifier
 from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.embeddings.dna import DnaSpec
@@ -25,13 +25,14 @@ log = get_logger("predict")
 PREPARED_DIR = "work/prepared"
 DNA_EMBEDDINGS_DIR = "work/embeddings/dna"
 ESM_EMBEDDINGS_DIR = "work/embeddings/esm"
+DEFAULT_CHUNK_LENGTH = 300
 
 
 @dataclass
 class PredictOptions:
     """Everything ``predict`` needs besides inputs and output directory."""
 
-    chunk_length: int = 300
+    chunk_length: int | None = None  # None: the classifier's chunk length, else 300
     classifier: str | None = None  # None -> the reference model for chunk_length
     esm: EsmSpec = field(default_factory=lambda: EsmSpec(c.REFERENCE_ESM_MODEL))
     dna: DnaSpec = field(default_factory=lambda: DnaSpec(c.REFERENCE_DNA_MODEL))
@@ -68,6 +69,17 @@ def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
     )
 
 
+def load_predict_classifier(options: PredictOptions) -> tuple[MLPClassifier, ClassifierMeta]:
+    """``--classifier`` (default: the reference model for the chunk length), checked against the
+    embedding models; a chunk length not given becomes the classifier's (else 300)."""
+    classifier = resolve_classifier(
+        options.classifier or str(options.chunk_length or DEFAULT_CHUNK_LENGTH), options.chunk_length
+    )
+    options.chunk_length = options.chunk_length or classifier[1].chunk_length or DEFAULT_CHUNK_LENGTH
+    check_models_early(classifier[1], options)
+    return classifier
+
+
 def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) -> int:
     """Run every stage; write the prediction files, summary.json and failed_files.txt; return 0/2/1."""
     timer = StageTimer()
@@ -75,8 +87,7 @@ def run_predict(inputs: Sequence[str], outdir: Path, options: PredictOptions) ->
     options.esm.check()
     options.dna.check()
     with timer.stage("load_classifier"):  # first, so a missing or mismatched classifier fails before GPU work
-        classifier = resolve_classifier(options.classifier or str(options.chunk_length), options.chunk_length)
-        check_models_early(classifier[1], options)
+        classifier = load_predict_classifier(options)
     with claimed_outdir(outdir):  # a second run into the same directory would mix both runs' files
         return _run_stages(list(inputs), Path(outdir), options, classifier, timer)
 
@@ -97,6 +108,39 @@ def _run_stages(
             log.info("resume: prepared frames are current, skipping prepare")
         else:
             prepare(inputs, prepared, options.chunk_length, options.shard_size)
+    engine_stats, failures = embed_prepared(prepared, outdir, options, timer)
+    with timer.stage("classify"):
+        result_classify = classify_prepared(
+            prepared,
+            outdir / DNA_EMBEDDINGS_DIR,
+            outdir / ESM_EMBEDDINGS_DIR,
+            outdir,
+            classifier,
+            chunk_length=options.chunk_length,
+            batch_size=options.batch_size,
+            rule=options.rule,
+            upstream_failures=failures,
+        )
+    summary = classify_summary(result_classify, classifier[1], options.rule)
+    summary.update(
+        command="predict",
+        inputs=[str(path) for path in inputs],
+        chunk_length=options.chunk_length,
+        timings_s=timer.seconds,
+        engine=engine_stats,
+    )
+    write_summary(outdir, summary)
+    return result_classify.exit_status
+
+
+def embed_prepared(
+    prepared: Path, outdir: Path, options: PredictOptions, timer: StageTimer
+) -> tuple[dict[str, dict], list[c.Failure]]:
+    """Embed a prepared directory's shards with both models (the worker engine) into
+    ``outdir/work/embeddings/{dna,esm}``: the engine statistics per stage and the failures.
+
+    A stage that failed for every shard stops the embedding (the next stages only record it).
+    """
     stems = list_shards(prepared)
     engine_stats: dict[str, dict] = {}
     failures: list[c.Failure] = []
@@ -123,25 +167,4 @@ def _run_stages(
         if result.exit_code == c.EXIT_FAILED:
             log.error("%s failed for every shard; the remaining stages only record the failure", stage)
             break
-    with timer.stage("classify"):
-        result_classify = classify_prepared(
-            prepared,
-            outdir / DNA_EMBEDDINGS_DIR,
-            outdir / ESM_EMBEDDINGS_DIR,
-            outdir,
-            classifier,
-            chunk_length=options.chunk_length,
-            batch_size=options.batch_size,
-            rule=options.rule,
-            upstream_failures=failures,
-        )
-    summary = classify_summary(result_classify, classifier[1], options.rule)
-    summary.update(
-        command="predict",
-        inputs=[str(path) for path in inputs],
-        chunk_length=options.chunk_length,
-        timings_s=timer.seconds,
-        engine=engine_stats,
-    )
-    write_summary(outdir, summary)
-    return result_classify.exit_status
+    return engine_stats, failures

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -35,12 +35,14 @@ from virnucpro.contracts import (
 from virnucpro.errors import InputError
 from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
-from virnucpro.seqio import check_inputs, file_sha256, is_stream, read_records, write_fasta_record
+from virnucpro.seqio import Record, check_inputs, file_sha256, is_stream, read_records, write_fasta_record
 
 _INFO_FORMAT = 1
 _BUFFER = 1 << 20
 
 log = get_logger("prepare")
+
+FrameSelector = Callable[[Record, str, str], list[Frame]]  # (record, chunk id, chunk) -> the frames kept
 
 
 @dataclass
@@ -73,17 +75,48 @@ def prepare(
     shard_size: int = DEFAULT_SHARD_RESIDUES,
 ) -> PrepareResult:
     """Chunk, translate and filter every input record; write the prepared directory ``outdir``."""
+    check_prepare_settings(chunk_length, shard_size)
+    check_inputs(inputs)
+    check_file_names(inputs)
+    digests: dict[str, str] = {}
+    result = write_prepared(read_records(inputs, digests), Path(outdir), chunk_length, shard_size)
+    write_prepare_info(outdir, inputs, digests, chunk_length, shard_size, result)
+    return result
+
+
+def check_prepare_settings(chunk_length: int, shard_size: int) -> None:
+    """Refuse a chunk length or shard size below 1 (one-line InputError)."""
     if shard_size < 1:
         raise InputError(f"shard size must be at least 1 residue, got {shard_size}")
     if chunk_length < 1:
         raise InputError(f"chunk length must be at least 1, got {chunk_length}")
-    check_inputs(inputs)
+
+
+def check_file_names(inputs: Sequence[str | Path]) -> None:
+    """Refuse file names the manifest (tab-separated, one line per record) cannot hold."""
     for path in map(str, inputs):
         if any(char in path for char in "\t\n\r"):
             raise InputError(f"{path!r}: tabs and line breaks in file names are not supported")
+
+
+def stop_free_frames(_record: Record, chunk_id: str, chunk: str) -> list[Frame]:
+    """What ``predict`` keeps of a chunk: every non-empty, stop-free frame (reference section 2)."""
+    return kept_frames(chunk_id, chunk)
+
+
+def write_prepared(
+    records: Iterable[Record],
+    outdir: Path,
+    chunk_length: int,
+    shard_size: int,
+    select_frames: FrameSelector = stop_free_frames,
+) -> PrepareResult:
+    """Write the chunks, kept frames, manifest and shards of ``records`` (all files but prepare.json).
+
+    ``select_frames(record, chunk_id, chunk)`` gives the frames kept of one chunk.
+    """
     outdir = Path(outdir)
     result = PrepareResult()
-    digests: dict[str, str] = {}
     rna_records, rna_first = 0, ""  # records with U: as in the reference, a codon with U is not translated
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order of opening: shards, frames, chunks, then the manifest;
@@ -95,7 +128,7 @@ def prepare(
         shards = _ShardWriter(stack, outdir, shard_size)
         _remove_stale_outputs(outdir)
         manifest.write("\t".join(MANIFEST_COLUMNS) + "\n")
-        for record in read_records(inputs, digests):
+        for record in records:
             if "U" in record.seq:
                 rna_first = rna_first or record.id
                 rna_records += 1
@@ -103,7 +136,7 @@ def prepare(
             record_frames = 0
             for chunk_id, chunk in chunks:
                 write_fasta_record(chunks_out, chunk_id, chunk)
-                frames = kept_frames(chunk_id, chunk)
+                frames = select_frames(record, chunk_id, chunk)
                 if not frames:
                     continue
                 shards.write(frames)
@@ -119,7 +152,6 @@ def prepare(
             result.frames += record_frames
         shards.close()
         result.shards = shards.stems
-    _write_info(outdir, inputs, digests, chunk_length, shard_size, result)
     if rna_records:
         log.warning(
             "%d record(s) contain U (RNA letters; first: %s): codons with U are not translated, as in the "
@@ -221,14 +253,16 @@ def _shard_stems(directory: Path) -> list[str]:
     return sorted(path.stem for path in directory.glob(pattern)) if directory.is_dir() else []
 
 
-def _write_info(
+def write_prepare_info(
     outdir: Path,
     inputs: Sequence[str | Path],
     digests: dict[str, str],
     chunk_length: int,
     shard_size: int,
     result: PrepareResult,
+    extra: dict | None = None,
 ) -> None:
+    """Write prepare.json (settings, input digests, counts, shards, and ``extra``): last, it marks completion."""
     info = {
         "format": _INFO_FORMAT,
         "virnucpro_version": __version__,
@@ -240,8 +274,9 @@ def _write_info(
         "frames": result.frames,
         "residues": result.residues,
         "shards": result.shards,
+        **(extra or {}),
     }
-    atomic_write_text(outdir / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(Path(outdir) / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def _remove_stale_outputs(outdir: Path) -> None:

@@ -79,7 +79,7 @@ def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = N
     When ``digests`` is given, the sha256 of each file's bytes (as stored, computed while
     reading) is put there under ``str(path)`` once the file has been read to its end.
     """
-    ids = _UniqueIds()
+    ids = UniqueIds()
     index = 0
     for path in paths:
         for original_id, seq in _read_file(str(path), digests):
@@ -131,7 +131,7 @@ def write_fasta_record(handle: IO[str], id: str, seq: str) -> None:
     handle.write(f">{id}\n{seq}\n")
 
 
-class _UniqueIds:
+class UniqueIds:
     """Deterministic unique ids: the first occurrence keeps its id, later ones get ``_dupN``."""
 
     def __init__(self) -> None:
@@ -151,11 +151,26 @@ class _UniqueIds:
         return unique
 
 
-def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
-    """Yield ``(original_id, seq)`` of one file, validated; errors name ``source``."""
+@contextlib.contextmanager
+def open_decompressed(source: str, digests: dict[str, str] | None = None) -> Iterator[io.BufferedReader]:
+    """A buffered binary reader of a file's content, decompressed where its magic bytes say so.
+
+    When ``digests`` is given and the block ends without error, the sha256 of the file's bytes
+    (as stored; what was left unread is read for it) is put there under ``source``.
+    """
     with contextlib.ExitStack() as stack:
         raw = _open_raw(source, stack)
-        binary = _decompressed(source, raw, stack)
+        yield _decompressed(source, raw, stack)
+        if digests is not None:
+            try:
+                digests[source] = raw.finish()
+            except OSError as error:
+                raise InputError(f"{source}: cannot read: {describe(error)}") from None
+
+
+def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(original_id, seq)`` of one file, validated; errors name ``source``."""
+    with open_decompressed(source, digests) as binary:
         sniff = _sniff(source, binary)
         if _is_blank(sniff):  # a sample without reads (a blank control, say): no rows, not an error
             log.warning("%s: no sequences (an empty file)", source)
@@ -171,11 +186,6 @@ def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[t
             else:
                 raise InputError(f"{source}: not FASTA or FASTQ: the first line does not start with '>' or '@'")
             yield from _validated(source, parsed)
-        if digests is not None:
-            try:
-                digests[source] = raw.finish()
-            except OSError as error:
-                raise InputError(f"{source}: cannot read: {describe(error)}") from None
 
 
 def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -211,6 +221,11 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
     if not seen_sequence:  # a sample whose reads were all trimmed away: each record gets its row
         log.warning("%s: all %d records are empty (no sequence letters)", source, number)
         yield from pending
+
+
+def nucleotide_problem(seq: str) -> str:
+    """Why an (uppercase) sequence is not a nucleotide sequence, as one line; "" when it is one."""
+    return _describe_bad_letters(seq) if _NOT_NUCLEOTIDE.search(seq) else ""
 
 
 def _describe_bad_letters(seq: str) -> str:

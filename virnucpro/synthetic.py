@@ -60,6 +60,41 @@ def synthetic_reads(
         yield f"{prefix}{number:06d}_{kind}", seq
 
 
+def codon_biased_sequence(rng: random.Random, length: int, gc_weight: float) -> str:
+    """A coding-like sequence (sense codons only, one frame, forward strand) whose codons are drawn
+    with weight ``gc_weight ** (G + C in the codon)``: above 1 GC-rich codon usage, below 1 AT-rich.
+    Two such classes differ in composition, codon and amino-acid usage: learnable from embeddings."""
+    weights = [gc_weight ** sum(base in "GC" for base in codon) for codon in SENSE_CODONS]
+    return "".join(rng.choices(SENSE_CODONS, weights=weights, k=length // 3 + 1))[:length]
+
+
+def write_labelled_set(
+    outdir: str | Path,
+    groups: int = 20,
+    records: int = 2,
+    length: tuple[int, int] = (600, 1200),
+    seed: int = 0,
+    gc_weights: tuple[float, float] = (2.0, 0.6),
+) -> Path:
+    """A toy labelled set for ``virnucpro train``: per class, ``groups`` FASTA files (one genome each,
+    ``records`` coding-like sequences) whose codon usage differs between the classes (virus:
+    ``gc_weights[0]``, other: ``gc_weights[1]``, see :func:`codon_biased_sequence`), and ``sheet.csv``
+    (``path,label,group``). Returns the sheet's path."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    lines = ["path,label,group"]
+    for number in range(1, groups + 1):
+        for label, weight in zip(("virus", "other"), gc_weights):
+            genome = f"{label}{number:03d}"
+            reads = [(f"{genome}_r{k}", codon_biased_sequence(rng, rng.randint(*length), weight)) for k in range(records)]
+            write_reads(outdir / f"{genome}.fa", reads)
+            lines.append(f"{genome}.fa,{label},{genome}")
+    sheet = outdir / "sheet.csv"
+    sheet.write_text("\n".join(lines) + "\n")
+    return sheet
+
+
 def write_reads(
     path: str | Path,
     reads: Iterable[tuple[str, str]],

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from virnucpro.atomic import atomic_path
+from virnucpro.atomic import atomic_open
+from virnucpro.classifier.calibration import uncalibrated, with_calibration
 from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.classifier.pickle_scan import pickle_imports
@@ -44,8 +45,13 @@ NATIVE_VERSION = 1
 # --------------------------------------------------------------------------- native
 
 
-def save_native(path: Path, model: MLPClassifier, meta: ClassifierMeta) -> None:
-    """Write a native checkpoint atomically (loadable with ``torch.load(weights_only=True)``)."""
+def save_native(path: Path, model: MLPClassifier, meta: ClassifierMeta, training: dict | None = None) -> None:
+    """Write a native checkpoint atomically (loadable with ``torch.load(weights_only=True)``).
+
+    ``training`` (plain data: how the classifier was trained, see virnucpro.training) is stored
+    beside the weights under the key ``"training"``; the bytes depend only on what is stored.
+    """
+    model = uncalibrated(model)  # type: ignore[assignment]
     if model.hidden_layer.in_features != meta.input_dim:
         raise ModelError(
             f"{path}: classifier input is {model.hidden_layer.in_features}-d but the metadata says "
@@ -53,8 +59,10 @@ def save_native(path: Path, model: MLPClassifier, meta: ClassifierMeta) -> None:
         )
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "state_dict": state, "meta": meta.to_dict()}
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+    if training is not None:
+        payload["training"] = training
+    with atomic_open(Path(path), "wb") as handle:  # a handle: the archive's name inside is fixed, not the file's
+        torch.save(payload, handle)
 
 
 def _is_native_payload(payload: Any) -> bool:
@@ -85,7 +93,17 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelError(f"{path}: damaged native classifier checkpoint ({describe(error)})") from None
-    return model.eval(), meta
+    try:
+        return with_calibration(model.eval(), meta.calibration), meta  # type: ignore[return-value]
+    except ModelError as error:
+        raise ModelError(f"{path}: {error}") from None
+
+
+def load_training_info(path: Path) -> dict | None:
+    """What a native checkpoint says about its training (``virnucpro train``), None when nothing."""
+    payload = _try_native_payload(Path(path)) if Path(path).is_file() else None
+    training = payload.get("training") if payload else None
+    return training if isinstance(training, dict) else None
 
 
 def _num_classes(state: dict) -> int:

@@ -40,6 +40,7 @@ class ClassifierMeta:
     hidden_dim: int = HIDDEN_DIM
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    calibration: dict | None = None  # how P(virus) is calibrated (virnucpro.classifier.calibration), if it is
 
     @property
     def input_dim(self) -> int:

@@ -129,6 +129,11 @@ def resolve_classifier(spec: str, chunk_length: int | None) -> tuple[MLPClassifi
             )
         return load_reference_pickle(fetch_reference_classifier(wanted), wanted)
     path = Path(spec).expanduser()
+    if not path.is_file() and spec.isdigit():
+        raise ModelError(
+            f"there is no reference classifier for {spec} bp chunks (only for {' and '.join(map(str, CHUNK_LENGTHS))}): "
+            f"give --classifier PATH, a checkpoint trained for {spec} bp chunks (e.g. by `virnucpro train`)"
+        )
     if not path.is_file():
         choices = " or ".join(str(n) for n in CHUNK_LENGTHS)
         raise ModelError(

@@ -20,11 +20,13 @@ from virnucpro import __version__
 from virnucpro.cli.checkpoint import convert_checkpoint, fetch_classifier
 from virnucpro.cli.classify import classify_command
 from virnucpro.cli.embed import embed_dna, embed_esm
+from virnucpro.cli.evaluate import evaluate_command, evaluate_embedded_command, evaluate_predictions_command
 from virnucpro.cli.fetch import fetch_model_command
 from virnucpro.cli.predict import predict_command
 from virnucpro.cli.prepare import prepare_command
 from virnucpro.cli.summarize import summarize_command
 from virnucpro.cli.testmodels import make_test_models_command
+from virnucpro.cli.train import fit_command, prepare_labelled_command, train_command
 from virnucpro.contracts import EXIT_FAILED, EXIT_TERMINATED
 from virnucpro.errors import Terminated, VirnucproError, error_line, raise_interruption_behind
 
@@ -42,6 +44,12 @@ for _command in (
     classify_command,
     predict_command,
     summarize_command,
+    prepare_labelled_command,
+    fit_command,
+    train_command,
+    evaluate_command,
+    evaluate_embedded_command,
+    evaluate_predictions_command,
     convert_checkpoint,
     fetch_classifier,
     fetch_model_command,

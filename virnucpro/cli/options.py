@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from virnucpro.contracts import (
-    CHUNK_LENGTHS,
     DEFAULT_SHARD_RESIDUES,
     PRECISIONS,
     REFERENCE_DNA_MODEL,
@@ -97,11 +96,19 @@ follow it: ``--quiet`` shows none)."""
 
 chunk_length_option = click.option(
     "--chunk-length",
-    type=click.Choice([str(n) for n in CHUNK_LENGTHS]),
-    default="300",
+    type=click.IntRange(min=1),
+    default=300,
     show_default=True,
-    callback=lambda _c, _p, value: int(value),
-    help="Chunk length in bp; must match the classifier (300 or 500).",
+    help="Chunk length in bp; must match the classifier (the reference models: 300 or 500).",
+)
+
+# predict: the chunk length a native checkpoint names is the default.
+classifier_chunk_length_option = click.option(
+    "--chunk-length",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunk length in bp; must match the classifier (the reference models: 300 or 500) "
+    "[default: the one the classifier checkpoint names, else 300].",
 )
 
 
@@ -149,6 +156,24 @@ class ClassifierOptions:
     classifier: str | None  # None: the reference model for the chunk length
     batch_size: int
     virus_fraction: float
+
+
+def predict_options(esm: EsmOptions, dna: DnaOptions, devices: DeviceOptions, shard_size: int, **more: Any):  # noqa: ANN201
+    """``predict``'s options object (a :class:`virnucpro.predict.PredictOptions`) from the model and
+    device groups and ``--shard-size``; ``more``: its other fields. Imported when a command runs."""
+    from virnucpro.predict import PredictOptions
+
+    return PredictOptions(
+        esm=esm.spec(devices.precision),
+        dna=dna.spec(devices.precision),
+        esm_batch_tokens=esm.batch_tokens,
+        dna_batch_tokens=dna.batch_tokens,
+        gpus=devices.gpus,
+        workers=devices.workers,
+        resume=devices.resume,
+        shard_size=shard_size,
+        **more,
+    )
 
 
 esm_model_options = option_group(
@@ -280,6 +305,22 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
     return value
 
 
+_batch_size = option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Frames per classifier batch.",
+)
+_virus_fraction = option(
+    "--virus-fraction",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    callback=_finite,
+    default=0.5,
+    show_default=True,
+    help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
+)
+
 classifier_options = option_group(
     "classifier",
     ClassifierOptions,
@@ -287,24 +328,16 @@ classifier_options = option_group(
         "--classifier",
         default=None,
         help="300 or 500 (the reference model, downloaded once and verified), or a checkpoint path "
-        "(native or reference format) [default: the reference model for the chunk length].",
+        "(native or reference format, e.g. from `virnucpro train`) [default: the reference model for the chunk length].",
     ),
-    batch_size=option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=1024,
-        show_default=True,
-        help="Frames per classifier batch.",
-    ),
-    virus_fraction=option(
-        "--virus-fraction",
-        type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-        callback=_finite,
-        default=0.5,
-        show_default=True,
-        help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",
-    ),
+    batch_size=_batch_size,
+    virus_fraction=_virus_fraction,
 )
+
+scoring_options = option_group(
+    "scoring", functools.partial(ClassifierOptions, None), batch_size=_batch_size, virus_fraction=_virus_fraction
+)
+"""``--batch-size`` and ``--virus-fraction`` alone (``fit``: the classifier is the one it trains)."""
 
 shard_size_option = click.option(
     "--shard-size",

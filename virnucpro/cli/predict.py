@@ -11,12 +11,13 @@ from virnucpro.cli.options import (
     DeviceOptions,
     DnaOptions,
     EsmOptions,
-    chunk_length_option,
+    classifier_chunk_length_option,
     classifier_options,
     device_options,
     dna_model_options,
     esm_model_options,
     outdir_option,
+    predict_options,
     sequence_inputs_argument,
     shard_size_option,
     verbosity_options,
@@ -26,7 +27,7 @@ from virnucpro.cli.options import (
 @click.command("predict", short_help="Everything: prepare, embed with both models, classify.")
 @sequence_inputs_argument
 @outdir_option("Output directory.")
-@chunk_length_option
+@classifier_chunk_length_option
 @classifier_options
 @esm_model_options
 @dna_model_options
@@ -36,7 +37,7 @@ from virnucpro.cli.options import (
 def predict_command(
     inputs: tuple[str, ...],
     outdir: Path,
-    chunk_length: int,
+    chunk_length: int | None,
     classifier: ClassifierOptions,
     esm: EsmOptions,
     dna: DnaOptions,
@@ -45,20 +46,16 @@ def predict_command(
 ) -> int:
     """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
     from virnucpro.classify import CallRule
-    from virnucpro.predict import PredictOptions, run_predict
+    from virnucpro.predict import run_predict
 
-    options = PredictOptions(
+    options = predict_options(
+        esm,
+        dna,
+        devices,
+        shard_size,
         chunk_length=chunk_length,
         classifier=classifier.classifier,
-        esm=esm.spec(devices.precision),
-        dna=dna.spec(devices.precision),
-        esm_batch_tokens=esm.batch_tokens,
-        dna_batch_tokens=dna.batch_tokens,
         batch_size=classifier.batch_size,
-        gpus=devices.gpus,
-        workers=devices.workers,
-        resume=devices.resume,
-        shard_size=shard_size,
         rule=CallRule(classifier.virus_fraction),
     )
     return run_predict(list(inputs), outdir, options)
