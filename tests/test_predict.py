@@ -388,3 +388,21 @@ def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: P
     assert isinstance(esm["dim"], int) and isinstance(esm["layer"], int) and esm["precision"] == "fp32"
     assert isinstance(dna["dim"], int) and dna["kind"] == "dna"
     assert not {"records", "embedded", "input_sha256", "embedder"} & (esm.keys() | dna.keys())  # one shard's counts
+
+
+def test_a_classifier_with_three_outputs_is_refused_before_any_work(tmp_path, test_models, inputs, capsys):
+    from virnucpro.classifier.model import MLPClassifier
+
+    state = torch.load(test_models.classifier, weights_only=True)
+    meta = state["meta"]
+    model = MLPClassifier(meta["dna_dim"] + meta["esm_dim"], hidden_dim=meta["hidden_dim"], num_class=3)
+    state["state_dict"] = model.state_dict()
+    three = tmp_path / "three.pt"
+    torch.save(state, three)
+    out = tmp_path / "out"
+    args = ["predict", inputs[0], "--outdir", str(out), *model_args(test_models), "--classifier", str(three)]
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: {three}: classifier has 3 outputs, not 2 (others, virus)"
+    ]
+    assert not out.exists()  # refused before prepare and embedding

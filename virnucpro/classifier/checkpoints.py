@@ -24,7 +24,7 @@ from torch import nn
 
 from virnucpro.atomic import atomic_path
 from virnucpro.classifier.compatibility import check_compatible
-from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.classifier.model import NUM_CLASSES, ClassifierMeta, MLPClassifier
 from virnucpro.classifier.pickle_scan import pickle_imports
 from virnucpro.contracts import (
     REFERENCE_DNA_DIM,
@@ -85,6 +85,7 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelError(f"{path}: damaged native classifier checkpoint ({describe(error)})") from None
+    check_usable(path, model)
     return model.eval(), meta
 
 
@@ -263,6 +264,7 @@ def load_reference_pickle(
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ModelError(f"{path}: reference classifier has inconsistent layer shapes ({describe(error)})") from None
+    check_usable(path, model)
     log.debug("loaded reference classifier %s (%d -> %d -> %d)", path, input_dim, hidden_dim, output.shape[0])
     return model.eval(), meta
 
@@ -308,6 +310,15 @@ def convert_reference(src: Path, dst: Path, chunk_length: int, *, dna_dim: int =
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def check_usable(path: Path, model: MLPClassifier) -> None:
+    """Refuse a classifier that cannot give (others, virus) scores: another output width."""
+    width = model.output_layer.out_features
+    if width != NUM_CLASSES:
+        raise ModelError(
+            f"{path}: classifier has {width} outputs, not {NUM_CLASSES} (others, virus)"
+        )
 
 
 def _require_file(path: Path) -> None:
