@@ -450,3 +450,16 @@ def test_a_classifier_with_another_number_of_outputs_is_refused_when_loading(tmp
     ref = _save_as_main(monkeypatch, RefMLP(DNA_DIM + ESM_DIM, HIDDEN, 3).eval(), tmp_path / "300_model.pth")
     with pytest.raises(ModelError, match="3 outputs, not 2"):
         load_classifier_file(ref, 300)
+
+
+@pytest.mark.parametrize("poison", ["hidden_layer.weight", "output_layer.bias", "bn1.running_var"])
+def test_non_finite_classifier_weights_are_refused_when_loading(tmp_path, monkeypatch, poison):
+    with pytest.raises(ModelError, match=f"nan.pt: classifier weights are not finite \\('{poison}'"):
+        load_classifier_file(_native_with(tmp_path, "nan.pt", poison=poison))
+    module = _reference_module()
+    with torch.no_grad():
+        target = module.bn1.running_var if "running" in poison else module.get_parameter(poison)
+        target.view(-1)[0] = float("inf")
+    ref = _save_as_main(monkeypatch, module, tmp_path / "300_model.pth")
+    with pytest.raises(ModelError, match="not finite"):
+        load_classifier_file(ref, 300)

@@ -179,3 +179,28 @@ def test_prediction_files_are_all_written_or_none(tmp_path: Path, monkeypatch: p
         pass
     assert raised.value.filename == str(tmp_path / c.PREDICTION_RESULTS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_finite_score_fails_its_frame_and_is_never_a_call(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+    from virnucpro.classify import FrameScorer
+    from virnucpro.embeddings.store import save_embeddings
+
+    ids = ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]
+    dna, esm = np.ones((3, 4), dtype=np.float32), np.ones((3, 6), dtype=np.float32)
+    esm[1, 2] = np.inf  # what a broken embedding (or an overflowing fp16 model) can hand over
+    for name, matrix in (("dna", dna), ("esm", esm)):
+        (tmp_path / name).mkdir()
+        save_embeddings(tmp_path / name / "shard_00000.npz", ids, matrix, {})
+    torch.manual_seed(0)
+    result = ClassifyResult()
+    scorer = FrameScorer(MLPClassifier(10, hidden_dim=8).eval(), ClassifierMeta(4, 6), tmp_path / "dna",
+                         tmp_path / "esm", None, 16, result)  # fmt: skip
+    scores = list(scorer.score_shard(ids, "shard_00000"))
+    assert [s.scores is None for s in scores] == [False, True, False]
+    assert scores[1].reason == "classifier score is not finite for frame b_chunk_1F1"
+    (_, (call, reason)), = rows_for([row("b", 300, 1, 1)], [scores[1]])
+    assert (call, reason) == (c.CALL_FAILED, scores[1].reason)

@@ -214,7 +214,9 @@ class FrameScorer:
         probabilities = predict_proba(self.model, features, self.batch_size) if usable else features
         scores = {f: (float(p[0]), float(p[1])) for f, p in zip(usable, probabilities)}
         for frame_id in frame_ids:
-            if frame_id in scores:
+            if frame_id in scores and not np.isfinite(scores[frame_id]).all():
+                yield FrameScore(frame_id, None, f"classifier score is not finite for frame {frame_id}", stem)
+            elif frame_id in scores:
                 yield FrameScore(frame_id, scores[frame_id], shard=stem)
             else:
                 missing = c.STAGE_DNA if frame_id not in dna_rows else c.STAGE_ESM

@@ -313,12 +313,16 @@ def convert_reference(src: Path, dst: Path, chunk_length: int, *, dna_dim: int =
 
 
 def check_usable(path: Path, model: MLPClassifier) -> None:
-    """Refuse a classifier that cannot give (others, virus) scores: another output width."""
+    """Refuse a classifier that cannot give (others, virus) scores: another output width, or
+    weights or batch-norm statistics that are not finite (NaN or infinite scores, every call wrong)."""
     width = model.output_layer.out_features
     if width != NUM_CLASSES:
         raise ModelError(
             f"{path}: classifier has {width} outputs, not {NUM_CLASSES} (others, virus)"
         )
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{path}: classifier weights are not finite ('{name}' holds NaN or infinity)")
 
 
 def _require_file(path: Path) -> None:
