@@ -68,3 +68,35 @@ def test_a_lock_file_replaced_while_waiting_is_taken_again(tmp_path: Path, monke
     with claimed_outdir(tmp_path):
         assert (tmp_path / LOCK_FILE).exists()
     assert next(checks, "all used") == "all used"  # opened and locked twice
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (outdir / LOCK_FILE).symlink_to(target)
+    dangling = tmp_path / "out2"
+    dangling.mkdir()
+    (dangling / LOCK_FILE).symlink_to(tmp_path / "would_be_created")
+    for directory in (outdir, dangling):
+        assert main(["prepare", READS, "--outdir", str(directory), "--quiet"]) == c.EXIT_FAILED
+        assert capsys.readouterr().err.splitlines() == [
+            f"virnucpro: error: {directory / LOCK_FILE}: is a symbolic link; refusing to use it as the lock file"
+        ]
+    assert target.read_text() == "keep me" and not (tmp_path / "would_be_created").exists()
+    assert sorted(p.name for p in outdir.iterdir()) == [LOCK_FILE]  # nothing written
+
+
+def test_a_lock_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / LOCK_FILE)  # opening a FIFO for writing would block the run
+    with pytest.raises(InputError, match="is not a regular file; refusing to use it as the lock file$"):
+        with claimed_outdir(tmp_path):
+            pass
+    (tmp_path / LOCK_FILE).unlink()
+    (tmp_path / LOCK_FILE).mkdir()
+    with pytest.raises(VirnucproError, match=f"{LOCK_FILE}: (cannot open the lock file|is not a regular file)"):
+        with claimed_outdir(tmp_path):
+            pass

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
     outdir = make_outdir(outdir)
     lock_path = outdir / LOCK_FILE
     while True:
-        handle = open(lock_path, "a")  # noqa: SIM115  (held open for the whole block)
+        handle = _open_lock(lock_path)
         try:
             if not _locked(handle, outdir):
                 break  # no locking here: run unlocked
@@ -56,6 +57,22 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
         yield outdir
     finally:
         lock_path.unlink(missing_ok=True)
+
+
+def _open_lock(lock_path: Path):
+    """Open (or create) the lock file itself: never the target of a symbolic link planted in its place,
+    and only a regular file (a FIFO or device there is refused, not opened for writing)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"{lock_path}: is a symbolic link; refusing to use it as the lock file") from None
+        raise VirnucproError(f"{lock_path}: cannot open the lock file ({error.strerror or error})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{lock_path}: is not a regular file; refusing to use it as the lock file")
+    return os.fdopen(fd, "r+")
 
 
 def _locked(handle, outdir: Path) -> bool:
