@@ -313,3 +313,16 @@ def test_a_load_failure_says_whether_it_is_the_model_s_or_the_machine_s() -> Non
     assert model_load_failure(torch.OutOfMemoryError("CUDA out of memory")) == (
         "could not load the model: OutOfMemoryError: CUDA out of memory"  # another machine may do
     )
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_earlier_run_s_output_of_a_file_not_embedded_now_is_removed(
+    tmp_path: Path, inputs: list[str], resume: bool
+) -> None:
+    """A new model that cannot load must not leave the old model's embeddings to be classified as new ones."""
+    outdir = tmp_path / "out"
+    assert _run(inputs[:2], outdir, workers=1).exit_code == EXIT_OK
+    assert len(list(outdir.glob("*.npz"))) == 2
+    failed = _run(inputs[:2], outdir, FakeSpec(model="fake-2", load_error="cannot load"), workers=1, resume=resume)
+    assert failed.exit_code == EXIT_FAILED and failed.outputs == {}
+    assert list(outdir.glob("*.npz")) == []  # nothing anyone could take for this run's output
