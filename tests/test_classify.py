@@ -204,3 +204,16 @@ def test_a_non_finite_score_fails_its_frame_and_is_never_a_call(tmp_path: Path):
     assert scores[1].reason == "classifier score is not finite for frame b_chunk_1F1"
     (_, (call, reason)), = rows_for([row("b", 300, 1, 1)], [scores[1]])
     assert (call, reason) == (c.CALL_FAILED, scores[1].reason)
+
+
+def test_a_pipe_or_line_break_in_a_file_path_is_escaped_in_failure_lines():
+    """'|' separates the fields of failed_files.txt: one in an output path made lines ambiguous."""
+    for path in ("out|x/shard_00000.fa", "100%|done/a.fa", "a%7Cb/new\nline.fa", "plain/shard.fa"):
+        failure = c.Failure(path, c.STAGE_DNA, "not embedded: the run stopped")
+        line = failure.line()
+        assert line.count("|") == 2 and "\n" not in line
+        assert line.split("|")[1:] == [c.STAGE_DNA, "not embedded: the run stopped"]
+        assert c.Failure.parse(line) == failure
+    assert c.Failure("out|x/s.fa", c.STAGE_DNA, "m").line() == "out%7Cx/s.fa|DNABERT-S|m"
+    with pytest.raises(ValueError):
+        c.Failure.parse("a|b|c|d")  # a path with a raw '|' was not written by us

@@ -376,8 +376,40 @@ def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
 
     _model, meta = load_native(test_models.classifier)
     assert meta.source and not meta.source.endswith(".pt")  # "virnucpro make-test-models (...)"
+    meta.path = ""  # not loaded from a file: described by its maker
     with pytest.raises(ModelError, match=r"^classifier \(virnucpro make-test-models .*\): classifier expects"):
         check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)
+
+
+def test_a_classifier_loaded_from_a_file_is_named_by_the_path_given(tmp_path, test_models, inputs, capsys):
+    """Not by the source recorded in its metadata (which names whoever made it)."""
+    from virnucpro.classifier.checkpoints import save_native
+    from virnucpro.classifier.model import MLPClassifier
+
+    _model, meta = load_native(test_models.classifier)
+    meta.dna_dim += 1
+    wrong = tmp_path / "wrong_width.pt"
+    save_native(wrong, MLPClassifier(meta.input_dim, hidden_dim=meta.hidden_dim), meta)
+    assert load_native(wrong)[1].source == meta.source  # still "virnucpro make-test-models ..."
+    args = ["predict", inputs[0], "--outdir", str(tmp_path / "o"), *model_args(test_models), "--classifier", str(wrong)]
+    assert main(args) == c.EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"virnucpro: error: {wrong}: classifier expects DNA {meta.dna_dim}-d")
+
+
+def test_a_chunk_length_stored_as_text_is_a_damaged_checkpoint_not_a_mismatch(tmp_path, test_models, capsys):
+    payload = torch.load(test_models.classifier, weights_only=True)
+    payload["meta"]["chunk_length"] = "300"
+    text = tmp_path / "text_chunk.pt"
+    torch.save(payload, text)
+    args = ["predict", str(tmp_path / "in.fa"), "--outdir", str(tmp_path / "o"), *model_args(test_models),
+            "--classifier", str(text)]  # fmt: skip
+    (tmp_path / "in.fa").write_text(">a\nACGT\n")
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: {text}: damaged native classifier checkpoint (metadata 'chunk_length' "
+        "is '300', not a whole number)"
+    ]
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelError(f"{path}: damaged native classifier checkpoint ({describe(error)})") from None
     check_usable(path, model)
+    meta.path = str(path)
     return model.eval(), meta
 
 
@@ -257,7 +258,7 @@ def load_reference_pickle(
     output = state["output_layer.weight"]
     hidden_dim, input_dim = weight.shape
     meta = reference_meta(int(input_dim), chunk_length, dna_dim, source=f"reference:{path.name}")
-    meta.hidden_dim = int(hidden_dim)
+    meta.hidden_dim, meta.path = int(hidden_dim), str(path)
     model = MLPClassifier(int(input_dim), hidden_dim=int(hidden_dim), num_class=int(output.shape[0]))
     state.setdefault("bn1.num_batches_tracked", torch.tensor(0, dtype=torch.long))
     try:
