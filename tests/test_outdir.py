@@ -100,3 +100,26 @@ def test_a_lock_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VirnucproError, match=f"{LOCK_FILE}: (cannot open the lock file|is not a regular file)"):
         with claimed_outdir(tmp_path):
             pass
+
+
+def test_temporaries_a_killed_run_left_are_removed_when_the_next_run_starts(tmp_path: Path) -> None:
+    """SIGKILL leaves '.NAME.XXXXXXXX.tmp' files (25-66 MB each) under the output and work/."""
+    outdir = tmp_path / "out"
+    left = [
+        outdir / ".sequence_predictions.tsv.k2j3h4g5.tmp",
+        outdir / "work" / "prepared" / ".frames.protein.faa.a_b9c8d7.tmp",
+        outdir / "work" / "embeddings" / "esm" / ".shard_00000.npz.zzzzzzzz.tmp",
+    ]
+    kept = [outdir / "notes.tmp", outdir / ".hidden", outdir / ".a.tmp", outdir / "work" / "shard_00000.npz"]
+    held = outdir / "other_run"  # a directory another run is writing into is left alone
+    for path in [*left, *kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial")
+    with claimed_outdir(held):
+        (held / ".x.fa.abcdefgh.tmp").write_text("being written")
+        with claimed_outdir(outdir):
+            assert [path.exists() for path in left] == [False] * len(left)
+            assert all(path.exists() for path in kept)
+            assert (held / ".x.fa.abcdefgh.tmp").exists()
+    assert main(["prepare", READS, "--outdir", str(held), "--quiet"]) == c.EXIT_OK
+    assert not (held / ".x.fa.abcdefgh.tmp").exists()

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
                 break  # no locking here: run unlocked
             if _same_file(handle, lock_path):
                 try:
+                    remove_stale_temporaries(outdir)
                     yield outdir
                 finally:
                     lock_path.unlink(missing_ok=True)  # still locked: nobody can take the old file meanwhile
@@ -54,9 +56,52 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
             handle.close()
         # the holder removed the file between our open and our lock: take the new one
     try:
+        remove_stale_temporaries(outdir)
         yield outdir
     finally:
         lock_path.unlink(missing_ok=True)
+
+
+# What atomic.atomic_path names its temporaries: ".{name}.{8 random characters of mkstemp}.tmp".
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(outdir: Path) -> int:
+    """Remove the temporary files a killed run left anywhere under ``outdir`` (ours only: named as
+    :func:`virnucpro.atomic.atomic_path` names them); a directory another run holds is left alone.
+
+    Called with ``outdir`` held, so no run of ours is writing there. Returns how many were removed.
+    """
+    removed = 0
+    for directory, subdirectories, files in os.walk(outdir):
+        here = Path(directory)
+        if here != outdir and LOCK_FILE in files and _held_by_another(here / LOCK_FILE):
+            subdirectories.clear()
+            continue
+        for name in files:
+            if _TEMPORARY.match(name):
+                (here / name).unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", outdir, removed)
+    return removed
+
+
+def _held_by_another(lock_path: Path) -> bool:
+    """True when a run holds the lock ``lock_path`` (a lock file left by a killed run is not held)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _open_lock(lock_path: Path):
