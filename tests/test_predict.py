@@ -322,20 +322,33 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
 
 
 def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):
+    """New weights copied over the old file with the old size and dates are another model for --resume."""
     import os
     import shutil
 
-    for kind, source in (("esm", test_models.esm), ("dna", test_models.dna)):
-        copy = tmp_path / kind / source.name
-        copy.parent.mkdir()
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
-        if kind == "esm":
-            shutil.copy2(source.with_name(f"{source.stem}-contact-regression.pt"), copy.parent)
-        before = model_spec(kind, str(copy)).load("cpu").identity()
-        target = copy if copy.is_file() else next(p for p in copy.iterdir() if p.is_file())
-        later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
-        os.utime(target, ns=(later, later))
-        assert model_spec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+    copy = tmp_path / "esm" / test_models.esm.name
+    copy.parent.mkdir()
+    shutil.copy2(test_models.esm, copy)
+    shutil.copy2(test_models.esm.with_name(f"{test_models.esm.stem}-contact-regression.pt"), copy.parent)
+    before = model_spec("esm", str(copy)).load("cpu").identity()
+    old = copy.stat()
+    checkpoint = torch.load(copy, weights_only=False)  # our own test model
+    weights = next(value for value in checkpoint["model"].values() if value.is_floating_point() and value.numel() > 8)
+    stored = weights.numpy().tobytes()
+    data = copy.read_bytes()
+    assert data.count(stored) == 1
+    copy.write_bytes(data.replace(stored, (weights + 1.0).numpy().tobytes()))  # new weights, same size
+    os.utime(copy, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (copy.stat().st_size, copy.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert model_spec("esm", str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+
+    dna = tmp_path / "dna"
+    shutil.copytree(test_models.dna, dna)
+    before = model_spec("dna", str(dna)).load("cpu").identity()
+    later = max(p.stat().st_mtime_ns for p in dna.iterdir()) + 10**9
+    for path in dna.iterdir():
+        os.utime(path, ns=(later, later))
+    assert model_spec("dna", str(dna)).load("cpu").identity() == before  # same content: nothing to redo
 
 
 @pytest.mark.parametrize(
