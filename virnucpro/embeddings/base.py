@@ -113,12 +113,12 @@ def local_model_fingerprint(model: str) -> str:
 
     Stored in the embedders' identity, so ``--resume`` notices a model replaced under the same
     name, one file at a time, even with its old dates. Each file's content digest is computed
-    once per version of the file (:func:`virnucpro.embeddings.file_digest.file_sha256`).
+    once per version of the file (:func:`virnucpro.embeddings.file_digest.cached_sha256`).
     """
     import hashlib
     import os
 
-    from virnucpro.embeddings.file_digest import file_sha256
+    from virnucpro.embeddings.file_digest import cached_sha256
 
     path = os.path.expanduser(model)
     if os.path.isfile(path):
@@ -135,5 +135,5 @@ def local_model_fingerprint(model: str) -> str:
     total = 0
     for name in files:
         total += os.stat(name).st_size
-        listing.update(f"{os.path.relpath(name, path)}\0{file_sha256(name)}\n".encode())
+        listing.update(f"{os.path.relpath(name, path)}\0{cached_sha256(name)}\n".encode())
     return f"{len(files)} files, {total} bytes, content sha256 {listing.hexdigest()[:16]}"

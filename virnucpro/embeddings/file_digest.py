@@ -10,7 +10,6 @@ write and cannot be set back, so a file written since has another key and is rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +19,6 @@ from virnucpro.log import get_logger
 log = get_logger("models")
 
 DIGEST_CACHE = "model-digests.json"
-_CHUNK = 1 << 22  # 4 MiB reads
 
 _known: dict[str, str] = {}  # this process's digests by key
 
@@ -57,18 +55,16 @@ def _remember(key: str, digest: str) -> None:
         log.debug("%s: model digest not cached (%s)", path, error.strerror or error)
 
 
-def file_sha256(path: str) -> str:
+def cached_sha256(path: str) -> str:
     """The hex SHA-256 of ``path``'s content (read only when this version of the file is new)."""
+    from virnucpro.seqio import file_sha256
+
     key = _key(path)
     if key in _known:
         return _known[key]
     digest = _read_cache(_cache_file()).get(key)
     if digest is None:
-        sha = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(_CHUNK):
-                sha.update(block)
-        digest = sha.hexdigest()
+        digest = file_sha256(path)
         if _key(path) == key:  # unchanged while it was read
             _remember(key, digest)
     _known[key] = digest
