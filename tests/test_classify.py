@@ -217,3 +217,44 @@ def test_a_pipe_or_line_break_in_a_file_path_is_escaped_in_failure_lines():
     assert c.Failure("out|x/s.fa", c.STAGE_DNA, "m").line() == "out%7Cx/s.fa|DNABERT-S|m"
     with pytest.raises(ValueError):
         c.Failure.parse("a|b|c|d")  # a path with a raw '|' was not written by us
+
+
+def _scorer_over(tmp_path: Path, ids: list[str], made_from: dict[str, Path]):
+    import numpy as np
+    import torch
+
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+    from virnucpro.classify import FrameScorer
+    from virnucpro.embeddings.store import META_INPUT_SHA256, save_embeddings
+    from virnucpro.seqio import file_sha256
+
+    for name, dim in (("dna", 4), ("esm", 6)):
+        (tmp_path / name).mkdir(exist_ok=True)
+        meta = {META_INPUT_SHA256: file_sha256(made_from[name])}
+        save_embeddings(tmp_path / name / "shard_00000.npz", ids, np.ones((len(ids), dim), np.float32), meta)
+    torch.manual_seed(0)
+    return FrameScorer(MLPClassifier(10, hidden_dim=8).eval(), ClassifierMeta(4, 6), tmp_path / "dna",
+                       tmp_path / "esm", None, 16, ClassifyResult())  # fmt: skip
+
+
+def test_embeddings_of_another_sample_with_the_same_shard_names_are_refused(tmp_path: Path):
+    ours = tmp_path / "nucleotide.fa", tmp_path / "protein.fa"
+    ours[0].write_text(">a_chunk_1F1\nACGTAC\n>b_chunk_1F1\nTTTGGG\n")
+    ours[1].write_text(">a_chunk_1F1\nTY\n>b_chunk_1F1\nFG\n")
+    theirs = tmp_path / "their_protein.fa"
+    theirs.write_text(">a_chunk_1F1\nMK\n>b_chunk_1F1\nLL\n")  # another sample: same ids, other sequences
+    ids = ["a_chunk_1F1", "b_chunk_1F1"]
+
+    scorer = _scorer_over(tmp_path, ids, {"dna": ours[0], "esm": ours[1]})
+    assert all(s.scores is not None for s in scorer.score_shard(ids, "shard_00000", ours))
+
+    scorer = _scorer_over(tmp_path, ids, {"dna": ours[0], "esm": theirs})
+    with pytest.raises(InputError) as error:
+        list(scorer.score_shard(ids, "shard_00000", ours))
+    assert str(error.value) == (
+        f"{tmp_path / 'esm' / 'shard_00000.npz'}: embeddings of another input, not of {ours[1]} (its sha256 differs)"
+    )
+
+    scorer = _scorer_over(tmp_path, ["a_chunk_1F1", "z_chunk_1F1"], {"dna": ours[0], "esm": ours[1]})
+    with pytest.raises(InputError, match=r"dna/shard_00000.npz: embeddings of another input, .*frame z_chunk_1F1"):
+        list(scorer.score_shard(ids, "shard_00000", ours))

@@ -451,3 +451,17 @@ def test_a_classifier_with_three_outputs_is_refused_before_any_work(tmp_path, te
         f"virnucpro: error: {three}: classifier has 3 outputs, not 2 (others, virus)"
     ]
     assert not out.exists()  # refused before prepare and embedding
+
+
+@pytest.mark.slow
+def test_classify_refuses_embeddings_of_another_sample_with_the_same_shard_names(tmp_path, test_models, inputs, capsys):
+    prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
+    other = tmp_path / "other_prepared"
+    assert main(["prepare", inputs[1], inputs[0], "--outdir", str(other), "--shard-size", "1500", "--quiet"]) == 0
+    assert sorted(p.stem for p in (other / c.SHARD_PROTEIN_DIR).glob("*.fa"))[0] == stems[0]  # same names
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(classify_args(other, work, out, test_models)) == c.EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"virnucpro: error: {work / 'dna' / stems[0]}.npz: embeddings of another input, not of ")
+    assert not (out / c.SEQUENCE_PREDICTIONS).exists()
