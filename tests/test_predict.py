@@ -465,3 +465,20 @@ def test_classify_refuses_embeddings_of_another_sample_with_the_same_shard_names
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"virnucpro: error: {work / 'dna' / stems[0]}.npz: embeddings of another input, not of ")
     assert not (out / c.SEQUENCE_PREDICTIONS).exists()
+
+
+def test_names_that_are_not_utf_8_are_written_escaped_and_no_result_is_lost(tmp_path, test_models, capsys):
+    """Paths are bytes on Linux: a file or directory name with bytes that are not UTF-8."""
+    import os
+
+    reads = Path(os.fsdecode(bytes(tmp_path) + b"/reads\xff.fa"))
+    reads.write_text(">r1\n" + "ATGAAACCCGGGTTTAAACCCGGGTTTAAA" * 5 + "\n>r2\nACGT\n")
+    outdir = Path(os.fsdecode(bytes(tmp_path) + b"/out\xfe"))
+    assert main(["predict", str(reads), "--outdir", str(outdir), *model_args(test_models)]) == c.EXIT_OK
+    assert "Traceback" not in capsys.readouterr().err
+    rows = read_tsv(outdir / c.SEQUENCE_PREDICTIONS)
+    assert [row["source"] for row in rows] == [str(tmp_path / "reads\\udcff.fa")] * 2  # escaped, not lost
+    assert json.loads((outdir / c.SUMMARY_JSON).read_text())["inputs"] == [str(reads)]
+    failure = c.Failure(str(outdir / "x.fa"), c.STAGE_ESM, "lost")
+    c.write_failures(outdir / "failures.txt", [failure])  # failed_files.txt too
+    assert c.read_failures(outdir / "failures.txt")[0].file_path == str(tmp_path / "out\\udcfe" / "x.fa")
