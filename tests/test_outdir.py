@@ -111,15 +111,28 @@ def test_temporaries_a_killed_run_left_are_removed_when_the_next_run_starts(tmp_
         outdir / "work" / "embeddings" / "esm" / ".shard_00000.npz.zzzzzzzz.tmp",
     ]
     kept = [outdir / "notes.tmp", outdir / ".hidden", outdir / ".a.tmp", outdir / "work" / "shard_00000.npz"]
-    held = outdir / "other_run"  # a directory another run is writing into is left alone
     for path in [*left, *kept]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("partial")
-    with claimed_outdir(held):
-        (held / ".x.fa.abcdefgh.tmp").write_text("being written")
-        with claimed_outdir(outdir):
-            assert [path.exists() for path in left] == [False] * len(left)
-            assert all(path.exists() for path in kept)
-            assert (held / ".x.fa.abcdefgh.tmp").exists()
-    assert main(["prepare", READS, "--outdir", str(held), "--quiet"]) == c.EXIT_OK
-    assert not (held / ".x.fa.abcdefgh.tmp").exists()
+    with claimed_outdir(outdir):
+        assert [path.exists() for path in left] == [False] * len(left)
+        assert all(path.exists() for path in kept)
+
+
+def test_a_directory_inside_one_a_run_holds_is_refused_both_ways(tmp_path: Path, capsys) -> None:
+    """`prepare` into a running predict's DIR/work/prepared was accepted: 20 rows for 5,000 records."""
+    outdir = tmp_path / "out"
+    inside = outdir / "work" / "prepared"
+    with claimed_outdir(outdir):
+        assert main(["prepare", READS, "--outdir", str(inside), "--quiet"]) == c.EXIT_FAILED
+        assert capsys.readouterr().err.splitlines() == [
+            f"virnucpro: error: {inside}: inside {outdir.resolve()}, where another virnucpro run is writing"
+        ]
+    assert not (inside / "manifest.tsv").exists()
+    with claimed_outdir(inside):
+        (inside / ".x.fa.abcdefgh.tmp").write_text("being written")
+        with pytest.raises(InputError, match=f"{outdir}: another virnucpro run is writing into {inside}, inside it$"):
+            with claimed_outdir(outdir):
+                pass
+        assert (inside / ".x.fa.abcdefgh.tmp").exists()  # the other run's file is left alone
+    assert main(["prepare", READS, "--outdir", str(outdir), "--quiet"]) == c.EXIT_OK

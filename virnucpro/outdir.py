@@ -39,6 +39,7 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
     file system without ``flock`` the run goes on unlocked.
     """
     outdir = make_outdir(outdir)
+    _refuse_inside_a_held_directory(outdir)
     lock_path = outdir / LOCK_FILE
     while True:
         handle = _open_lock(lock_path)
@@ -66,18 +67,25 @@ def claimed_outdir(outdir: Path) -> Iterator[Path]:
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
+def _refuse_inside_a_held_directory(outdir: Path) -> None:
+    """A directory inside one a run holds (``predict``'s ``DIR/work/...``) belongs to that run."""
+    for parent in outdir.resolve().parents:
+        if _held_by_another(parent / LOCK_FILE):
+            raise InputError(f"{outdir}: inside {parent}, where another virnucpro run is writing")
+
+
 def remove_stale_temporaries(outdir: Path) -> int:
     """Remove the temporary files a killed run left anywhere under ``outdir`` (ours only: named as
-    :func:`virnucpro.atomic.atomic_path` names them); a directory another run holds is left alone.
+    :func:`virnucpro.atomic.atomic_path` names them). A directory below that another run holds
+    stops the run: both would write into it.
 
     Called with ``outdir`` held, so no run of ours is writing there. Returns how many were removed.
     """
     removed = 0
-    for directory, subdirectories, files in os.walk(outdir):
+    for directory, _subdirectories, files in os.walk(outdir):
         here = Path(directory)
         if here != outdir and LOCK_FILE in files and _held_by_another(here / LOCK_FILE):
-            subdirectories.clear()
-            continue
+            raise InputError(f"{outdir}: another virnucpro run is writing into {here}, inside it")
         for name in files:
             if _TEMPORARY.match(name):
                 (here / name).unlink(missing_ok=True)
