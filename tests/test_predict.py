@@ -482,3 +482,44 @@ def test_names_that_are_not_utf_8_are_written_escaped_and_no_result_is_lost(tmp_
     failure = c.Failure(str(outdir / "x.fa"), c.STAGE_ESM, "lost")
     c.write_failures(outdir / "failures.txt", [failure])  # failed_files.txt too
     assert c.read_failures(outdir / "failures.txt")[0].file_path == str(tmp_path / "out\\udcfe" / "x.fa")
+
+
+def test_an_esm_checkpoint_that_cannot_load_is_refused_before_any_work(tmp_path, test_models, inputs, capsys):
+    """A truncated checkpoint was found inside the worker, after prepare and the whole DNA stage."""
+    import shutil
+
+    for name, damage in (("truncated", lambda data: data[: len(data) // 2]), ("empty", lambda data: b"")):
+        folder = tmp_path / name
+        folder.mkdir()
+        copy = folder / test_models.esm.name
+        copy.write_bytes(damage(test_models.esm.read_bytes()))
+        shutil.copy2(test_models.esm.with_name(f"{test_models.esm.stem}-contact-regression.pt"), folder)
+        out = tmp_path / f"out_{name}"
+        args = ["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--esm-model", str(copy)]
+        assert main(args) == c.EXIT_FAILED
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"virnucpro: error: {copy}: cannot load this ESM checkpoint (")
+        assert not out.exists()  # nothing prepared, nothing embedded
+
+
+def test_an_esm_name_neither_cached_nor_reachable_is_refused_before_any_work(
+    tmp_path, test_models, inputs, capsys, monkeypatch
+):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    out = tmp_path / "out"
+    args = ["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--esm-model", "esm2_t6_8M_UR50D"]
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: cannot load ESM model 'esm2_t6_8M_UR50D': not in {tmp_path / 'hub' / 'checkpoints'} and "
+        "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t6_8M_UR50D.pt cannot be reached (Temporary failure in "
+        "name resolution); on an offline machine, fetch it first where there is network with "
+        "`python -c \"import esm; esm.pretrained.esm2_t6_8M_UR50D()\"` (same TORCH_HOME), or pass the local .pt path"
+    ]
+    assert not out.exists()
