@@ -523,3 +523,57 @@ def test_an_esm_name_neither_cached_nor_reachable_is_refused_before_any_work(
         "`python -c \"import esm; esm.pretrained.esm2_t6_8M_UR50D()\"` (same TORCH_HOME), or pass the local .pt path"
     ]
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_predict_carries_an_embedding_stage_s_failures_to_every_output(tmp_path, test_models, inputs, monkeypatch):
+    """Exit 2 when some frames could not be embedded, 1 when none could; the stage's own reason in the
+    failed rows, its lines in failed_files.txt, frames_failed in summary.json (the real in-process path)."""
+    from virnucpro.embeddings.esm import EsmEmbedder
+
+    real = EsmEmbedder.embed_batch
+
+    def nan_for_tryptophan(self, sequences):
+        vectors = real(self, sequences)
+        vectors[[i for i, seq in enumerate(sequences) if "W" in seq]] = np.nan
+        return vectors
+
+    monkeypatch.setattr(EsmEmbedder, "embed_batch", nan_for_tryptophan)
+    out = tmp_path / "partial"
+    assert main(["predict", *inputs, "--outdir", str(out), *model_args(test_models)]) == c.EXIT_PARTIAL
+    proteins = [(fid, seq) for shard in sorted((out / "work/prepared" / c.SHARD_PROTEIN_DIR).glob("*.fa"))
+                for fid, seq in read_fasta_pairs(shard)]  # fmt: skip
+    poisoned = {fid for fid, seq in proteins if "W" in seq}
+    assert 0 < len(poisoned) < len(proteins)
+    failures = c.read_failures(out / c.FAILED_FILES)
+    assert {f.failed_sequence()[0] for f in failures} == poisoned
+    assert {(f.stage, f.failed_sequence()[1]) for f in failures} == {(c.STAGE_ESM, "embedding not finite in fp32")}
+    rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+    failed = [r for r in rows if r["call"] == c.CALL_FAILED]
+    assert failed and {r["reason"] for r in failed} == {"ESM-2: embedding not finite in fp32"}
+    assert {fid.split("_chunk_")[0] for fid in poisoned} == {r["id"] for r in failed}
+    summary = json.loads((out / c.SUMMARY_JSON).read_text())
+    assert (summary["exit_status"], summary["frames_failed"]) == (c.EXIT_PARTIAL, len(poisoned))
+    assert summary["frames_scored"] == len(proteins) - len(poisoned)
+
+    def exploding(self, sequences):
+        raise ValueError("model exploded")
+
+    monkeypatch.setattr(EsmEmbedder, "embed_batch", exploding)
+    out = tmp_path / "none"
+    assert main(["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--shard-size", "1500"]) == 1
+    failures = c.read_failures(out / c.FAILED_FILES)
+    shards = sorted((out / "work/prepared" / c.SHARD_PROTEIN_DIR).glob("*.fa"))
+    assert len(shards) > 1 and [Path(f.file_path).name for f in failures] == [shard.name for shard in shards]
+    assert {(f.stage, f.message) for f in failures} == {(c.STAGE_ESM, "model exploded")}
+    rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+    assert {r["reason"] for r in rows if r["call"] == c.CALL_FAILED} == {"ESM-2: model exploded"}
+    assert {r["call"] for r in rows} == {c.CALL_FAILED, c.CALL_NO_FRAME}
+    summary = json.loads((out / c.SUMMARY_JSON).read_text())
+    assert (summary["exit_status"], summary["frames_scored"]) == (c.EXIT_FAILED, 0)
+
+
+def read_fasta_pairs(path: Path) -> list[tuple[str, str]]:
+    from virnucpro.seqio import read_fasta
+
+    return list(read_fasta(path))
