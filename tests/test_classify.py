@@ -258,3 +258,28 @@ def test_embeddings_of_another_sample_with_the_same_shard_names_are_refused(tmp_
     scorer = _scorer_over(tmp_path, ["a_chunk_1F1", "z_chunk_1F1"], {"dna": ours[0], "esm": ours[1]})
     with pytest.raises(InputError, match=r"dna/shard_00000.npz: embeddings of another input, .*frame z_chunk_1F1"):
         list(scorer.score_shard(ids, "shard_00000", ours))
+
+
+def test_scores_print_as_the_reference_s_repr_of_float32_item(tmp_path: Path):
+    """The reference prints ``repr(tensor.item())``: a float32's exact value (0.10000000149011612),
+    not the shortest text of the float32 (0.1) that str() of a numpy float32 gives."""
+    import numpy as np
+
+    from virnucpro.classify import predict_proba
+
+    ids = ["a_chunk_1F1", "a_chunk_1R1"]
+    scorer = _scorer_over(tmp_path, ids, {"dna": _fasta(tmp_path / "n.fa", ids), "esm": _fasta(tmp_path / "p.fa", ids)})
+    scores = list(scorer.score_shard(ids, "shard_00000"))
+    expected = predict_proba(scorer.model, np.ones((2, 10), np.float32))
+    with PredictionWriter(tmp_path, CallRule()) as writer:
+        for seq in group_by_record(iter([row("a", 300, 1, 2)]), iter(scores)):
+            writer.write(seq)
+    fields = [line.split("\t")[2:] for line in (tmp_path / c.PREDICTION_RESULTS).read_text().splitlines()[1:]]
+    assert fields == [[repr(p.item()) for p in pair] for pair in expected]
+    assert all(text != str(np.float32(text)) for pair in fields for text in pair)  # tells repr from str here
+    assert float(np.float32(0.1).item()) == 0.10000000149011612 and str(np.float32(0.1)) == "0.1"
+
+
+def _fasta(path: Path, ids: list[str]) -> Path:
+    path.write_text("".join(f">{frame_id}\nMK\n" for frame_id in ids))
+    return path
