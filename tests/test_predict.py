@@ -577,3 +577,32 @@ def read_fasta_pairs(path: Path) -> list[tuple[str, str]]:
     from virnucpro.seqio import read_fasta
 
     return list(read_fasta(path))
+
+
+@pytest.mark.slow
+def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_keep_their_original_id(
+    tmp_path, test_models, repo_root
+):
+    from virnucpro.seqio import read_records as read
+
+    records = list(read([repo_root / "assets" / "test_reads.fa"]))
+    doubled = tmp_path / "doubled.fa"
+    doubled.write_text("".join(f">{r.id} copy {n}\n{r.seq}\n" for n in (1, 2) for r in records))  # ids twice
+    out = tmp_path / "out"
+    calls = {}
+    for fraction in ("1.0", "0.01"):
+        args = ["predict", str(doubled), "--outdir", str(out), *model_args(test_models), "--virus-fraction", fraction]
+        assert main([*args, "--resume"]) == c.EXIT_OK
+        rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+        called = [r for r in rows if r["call"] in (c.CALL_VIRUS, c.CALL_OTHERS)]
+        for r in called:
+            virus, chunks = int(r["virus_chunks"]), int(r["chunks_with_frame"])
+            assert r["call"] == (c.CALL_VIRUS if virus / chunks >= float(fraction) else c.CALL_OTHERS)
+        calls[fraction] = {r["id"]: r["call"] for r in called}
+        assert json.loads((out / c.SUMMARY_JSON).read_text())["call_rule"] == {"virus_fraction": float(fraction)}
+    assert calls["1.0"] != calls["0.01"]  # some read has virus and non-virus chunks: the fraction mattered
+
+    assert [r["id"] for r in rows] == [r.id for r in records] + [f"{r.id}_dup2" for r in records]
+    assert [r["original_id"] for r in rows] == [r.id for r in records] * 2
+    first, second = rows[: len(records)], rows[len(records) :]
+    assert [r["call"] for r in first] == [r["call"] for r in second]  # the same sequences, the same calls
