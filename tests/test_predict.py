@@ -606,3 +606,45 @@ def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_kee
     assert [r["original_id"] for r in rows] == [r.id for r in records] * 2
     first, second = rows[: len(records)], rows[len(records) :]
     assert [r["call"] for r in first] == [r["call"] for r in second]  # the same sequences, the same calls
+
+
+@pytest.mark.slow
+def test_a_second_process_cannot_write_into_a_running_predict_s_directory(tmp_path, test_models, capsys):
+    """predict vs predict, classify and embed-dna (into its work/): one line, exit 1, nothing written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from virnucpro.predict import PREPARED_DIR
+    from virnucpro.synthetic import synthetic_reads, write_reads
+
+    reads = tmp_path / "many.fa"
+    write_reads(reads, synthetic_reads(3000, (500, 700), coding_fraction=1.0, seed=3))
+    outdir = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "virnucpro", "predict", str(reads), "--outdir", str(outdir), *model_args(test_models)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    prepared, dna = outdir / PREPARED_DIR, outdir / "work" / "embeddings" / "dna"
+    deadline = time.monotonic() + 120
+    while not (prepared / c.PREPARE_INFO).exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        shard = str(sorted((prepared / c.SHARD_NUCLEOTIDE_DIR).glob("*.fa"))[0])
+        busy = f"{outdir}: another virnucpro run is writing into this directory"
+        for args, message in (
+            (["predict", str(reads), "--outdir", str(outdir), *model_args(test_models)], busy),
+            (classify_args(prepared, outdir / "work" / "embeddings", outdir, test_models), busy),
+            (["embed-dna", shard, "--outdir", str(dna), "--dna-model", str(test_models.dna), "--quiet"],
+             f"{dna}: inside {outdir.resolve()}, where another virnucpro run is writing"),
+        ):  # fmt: skip
+            capsys.readouterr()
+            assert main(args) == c.EXIT_FAILED
+            assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {message}"]
+        assert first.poll() is None, "the first run ended before the others were tried: give it more work"
+        assert not [name for name in c.RESULT_FILES if (outdir / name).exists()]  # the refused runs wrote nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert not (outdir / ".virnucpro.lock").exists()
