@@ -648,3 +648,44 @@ def test_a_second_process_cannot_write_into_a_running_predict_s_directory(tmp_pa
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=120)
     assert not (outdir / ".virnucpro.lock").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_two_worker_predict_then_resume_equals_a_one_worker_run_byte_for_byte(tmp_path, test_models):
+    """Also: embed-dna with two workers writes the bytes predict's one in-process worker wrote."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from virnucpro.synthetic import synthetic_reads, write_reads
+
+    reads = tmp_path / "reads.fa"
+    write_reads(reads, synthetic_reads(1500, (300, 700), seed=5))
+    common = [str(reads), *model_args(test_models), "--shard-size", "20000"]
+    clean = tmp_path / "clean"
+    assert main(["predict", *common, "--outdir", str(clean), "--workers", "1"]) == c.EXIT_OK
+    shards = sorted((clean / "work" / "prepared" / c.SHARD_NUCLEOTIDE_DIR).glob("*.fa"))
+    assert len(shards) >= 4
+
+    outdir = tmp_path / "stopped"
+    command = [sys.executable, "-m", "virnucpro", "predict", *common, "--outdir", str(outdir), "--workers", "2"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    esm = outdir / "work" / "embeddings" / "esm"
+    deadline = time.monotonic() + 300
+    while not list(esm.glob("*.npz")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the DNA stage is done and the ESM-2 stage has begun
+    assert run.poll() is None, "the run ended before it could be stopped: give it more work"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=120) == 128 + signal.SIGTERM, run.stderr.read()
+    assert len(list(esm.glob("*.npz"))) < len(shards)  # stopped part way
+    assert main(["predict", *common, "--outdir", str(outdir), "--workers", "2", "--resume"]) == c.EXIT_OK
+    for name in PREDICTION_FILES:
+        assert (outdir / name).read_bytes() == (clean / name).read_bytes(), name
+
+    two = tmp_path / "dna_two_workers"
+    args = ["embed-dna", *map(str, shards), "--outdir", str(two), "--dna-model", str(test_models.dna), "--quiet"]
+    assert main([*args, "--workers", "2"]) == c.EXIT_OK
+    for shard in shards:
+        name = f"{shard.stem}{c.EMBEDDING_SUFFIX}"
+        assert (two / name).read_bytes() == (clean / "work" / "embeddings" / "dna" / name).read_bytes(), name
