@@ -19,7 +19,7 @@ from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
 from virnucpro.engine import run as run_module
 
-from engine_doubles import FakeSpec, StaggeredFakeSpec, protein, write_fasta
+from engine_doubles import FakeSpec, protein, write_fasta
 
 BUDGET = 256
 KILLER = protein(999, 40)  # the sequence that kills a FakeSpec(die_on=KILLER) worker
@@ -162,7 +162,7 @@ def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[s
 
 @pytest.mark.slow
 def test_a_model_that_cannot_load_is_a_systemic_failure_naming_the_cause(tmp_path: Path, inputs: list[str]) -> None:
-    spec = StaggeredFakeSpec(load_error="esm model 'nope' not found")
+    spec = FakeSpec(load_error="esm model 'nope' not found")
     result = _run(inputs[:2], tmp_path / "out", spec, workers=2)
     assert result.exit_code == EXIT_FAILED
     assert result.message == (
