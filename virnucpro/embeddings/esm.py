@@ -406,9 +406,15 @@ def check_downloadable(name: str, timeout_s: float = 10.0) -> None:
         reason = getattr(error, "reason", None) or error
         raise ModelError(
             f"cannot load ESM model {name!r}: not in {_hub_dir()} and {url} cannot be reached ({reason}); "
-            f"on an offline machine, fetch it first where there is network with "
-            f"`python -c \"import esm; esm.pretrained.{name}()\"` (same TORCH_HOME), or pass the local .pt path"
+            f"{_offline_hint(name)}"
         ) from None
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"on an offline machine, fetch it first where there is network with "
+        f"`python -c \"import esm; esm.pretrained.{name}()\"` (same TORCH_HOME), or pass the local .pt path"
+    )
 
 
 def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
@@ -432,9 +438,7 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
     except Exception as error:  # noqa: BLE001  (no network, truncated download, ...)
         raise ModelError(
             f"cannot load ESM model {model!r} ({describe(error, typed=True, limit=200)}); it is downloaded once into "
-            f"{_hub_dir()}: "
-            f"on an offline machine, fetch it first where there is network with "
-            f"`python -c \"import esm; esm.pretrained.{model}()\"` (same TORCH_HOME), or pass the local .pt path"
+            f"{_hub_dir()}: {_offline_hint(model)}"
         ) from None
     return network, alphabet, model
 
