@@ -488,7 +488,11 @@ def test_an_esm_checkpoint_that_cannot_load_is_refused_before_any_work(tmp_path,
     """A truncated checkpoint was found inside the worker, after prepare and the whole DNA stage."""
     import shutil
 
-    for name, damage in (("truncated", lambda data: data[: len(data) // 2]), ("empty", lambda data: b"")):
+    for name, damage in (
+        ("truncated", lambda data: data[: len(data) // 2]),
+        ("empty", lambda data: b""),
+        ("not_a_checkpoint", lambda data: b"<html>404 Not Found</html>"),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         copy = folder / test_models.esm.name

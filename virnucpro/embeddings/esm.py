@@ -356,6 +356,7 @@ def check_esm_model(model: str) -> None:
 
 
 ZIP_LOCAL_HEADER = b"PK\x03\x04"
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # how torch's legacy format (pickle protocol 2) begins
 FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
 
 
@@ -372,8 +373,10 @@ def check_checkpoint_file(path: Path, model: str) -> None:
         head = handle.read(4)
     if size == 0:
         raise refuse("an empty file")
+    if head[:1] == PICKLE_PROTOCOL_OPCODE:
+        return  # torch's legacy format (a pickle stream): read by the loader only
     if head != ZIP_LOCAL_HEADER:
-        return  # torch's legacy format: read by the loader only
+        raise refuse("not a torch checkpoint")
     try:
         with zipfile.ZipFile(path) as archive:
             ends = [info.header_offset + info.compress_size for info in archive.infolist()]
