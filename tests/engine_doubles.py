@@ -74,6 +74,7 @@ class FakeEmbedder:
     fail_on: str | None = None  # embedding this sequence raises a non-memory error
     nan_on: str | None = None  # this sequence's embedding is NaN (an overflow)
     delay_s: float = 0.0  # seconds every embed_batch call takes
+    barrier: tuple[str, int] | None = None  # (report folder, workers): the first batch waits for them all
     budgets: list[int] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)  # padded tokens of every embed_batch call
 
@@ -103,6 +104,12 @@ class FakeEmbedder:
     def embed_batch(self, sequences: list[str]) -> np.ndarray:
         padded = self.padded(sequences)
         self.calls.append(padded)
+        if self.barrier is not None:
+            folder, workers = self.barrier
+            deadline = time.monotonic() + 60
+            while len(list(Path(folder).glob("*.json"))) < workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.barrier = None
         time.sleep(self.delay_s)
         die_if_asked(sequences, self.die_on, self.marker, self.death)
         if self.fail_on in sequences:
@@ -125,30 +132,21 @@ class FakeSpec:
     death: str = "kill"
     load_error: str | None = None  # load raises ModelError with this message
     report_dir: str | None = None  # load writes <pid>.json with the device and CUDA_VISIBLE_DEVICES ...
-    report_barrier: int = 0  # ... then waits (up to 60 s) until this many workers have reported
+    report_barrier: int = 0  # ... and the first batch waits (up to 60 s) until this many workers have reported
     delay_s: float = 0.0  # seconds every batch takes
-
-    def prefetch(self) -> None:
-        """Nothing to download: lets the manager start every worker at once."""
 
     def load(self, device: str = "cpu") -> FakeEmbedder:
         if self.report_dir is not None:
             report = {"device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
             Path(self.report_dir, f"{os.getpid()}.json").write_text(json.dumps(report))
-            deadline = time.monotonic() + 60
-            while len(list(Path(self.report_dir).glob("*.json"))) < self.report_barrier and time.monotonic() < deadline:
-                time.sleep(0.05)
         if self.load_error is not None:
             raise ModelError(self.load_error)
-        return FakeEmbedder(
+        embedder = FakeEmbedder(
             model=self.model, die_on=self.die_on, marker=self.marker, death=self.death, delay_s=self.delay_s
         )
-
-
-class StaggeredFakeSpec(FakeSpec):
-    """A spec without a prefetch hook, like EsmSpec and DnaSpec: the manager loads one worker first."""
-
-    prefetch = None  # type: ignore[assignment]
+        if self.report_barrier:  # in the first batch: the manager starts the other workers once this one loaded
+            embedder.barrier = (self.report_dir, self.report_barrier)
+        return embedder
 
 
 def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:

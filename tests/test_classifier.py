@@ -425,3 +425,41 @@ def test_check_compatible_warns_on_other_model_names(kwargs, message, caplog):
     with captured_log(caplog):
         check_compatible(_meta(source="clf.pt"), dna_dim=768, esm_dim=2560, **kwargs)
     assert message in caplog.text
+
+
+# --------------------------------------------------------------------------- unusable weights
+
+
+def _native_with(tmp_path: Path, name: str, num_class: int = 2, poison: str | None = None) -> Path:
+    torch.manual_seed(4)
+    model = MLPClassifier(DNA_DIM + ESM_DIM, hidden_dim=HIDDEN, num_class=num_class).eval()
+    if poison is not None:
+        with torch.no_grad():
+            model.state_dict()[poison].view(-1)[-1] = float("nan")
+    path = tmp_path / name
+    payload = {"format": "virnucpro-classifier", "version": 1, "state_dict": model.state_dict(),
+               "meta": ClassifierMeta(DNA_DIM, ESM_DIM, hidden_dim=HIDDEN).to_dict()}  # fmt: skip
+    torch.save(payload, path)
+    return path
+
+
+def test_a_classifier_with_another_number_of_outputs_is_refused_when_loading(tmp_path, monkeypatch):
+    path = _native_with(tmp_path, "three.pt", num_class=3)
+    with pytest.raises(ModelError, match=r"three.pt: classifier has 3 outputs, not 2 \(others, virus\)$"):
+        load_classifier_file(path)
+    ref = _save_as_main(monkeypatch, RefMLP(DNA_DIM + ESM_DIM, HIDDEN, 3).eval(), tmp_path / "300_model.pth")
+    with pytest.raises(ModelError, match="3 outputs, not 2"):
+        load_classifier_file(ref, 300)
+
+
+@pytest.mark.parametrize("poison", ["hidden_layer.weight", "output_layer.bias", "bn1.running_var"])
+def test_non_finite_classifier_weights_are_refused_when_loading(tmp_path, monkeypatch, poison):
+    with pytest.raises(ModelError, match=f"nan.pt: classifier weights are not finite \\('{poison}'"):
+        load_classifier_file(_native_with(tmp_path, "nan.pt", poison=poison))
+    module = _reference_module()
+    with torch.no_grad():
+        target = module.bn1.running_var if "running" in poison else module.get_parameter(poison)
+        target.view(-1)[0] = float("inf")
+    ref = _save_as_main(monkeypatch, module, tmp_path / "300_model.pth")
+    with pytest.raises(ModelError, match="not finite"):
+        load_classifier_file(ref, 300)

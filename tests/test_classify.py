@@ -179,3 +179,107 @@ def test_prediction_files_are_all_written_or_none(tmp_path: Path, monkeypatch: p
         pass
     assert raised.value.filename == str(tmp_path / c.PREDICTION_RESULTS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_finite_score_fails_its_frame_and_is_never_a_call(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+    from virnucpro.classify import FrameScorer
+    from virnucpro.embeddings.store import save_embeddings
+
+    ids = ["a_chunk_1F1", "b_chunk_1F1", "c_chunk_1F1"]
+    dna, esm = np.ones((3, 4), dtype=np.float32), np.ones((3, 6), dtype=np.float32)
+    esm[1, 2] = np.inf  # what a broken embedding (or an overflowing fp16 model) can hand over
+    for name, matrix in (("dna", dna), ("esm", esm)):
+        (tmp_path / name).mkdir()
+        save_embeddings(tmp_path / name / "shard_00000.npz", ids, matrix, {})
+    torch.manual_seed(0)
+    result = ClassifyResult()
+    scorer = FrameScorer(MLPClassifier(10, hidden_dim=8).eval(), ClassifierMeta(4, 6), tmp_path / "dna",
+                         tmp_path / "esm", None, 16, result)  # fmt: skip
+    scores = list(scorer.score_shard(ids, "shard_00000"))
+    assert [s.scores is None for s in scores] == [False, True, False]
+    assert scores[1].reason == "classifier score is not finite for frame b_chunk_1F1"
+    (_, (call, reason)), = rows_for([row("b", 300, 1, 1)], [scores[1]])
+    assert (call, reason) == (c.CALL_FAILED, scores[1].reason)
+
+
+def test_a_pipe_or_line_break_in_a_file_path_is_escaped_in_failure_lines():
+    """'|' separates the fields of failed_files.txt: one in an output path made lines ambiguous."""
+    for path in ("out|x/shard_00000.fa", "100%|done/a.fa", "a%7Cb/new\nline.fa", "plain/shard.fa"):
+        failure = c.Failure(path, c.STAGE_DNA, "not embedded: the run stopped")
+        line = failure.line()
+        assert line.count("|") == 2 and "\n" not in line
+        assert line.split("|")[1:] == [c.STAGE_DNA, "not embedded: the run stopped"]
+        assert c.Failure.parse(line) == failure
+    assert c.Failure("out|x/s.fa", c.STAGE_DNA, "m").line() == "out%7Cx/s.fa|DNABERT-S|m"
+    with pytest.raises(ValueError):
+        c.Failure.parse("a|b|c|d")  # a path with a raw '|' was not written by us
+
+
+def _scorer_over(tmp_path: Path, ids: list[str], made_from: dict[str, Path]):
+    import numpy as np
+    import torch
+
+    from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+    from virnucpro.classify import FrameScorer
+    from virnucpro.embeddings.store import META_INPUT_SHA256, save_embeddings
+    from virnucpro.seqio import file_sha256
+
+    for name, dim in (("dna", 4), ("esm", 6)):
+        (tmp_path / name).mkdir(exist_ok=True)
+        meta = {META_INPUT_SHA256: file_sha256(made_from[name])}
+        save_embeddings(tmp_path / name / "shard_00000.npz", ids, np.ones((len(ids), dim), np.float32), meta)
+    torch.manual_seed(0)
+    return FrameScorer(MLPClassifier(10, hidden_dim=8).eval(), ClassifierMeta(4, 6), tmp_path / "dna",
+                       tmp_path / "esm", None, 16, ClassifyResult())  # fmt: skip
+
+
+def test_embeddings_of_another_sample_with_the_same_shard_names_are_refused(tmp_path: Path):
+    ours = tmp_path / "nucleotide.fa", tmp_path / "protein.fa"
+    ours[0].write_text(">a_chunk_1F1\nACGTAC\n>b_chunk_1F1\nTTTGGG\n")
+    ours[1].write_text(">a_chunk_1F1\nTY\n>b_chunk_1F1\nFG\n")
+    theirs = tmp_path / "their_protein.fa"
+    theirs.write_text(">a_chunk_1F1\nMK\n>b_chunk_1F1\nLL\n")  # another sample: same ids, other sequences
+    ids = ["a_chunk_1F1", "b_chunk_1F1"]
+
+    scorer = _scorer_over(tmp_path, ids, {"dna": ours[0], "esm": ours[1]})
+    assert all(s.scores is not None for s in scorer.score_shard(ids, "shard_00000", ours))
+
+    scorer = _scorer_over(tmp_path, ids, {"dna": ours[0], "esm": theirs})
+    with pytest.raises(InputError) as error:
+        list(scorer.score_shard(ids, "shard_00000", ours))
+    assert str(error.value) == (
+        f"{tmp_path / 'esm' / 'shard_00000.npz'}: embeddings of another input, not of {ours[1]} (its sha256 differs)"
+    )
+
+    scorer = _scorer_over(tmp_path, ["a_chunk_1F1", "z_chunk_1F1"], {"dna": ours[0], "esm": ours[1]})
+    with pytest.raises(InputError, match=r"dna/shard_00000.npz: embeddings of another input, .*frame z_chunk_1F1"):
+        list(scorer.score_shard(ids, "shard_00000", ours))
+
+
+def test_scores_print_as_the_reference_s_repr_of_float32_item(tmp_path: Path):
+    """The reference prints ``repr(tensor.item())``: a float32's exact value (0.10000000149011612),
+    not the shortest text of the float32 (0.1) that str() of a numpy float32 gives."""
+    import numpy as np
+
+    from virnucpro.classify import predict_proba
+
+    ids = ["a_chunk_1F1", "a_chunk_1R1"]
+    scorer = _scorer_over(tmp_path, ids, {"dna": _fasta(tmp_path / "n.fa", ids), "esm": _fasta(tmp_path / "p.fa", ids)})
+    scores = list(scorer.score_shard(ids, "shard_00000"))
+    expected = predict_proba(scorer.model, np.ones((2, 10), np.float32))
+    with PredictionWriter(tmp_path, CallRule()) as writer:
+        for seq in group_by_record(iter([row("a", 300, 1, 2)]), iter(scores)):
+            writer.write(seq)
+    fields = [line.split("\t")[2:] for line in (tmp_path / c.PREDICTION_RESULTS).read_text().splitlines()[1:]]
+    assert fields == [[repr(p.item()) for p in pair] for pair in expected]
+    assert all(text != str(np.float32(text)) for pair in fields for text in pair)  # tells repr from str here
+    assert float(np.float32(0.1).item()) == 0.10000000149011612 and str(np.float32(0.1)) == "0.1"
+
+
+def _fasta(path: Path, ids: list[str]) -> Path:
+    path.write_text("".join(f">{frame_id}\nMK\n" for frame_id in ids))
+    return path

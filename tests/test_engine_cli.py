@@ -108,9 +108,12 @@ def test_a_missing_model_is_refused_before_any_work(tmp_path: Path, proteins: li
 
 @pytest.mark.slow
 def test_a_model_that_fails_to_load_is_a_systemic_failure(tmp_path: Path, proteins: list[str]) -> None:
+    """A checkpoint that passes the check before work (readable, with weights) but that fair-esm cannot load."""
+    import torch
+
     broken = tmp_path / "esm2_t2_broken.pt"
-    broken.write_bytes(b"not a checkpoint")
-    (tmp_path / "esm2_t2_broken-contact-regression.pt").write_bytes(b"")
+    torch.save({"model": {}}, broken)  # no configuration
+    torch.save({}, tmp_path / "esm2_t2_broken-contact-regression.pt")
     process = _embed_esm_quietly(proteins[0], tmp_path / "out", broken)
     assert process.returncode == EXIT_FAILED
     lines = process.stderr.strip().splitlines()

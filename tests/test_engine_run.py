@@ -19,7 +19,7 @@ from virnucpro.embeddings.store import load_embeddings
 from virnucpro.engine import devices, run_embedding
 from virnucpro.engine import run as run_module
 
-from engine_doubles import FakeSpec, StaggeredFakeSpec, protein, write_fasta
+from engine_doubles import FakeSpec, protein, write_fasta
 
 BUDGET = 256
 KILLER = protein(999, 40)  # the sequence that kills a FakeSpec(die_on=KILLER) worker
@@ -162,7 +162,7 @@ def test_every_worker_dying_is_a_systemic_failure(tmp_path: Path, inputs: list[s
 
 @pytest.mark.slow
 def test_a_model_that_cannot_load_is_a_systemic_failure_naming_the_cause(tmp_path: Path, inputs: list[str]) -> None:
-    spec = StaggeredFakeSpec(load_error="esm model 'nope' not found")
+    spec = FakeSpec(load_error="esm model 'nope' not found")
     result = _run(inputs[:2], tmp_path / "out", spec, workers=2)
     assert result.exit_code == EXIT_FAILED
     assert result.message == (
@@ -313,3 +313,16 @@ def test_a_load_failure_says_whether_it_is_the_model_s_or_the_machine_s() -> Non
     assert model_load_failure(torch.OutOfMemoryError("CUDA out of memory")) == (
         "could not load the model: OutOfMemoryError: CUDA out of memory"  # another machine may do
     )
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_earlier_run_s_output_of_a_file_not_embedded_now_is_removed(
+    tmp_path: Path, inputs: list[str], resume: bool
+) -> None:
+    """A new model that cannot load must not leave the old model's embeddings to be classified as new ones."""
+    outdir = tmp_path / "out"
+    assert _run(inputs[:2], outdir, workers=1).exit_code == EXIT_OK
+    assert len(list(outdir.glob("*.npz"))) == 2
+    failed = _run(inputs[:2], outdir, FakeSpec(model="fake-2", load_error="cannot load"), workers=1, resume=resume)
+    assert failed.exit_code == EXIT_FAILED and failed.outputs == {}
+    assert list(outdir.glob("*.npz")) == []  # nothing anyone could take for this run's output

@@ -322,20 +322,33 @@ def test_model_shapes_are_read_without_loading_models(tmp_path, test_models, mon
 
 
 def test_a_local_model_replaced_under_the_same_name_changes_the_identity(tmp_path, test_models):
+    """New weights copied over the old file with the old size and dates are another model for --resume."""
     import os
     import shutil
 
-    for kind, source in (("esm", test_models.esm), ("dna", test_models.dna)):
-        copy = tmp_path / kind / source.name
-        copy.parent.mkdir()
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
-        if kind == "esm":
-            shutil.copy2(source.with_name(f"{source.stem}-contact-regression.pt"), copy.parent)
-        before = model_spec(kind, str(copy)).load("cpu").identity()
-        target = copy if copy.is_file() else next(p for p in copy.iterdir() if p.is_file())
-        later = max(p.stat().st_mtime_ns for p in copy.parent.rglob('*')) + 10**9
-        os.utime(target, ns=(later, later))
-        assert model_spec(kind, str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+    copy = tmp_path / "esm" / test_models.esm.name
+    copy.parent.mkdir()
+    shutil.copy2(test_models.esm, copy)
+    shutil.copy2(test_models.esm.with_name(f"{test_models.esm.stem}-contact-regression.pt"), copy.parent)
+    before = model_spec("esm", str(copy)).load("cpu").identity()
+    old = copy.stat()
+    checkpoint = torch.load(copy, weights_only=False)  # our own test model
+    weights = next(value for value in checkpoint["model"].values() if value.is_floating_point() and value.numel() > 8)
+    stored = weights.numpy().tobytes()
+    data = copy.read_bytes()
+    assert data.count(stored) == 1
+    copy.write_bytes(data.replace(stored, (weights + 1.0).numpy().tobytes()))  # new weights, same size
+    os.utime(copy, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (copy.stat().st_size, copy.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert model_spec("esm", str(copy)).load("cpu").identity() != before  # so --resume re-embeds
+
+    dna = tmp_path / "dna"
+    shutil.copytree(test_models.dna, dna)
+    before = model_spec("dna", str(dna)).load("cpu").identity()
+    later = max(p.stat().st_mtime_ns for p in dna.iterdir()) + 10**9
+    for path in dna.iterdir():
+        os.utime(path, ns=(later, later))
+    assert model_spec("dna", str(dna)).load("cpu").identity() == before  # same content: nothing to redo
 
 
 @pytest.mark.parametrize(
@@ -376,8 +389,40 @@ def test_a_classifier_described_by_its_maker_is_labelled_in_errors(test_models):
 
     _model, meta = load_native(test_models.classifier)
     assert meta.source and not meta.source.endswith(".pt")  # "virnucpro make-test-models (...)"
+    meta.path = ""  # not loaded from a file: described by its maker
     with pytest.raises(ModelError, match=r"^classifier \(virnucpro make-test-models .*\): classifier expects"):
         check_compatible(meta, dna_dim=meta.dna_dim + 1, esm_dim=meta.esm_dim)
+
+
+def test_a_classifier_loaded_from_a_file_is_named_by_the_path_given(tmp_path, test_models, inputs, capsys):
+    """Not by the source recorded in its metadata (which names whoever made it)."""
+    from virnucpro.classifier.checkpoints import save_native
+    from virnucpro.classifier.model import MLPClassifier
+
+    _model, meta = load_native(test_models.classifier)
+    meta.dna_dim += 1
+    wrong = tmp_path / "wrong_width.pt"
+    save_native(wrong, MLPClassifier(meta.input_dim, hidden_dim=meta.hidden_dim), meta)
+    assert load_native(wrong)[1].source == meta.source  # still "virnucpro make-test-models ..."
+    args = ["predict", inputs[0], "--outdir", str(tmp_path / "o"), *model_args(test_models), "--classifier", str(wrong)]
+    assert main(args) == c.EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"virnucpro: error: {wrong}: classifier expects DNA {meta.dna_dim}-d")
+
+
+def test_a_chunk_length_stored_as_text_is_a_damaged_checkpoint_not_a_mismatch(tmp_path, test_models, capsys):
+    payload = torch.load(test_models.classifier, weights_only=True)
+    payload["meta"]["chunk_length"] = "300"
+    text = tmp_path / "text_chunk.pt"
+    torch.save(payload, text)
+    args = ["predict", str(tmp_path / "in.fa"), "--outdir", str(tmp_path / "o"), *model_args(test_models),
+            "--classifier", str(text)]  # fmt: skip
+    (tmp_path / "in.fa").write_text(">a\nACGT\n")
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: {text}: damaged native classifier checkpoint (metadata 'chunk_length' "
+        "is '300', not a whole number)"
+    ]
 
 
 @pytest.mark.slow
@@ -388,3 +433,263 @@ def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: P
     assert isinstance(esm["dim"], int) and isinstance(esm["layer"], int) and esm["precision"] == "fp32"
     assert isinstance(dna["dim"], int) and dna["kind"] == "dna"
     assert not {"records", "embedded", "input_sha256", "embedder"} & (esm.keys() | dna.keys())  # one shard's counts
+
+
+def test_a_classifier_with_three_outputs_is_refused_before_any_work(tmp_path, test_models, inputs, capsys):
+    from virnucpro.classifier.model import MLPClassifier
+
+    state = torch.load(test_models.classifier, weights_only=True)
+    meta = state["meta"]
+    model = MLPClassifier(meta["dna_dim"] + meta["esm_dim"], hidden_dim=meta["hidden_dim"], num_class=3)
+    state["state_dict"] = model.state_dict()
+    three = tmp_path / "three.pt"
+    torch.save(state, three)
+    out = tmp_path / "out"
+    args = ["predict", inputs[0], "--outdir", str(out), *model_args(test_models), "--classifier", str(three)]
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: {three}: classifier has 3 outputs, not 2 (others, virus)"
+    ]
+    assert not out.exists()  # refused before prepare and embedding
+
+
+@pytest.mark.slow
+def test_classify_refuses_embeddings_of_another_sample_with_the_same_shard_names(tmp_path, test_models, inputs, capsys):
+    prepared, work, stems = _prepare_and_embed(tmp_path, test_models, inputs)
+    other = tmp_path / "other_prepared"
+    assert main(["prepare", inputs[1], inputs[0], "--outdir", str(other), "--shard-size", "1500", "--quiet"]) == 0
+    assert sorted(p.stem for p in (other / c.SHARD_PROTEIN_DIR).glob("*.fa"))[0] == stems[0]  # same names
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(classify_args(other, work, out, test_models)) == c.EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"virnucpro: error: {work / 'dna' / stems[0]}.npz: embeddings of another input, not of ")
+    assert not (out / c.SEQUENCE_PREDICTIONS).exists()
+
+
+def test_names_that_are_not_utf_8_are_written_escaped_and_no_result_is_lost(tmp_path, test_models, capsys):
+    """Paths are bytes on Linux: a file or directory name with bytes that are not UTF-8."""
+    import os
+
+    reads = Path(os.fsdecode(bytes(tmp_path) + b"/reads\xff.fa"))
+    reads.write_text(">r1\n" + "ATGAAACCCGGGTTTAAACCCGGGTTTAAA" * 5 + "\n>r2\nACGT\n")
+    outdir = Path(os.fsdecode(bytes(tmp_path) + b"/out\xfe"))
+    assert main(["predict", str(reads), "--outdir", str(outdir), *model_args(test_models)]) == c.EXIT_OK
+    assert "Traceback" not in capsys.readouterr().err
+    rows = read_tsv(outdir / c.SEQUENCE_PREDICTIONS)
+    assert [row["source"] for row in rows] == [str(tmp_path / "reads\\udcff.fa")] * 2  # escaped, not lost
+    assert json.loads((outdir / c.SUMMARY_JSON).read_text())["inputs"] == [str(reads)]
+    failure = c.Failure(str(outdir / "x.fa"), c.STAGE_ESM, "lost")
+    c.write_failures(outdir / "failures.txt", [failure])  # failed_files.txt too
+    assert c.read_failures(outdir / "failures.txt")[0].file_path == str(tmp_path / "out\\udcfe" / "x.fa")
+
+
+def test_an_esm_checkpoint_that_cannot_load_is_refused_before_any_work(tmp_path, test_models, inputs, capsys):
+    """A truncated checkpoint was found inside the worker, after prepare and the whole DNA stage."""
+    import shutil
+
+    for name, damage in (
+        ("truncated", lambda data: data[: len(data) // 2]),
+        ("empty", lambda data: b""),
+        ("not_a_checkpoint", lambda data: b"<html>404 Not Found</html>"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        copy = folder / test_models.esm.name
+        copy.write_bytes(damage(test_models.esm.read_bytes()))
+        shutil.copy2(test_models.esm.with_name(f"{test_models.esm.stem}-contact-regression.pt"), folder)
+        out = tmp_path / f"out_{name}"
+        args = ["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--esm-model", str(copy)]
+        assert main(args) == c.EXIT_FAILED
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"virnucpro: error: {copy}: cannot load this ESM checkpoint (")
+        assert not out.exists()  # nothing prepared, nothing embedded
+
+
+def test_an_esm_name_neither_cached_nor_reachable_is_refused_before_any_work(
+    tmp_path, test_models, inputs, capsys, monkeypatch
+):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    out = tmp_path / "out"
+    args = ["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--esm-model", "esm2_t6_8M_UR50D"]
+    assert main(args) == c.EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"virnucpro: error: cannot load ESM model 'esm2_t6_8M_UR50D': not in {tmp_path / 'hub' / 'checkpoints'} and "
+        "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t6_8M_UR50D.pt cannot be reached (Temporary failure in "
+        "name resolution); on an offline machine, fetch it first where there is network with "
+        "`python -c \"import esm; esm.pretrained.esm2_t6_8M_UR50D()\"` (same TORCH_HOME), or pass the local .pt path"
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_predict_carries_an_embedding_stage_s_failures_to_every_output(tmp_path, test_models, inputs, monkeypatch):
+    """Exit 2 when some frames could not be embedded, 1 when none could; the stage's own reason in the
+    failed rows, its lines in failed_files.txt, frames_failed in summary.json (the real in-process path)."""
+    from virnucpro.embeddings.esm import EsmEmbedder
+
+    real = EsmEmbedder.embed_batch
+
+    def nan_for_tryptophan(self, sequences):
+        vectors = real(self, sequences)
+        vectors[[i for i, seq in enumerate(sequences) if "W" in seq]] = np.nan
+        return vectors
+
+    monkeypatch.setattr(EsmEmbedder, "embed_batch", nan_for_tryptophan)
+    out = tmp_path / "partial"
+    assert main(["predict", *inputs, "--outdir", str(out), *model_args(test_models)]) == c.EXIT_PARTIAL
+    proteins = [(fid, seq) for shard in sorted((out / "work/prepared" / c.SHARD_PROTEIN_DIR).glob("*.fa"))
+                for fid, seq in read_fasta_pairs(shard)]  # fmt: skip
+    poisoned = {fid for fid, seq in proteins if "W" in seq}
+    assert 0 < len(poisoned) < len(proteins)
+    failures = c.read_failures(out / c.FAILED_FILES)
+    assert {f.failed_sequence()[0] for f in failures} == poisoned
+    assert {(f.stage, f.failed_sequence()[1]) for f in failures} == {(c.STAGE_ESM, "embedding not finite in fp32")}
+    rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+    failed = [r for r in rows if r["call"] == c.CALL_FAILED]
+    assert failed and {r["reason"] for r in failed} == {"ESM-2: embedding not finite in fp32"}
+    assert {fid.split("_chunk_")[0] for fid in poisoned} == {r["id"] for r in failed}
+    summary = json.loads((out / c.SUMMARY_JSON).read_text())
+    assert (summary["exit_status"], summary["frames_failed"]) == (c.EXIT_PARTIAL, len(poisoned))
+    assert summary["frames_scored"] == len(proteins) - len(poisoned)
+
+    def exploding(self, sequences):
+        raise ValueError("model exploded")
+
+    monkeypatch.setattr(EsmEmbedder, "embed_batch", exploding)
+    out = tmp_path / "none"
+    assert main(["predict", *inputs, "--outdir", str(out), *model_args(test_models), "--shard-size", "1500"]) == 1
+    failures = c.read_failures(out / c.FAILED_FILES)
+    shards = sorted((out / "work/prepared" / c.SHARD_PROTEIN_DIR).glob("*.fa"))
+    assert len(shards) > 1 and [Path(f.file_path).name for f in failures] == [shard.name for shard in shards]
+    assert {(f.stage, f.message) for f in failures} == {(c.STAGE_ESM, "model exploded")}
+    rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+    assert {r["reason"] for r in rows if r["call"] == c.CALL_FAILED} == {"ESM-2: model exploded"}
+    assert {r["call"] for r in rows} == {c.CALL_FAILED, c.CALL_NO_FRAME}
+    summary = json.loads((out / c.SUMMARY_JSON).read_text())
+    assert (summary["exit_status"], summary["frames_scored"]) == (c.EXIT_FAILED, 0)
+
+
+def read_fasta_pairs(path: Path) -> list[tuple[str, str]]:
+    from virnucpro.seqio import read_fasta
+
+    return list(read_fasta(path))
+
+
+@pytest.mark.slow
+def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_keep_their_original_id(
+    tmp_path, test_models, repo_root
+):
+    from virnucpro.seqio import read_records as read
+
+    records = list(read([repo_root / "assets" / "test_reads.fa"]))
+    doubled = tmp_path / "doubled.fa"
+    doubled.write_text("".join(f">{r.id} copy {n}\n{r.seq}\n" for n in (1, 2) for r in records))  # ids twice
+    out = tmp_path / "out"
+    calls = {}
+    for fraction in ("1.0", "0.01"):
+        args = ["predict", str(doubled), "--outdir", str(out), *model_args(test_models), "--virus-fraction", fraction]
+        assert main([*args, "--resume"]) == c.EXIT_OK
+        rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
+        called = [r for r in rows if r["call"] in (c.CALL_VIRUS, c.CALL_OTHERS)]
+        for r in called:
+            virus, chunks = int(r["virus_chunks"]), int(r["chunks_with_frame"])
+            assert r["call"] == (c.CALL_VIRUS if virus / chunks >= float(fraction) else c.CALL_OTHERS)
+        calls[fraction] = {r["id"]: r["call"] for r in called}
+        assert json.loads((out / c.SUMMARY_JSON).read_text())["call_rule"] == {"virus_fraction": float(fraction)}
+    assert calls["1.0"] != calls["0.01"]  # some read has virus and non-virus chunks: the fraction mattered
+
+    assert [r["id"] for r in rows] == [r.id for r in records] + [f"{r.id}_dup2" for r in records]
+    assert [r["original_id"] for r in rows] == [r.id for r in records] * 2
+    first, second = rows[: len(records)], rows[len(records) :]
+    assert [r["call"] for r in first] == [r["call"] for r in second]  # the same sequences, the same calls
+
+
+@pytest.mark.slow
+def test_a_second_process_cannot_write_into_a_running_predict_s_directory(tmp_path, test_models, capsys):
+    """predict vs predict, classify and embed-dna (into its work/): one line, exit 1, nothing written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from virnucpro.predict import PREPARED_DIR
+    from virnucpro.synthetic import synthetic_reads, write_reads
+
+    reads = tmp_path / "many.fa"
+    write_reads(reads, synthetic_reads(3000, (500, 700), coding_fraction=1.0, seed=3))
+    outdir = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "virnucpro", "predict", str(reads), "--outdir", str(outdir), *model_args(test_models)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    prepared, dna = outdir / PREPARED_DIR, outdir / "work" / "embeddings" / "dna"
+    deadline = time.monotonic() + 120
+    while not (prepared / c.PREPARE_INFO).exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        shard = str(sorted((prepared / c.SHARD_NUCLEOTIDE_DIR).glob("*.fa"))[0])
+        busy = f"{outdir}: another virnucpro run is writing into this directory"
+        for args, message in (
+            (["predict", str(reads), "--outdir", str(outdir), *model_args(test_models)], busy),
+            (classify_args(prepared, outdir / "work" / "embeddings", outdir, test_models), busy),
+            (["embed-dna", shard, "--outdir", str(dna), "--dna-model", str(test_models.dna), "--quiet"],
+             f"{dna}: inside {outdir.resolve()}, where another virnucpro run is writing"),
+        ):  # fmt: skip
+            capsys.readouterr()
+            assert main(args) == c.EXIT_FAILED
+            assert capsys.readouterr().err.splitlines() == [f"virnucpro: error: {message}"]
+        assert first.poll() is None, "the first run ended before the others were tried: give it more work"
+        assert not [name for name in c.RESULT_FILES if (outdir / name).exists()]  # the refused runs wrote nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert not (outdir / ".virnucpro.lock").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_two_worker_predict_then_resume_equals_a_one_worker_run_byte_for_byte(tmp_path, test_models):
+    """Also: embed-dna with two workers writes the bytes predict's one in-process worker wrote."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from virnucpro.synthetic import synthetic_reads, write_reads
+
+    reads = tmp_path / "reads.fa"
+    write_reads(reads, synthetic_reads(1500, (300, 700), seed=5))
+    common = [str(reads), *model_args(test_models), "--shard-size", "20000"]
+    clean = tmp_path / "clean"
+    assert main(["predict", *common, "--outdir", str(clean), "--workers", "1"]) == c.EXIT_OK
+    shards = sorted((clean / "work" / "prepared" / c.SHARD_NUCLEOTIDE_DIR).glob("*.fa"))
+    assert len(shards) >= 4
+
+    outdir = tmp_path / "stopped"
+    command = [sys.executable, "-m", "virnucpro", "predict", *common, "--outdir", str(outdir), "--workers", "2"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    esm = outdir / "work" / "embeddings" / "esm"
+    deadline = time.monotonic() + 300
+    while not list(esm.glob("*.npz")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the DNA stage is done and the ESM-2 stage has begun
+    assert run.poll() is None, "the run ended before it could be stopped: give it more work"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=120) == 128 + signal.SIGTERM, run.stderr.read()
+    assert len(list(esm.glob("*.npz"))) < len(shards)  # stopped part way
+    assert main(["predict", *common, "--outdir", str(outdir), "--workers", "2", "--resume"]) == c.EXIT_OK
+    for name in PREDICTION_FILES:
+        assert (outdir / name).read_bytes() == (clean / name).read_bytes(), name
+
+    two = tmp_path / "dna_two_workers"
+    args = ["embed-dna", *map(str, shards), "--outdir", str(two), "--dna-model", str(test_models.dna), "--quiet"]
+    assert main([*args, "--workers", "2"]) == c.EXIT_OK
+    for shard in shards:
+        name = f"{shard.stem}{c.EMBEDDING_SUFFIX}"
+        assert (two / name).read_bytes() == (clean / "work" / "embeddings" / "dna" / name).read_bytes(), name

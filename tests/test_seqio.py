@@ -298,3 +298,28 @@ def test_bad_input_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_directory_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="directory"):
         list(read_records([tmp_path]))
+
+
+def test_a_control_byte_in_a_header_is_refused_wherever_it_is(tmp_path: Path) -> None:
+    """A NUL in the first 64 KiB was refused as binary, after them accepted and written raw into the TSV."""
+    filler = b"".join(b">r%d\nACGTACGTAC\n" % i for i in range(8000))  # > 64 KiB before the bad header
+    assert len(filler) > 1 << 16
+    for header, shown in ((b"bad\x00id", "'\\x00'"), (b"bad\x07id", "'\\x07'")):
+        path = _write(tmp_path / "late.fa", filler + b">" + header + b" desc\nACGT\n")
+        with pytest.raises(InputError) as error:
+            list(read_records([path]))
+        assert str(error.value) == f"{path}: record 8001: control character {shown} in the header (binary content?)"
+
+
+def test_ids_with_bytes_that_are_not_utf_8_stay_distinct_and_the_change_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "ids.fa", b">caf\xe9\nACGT\n>caf\xe8\nACGT\n>plain caf\xe9 in the description\nAC\n")
+    with captured_log(caplog):
+        records = list(read_records([path]))
+    assert [(r.id, r.original_id) for r in records] == [
+        ("caf\\xe9", "caf\\xe9"), ("caf\\xe8", "caf\\xe8"), ("plain", "plain")
+    ]  # distinct, not both 'caf\ufffd' (then 'caf\ufffd_dup2')
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{path}: 2 id(s) with bytes that are not UTF-8 are written with the bytes escaped (first: record 1, caf\\xe9)"
+    ]

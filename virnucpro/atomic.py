@@ -45,10 +45,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+# Text files are UTF-8; what cannot be encoded (a file name's bytes that are not UTF-8, which
+# Python holds as surrogates) is written escaped (``\udcff``) instead of losing the whole file.
+TEXT_ERRORS = "backslashreplace"
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file for writing; it replaces ``path`` only if the block succeeds."""
-    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+    """Open a temporary file for writing; it replaces ``path`` only if the block succeeds.
+
+    Text is written as UTF-8, with :data:`TEXT_ERRORS`.
+    """
+    text = "b" not in mode
+    options = {"encoding": "utf-8", "errors": TEXT_ERRORS} if text else {}
+    with atomic_path(path) as tmp, open(tmp, mode, **options) as handle:
         yield handle
 
 

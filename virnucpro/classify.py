@@ -20,11 +20,19 @@ from virnucpro.atomic import atomic_open
 from virnucpro.classifier.compatibility import check_compatible
 from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
 from virnucpro.contracts import Failure
-from virnucpro.embeddings.store import META_EMBEDDER, META_LAYER, META_MODEL, META_STAGE, EmbeddingFile, load_embeddings
+from virnucpro.embeddings.store import (
+    META_EMBEDDER,
+    META_INPUT_SHA256,
+    META_LAYER,
+    META_MODEL,
+    META_STAGE,
+    EmbeddingFile,
+    load_embeddings,
+)
 from virnucpro.errors import InputError
 from virnucpro.log import get_logger
 from virnucpro.prepare import ManifestRow, list_shards, read_manifest, shard_paths
-from virnucpro.seqio import read_fasta
+from virnucpro.seqio import file_sha256, read_fasta
 from virnucpro.summary_json import log_outcome
 
 log = get_logger("classify")
@@ -195,8 +203,13 @@ class FrameScorer:
         self.result.embedding_meta = {c.STAGE_DNA: embedder_identity(dna.meta), c.STAGE_ESM: embedder_identity(esm.meta)}
         self._checked = True
 
-    def score_shard(self, frame_ids: list[str], stem: str) -> Iterator[FrameScore]:
-        """Scores for one shard's frames, in shard order; missing embeddings give a reason."""
+    def score_shard(
+        self, frame_ids: list[str], stem: str, shards: tuple[Path, Path] | None = None
+    ) -> Iterator[FrameScore]:
+        """Scores for one shard's frames, in shard order; missing embeddings give a reason.
+
+        ``shards``: the (nucleotide, protein) FASTA files the embeddings must have been made from.
+        """
         dna, dna_reason = _load_shard_embeddings(self.dna_dir, stem, c.STAGE_DNA)
         esm, esm_reason = _load_shard_embeddings(self.esm_dir, stem, c.STAGE_ESM)
         if dna is None or esm is None:
@@ -205,6 +218,10 @@ class FrameScorer:
             yield from (FrameScore(frame_id, None, reason, stem) for frame_id in frame_ids)
             return
         self._check(dna, esm)
+        if shards is not None:
+            known = set(frame_ids)
+            for stored, directory, shard in ((dna, self.dna_dir, shards[0]), (esm, self.esm_dir, shards[1])):
+                check_made_from(stored, directory / f"{stem}{c.EMBEDDING_SUFFIX}", shard, known)
         dna_rows = {frame_id: row for row, frame_id in enumerate(dna.ids)}
         esm_rows = {frame_id: row for row, frame_id in enumerate(esm.ids)}
         usable = [f for f in frame_ids if f in dna_rows and f in esm_rows]
@@ -214,7 +231,9 @@ class FrameScorer:
         probabilities = predict_proba(self.model, features, self.batch_size) if usable else features
         scores = {f: (float(p[0]), float(p[1])) for f, p in zip(usable, probabilities)}
         for frame_id in frame_ids:
-            if frame_id in scores:
+            if frame_id in scores and not np.isfinite(scores[frame_id]).all():
+                yield FrameScore(frame_id, None, f"classifier score is not finite for frame {frame_id}", stem)
+            elif frame_id in scores:
                 yield FrameScore(frame_id, scores[frame_id], shard=stem)
             else:
                 missing = c.STAGE_DNA if frame_id not in dna_rows else c.STAGE_ESM
@@ -226,7 +245,18 @@ class FrameScorer:
         for stem in list_shards(prepared):
             _, protein_path = shard_paths(prepared, stem)
             frame_ids = [frame_id for frame_id, _ in read_fasta(protein_path)]
-            yield from self.score_shard(frame_ids, stem)
+            yield from self.score_shard(frame_ids, stem, shard_paths(prepared, stem))
+
+
+def check_made_from(stored: EmbeddingFile, path: Path, shard: Path, frame_ids: set[str]) -> None:
+    """Refuse embeddings not made from ``shard`` (another sample's, with the same shard names):
+    the input digest they record, and their ids, must be the shard's."""
+    recorded = stored.meta.get(META_INPUT_SHA256)
+    if recorded and recorded != file_sha256(shard):
+        raise InputError(f"{path}: embeddings of another input, not of {shard} (its sha256 differs)")
+    stranger = next((frame_id for frame_id in stored.ids if frame_id not in frame_ids), None)
+    if stranger is not None:
+        raise InputError(f"{path}: embeddings of another input, not of {shard} (frame {stranger} is not there)")
 
 
 @dataclass

@@ -6,6 +6,7 @@ describes the same contracts for users.
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,15 +99,18 @@ class Failure:
     message: str
 
     def line(self) -> str:
-        """The failure as one line (newlines and pipes in the message are flattened)."""
+        """The failure as one line: newlines and pipes in the message are flattened; in the file
+        path, ``%``, ``|`` and line breaks are written as ``%25``, ``%7C``, ``%0A``, ``%0D``."""
         message = " ".join(self.message.replace("|", "/").split())
-        return f"{self.file_path}|{self.stage}|{message}"
+        return f"{_escape_path(self.file_path)}|{self.stage}|{message}"
 
     @classmethod
     def parse(cls, line: str) -> "Failure":
-        """Parse one failed_files.txt line (the message may not contain '|')."""
+        """Parse one failed_files.txt line (exactly two '|': the path's are escaped, the message has none)."""
         file_path, stage, message = line.rstrip("\n").rsplit("|", 2)
-        return cls(file_path, stage, message)
+        if "|" in file_path:
+            raise ValueError("more than three fields")
+        return cls(_PATH_ESCAPED.sub(lambda found: _PATH_UNESCAPES[found.group(0).upper()], file_path), stage, message)
 
     @classmethod
     def of_sequence(cls, file_path: str, stage: str, sequence_id: str, why: str) -> "Failure":
@@ -119,6 +123,15 @@ class Failure:
             return None
         sequence_id, why = self.message[len(_SEQUENCE_PREFIX) :].split(": ", 1)
         return sequence_id, why
+
+
+_PATH_ESCAPES = {"%": "%25", "|": "%7C", "\n": "%0A", "\r": "%0D"}
+_PATH_UNESCAPES = {code: char for char, code in _PATH_ESCAPES.items()}
+_PATH_ESCAPED = re.compile("|".join(_PATH_UNESCAPES), re.IGNORECASE)
+
+
+def _escape_path(path: str) -> str:
+    return "".join(_PATH_ESCAPES.get(char, char) for char in path)
 
 
 def write_failures(path: Path, failures: list[Failure]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from virnucpro import __version__
-from virnucpro.atomic import atomic_path, atomic_write_text
+from virnucpro.atomic import TEXT_ERRORS, atomic_path, atomic_write_text
 from virnucpro.contracts import (
     CHUNKS_FASTA,
     DEFAULT_SHARD_RESIDUES,
@@ -291,7 +291,7 @@ def _remove_stale_outputs(outdir: Path) -> None:
 def _open_atomic(stack: contextlib.ExitStack, path: Path) -> IO[str]:
     """A text handle on a temporary file that replaces ``path`` when ``stack`` closes without error."""
     tmp = stack.enter_context(atomic_path(path))
-    return stack.enter_context(open(tmp, "w", encoding="utf-8", buffering=_BUFFER))
+    return stack.enter_context(open(tmp, "w", encoding="utf-8", errors=TEXT_ERRORS, buffering=_BUFFER))
 
 
 class _ShardWriter:

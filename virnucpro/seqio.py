@@ -177,7 +177,8 @@ def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[t
             while binary.read(_READ_BUFFER):  # to the end, for the digest
                 pass
         else:
-            text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline=None)
+            # Bytes that are not UTF-8 become lone surrogates: distinct bytes stay distinct (see _validated).
+            text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=None)
             first = sniff.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
             if first == b">":
                 parsed: Iterator[tuple[str, str]] = _parse_fasta(text)
@@ -193,13 +194,16 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
     pending: list[tuple[str, str]] = []
     seen_sequence = False
     number = 0
+    escaped: list[tuple[int, str]] = []  # (record number, id) of ids whose bytes were escaped
     try:
         for title, seq in raw:
             number += 1
             parts = title.split(None, 1)
             if not parts:
                 raise InputError(f"{source}: record {number} has an empty header (no id)")
-            record_id = parts[0]
+            record_id = _checked_id(source, number, parts[0])
+            if record_id != parts[0]:
+                escaped.append((number, record_id))
             if " " in seq or "\t" in seq:
                 seq = _WHITESPACE.sub("", seq)
             seq = seq.upper()
@@ -216,6 +220,11 @@ def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[st
                 pending.append((record_id, seq))
     except _READ_ERRORS as error:
         raise InputError(f"{source}: cannot read after record {number}: {describe(error)}") from error
+    if escaped:
+        log.warning(
+            "%s: %d id(s) with bytes that are not UTF-8 are written with the bytes escaped (first: record %d, %s)",
+            source, len(escaped), *escaped[0],
+        )  # fmt: skip
     if number == 0:
         raise InputError(f"{source}: no sequence records found")
     if not seen_sequence:  # a sample whose reads were all trimmed away: each record gets its row
@@ -228,8 +237,24 @@ def nucleotide_problem(seq: str) -> str:
     return _describe_bad_letters(seq) if _NOT_NUCLEOTIDE.search(seq) else ""
 
 
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what the reader makes of bytes that are not UTF-8
+
+
+def _checked_id(source: str, number: int, record_id: str) -> str:
+    """The same rule for every header of a file, wherever it is: control characters (a NUL byte,
+    binary content) are refused; bytes that are not UTF-8 are escaped (``caf\\xe9``), so that
+    distinct ids stay distinct."""
+    control = _HEADER_CONTROL.search(record_id)
+    if control:
+        raise InputError(f"{source}: record {number}: control character {control.group()!r} in the header (binary content?)")
+    if _NOT_UTF8.search(record_id):
+        return record_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return record_id
+
+
 def _describe_bad_letters(seq: str) -> str:
-    if "\ufffd" in seq:  # what the reader makes of bytes that are not UTF-8
+    if _NOT_UTF8.search(seq):
         return "not a nucleotide sequence: bytes that are not text (not UTF-8)"
     bad = sorted(set(_NOT_NUCLEOTIDE.findall(seq)))
     shown = ", ".join(repr(c) if not c.isprintable() or c.isspace() else c for c in bad[:12])

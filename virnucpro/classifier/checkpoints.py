@@ -25,7 +25,7 @@ from torch import nn
 from virnucpro.atomic import atomic_open
 from virnucpro.classifier.calibration import uncalibrated, with_calibration
 from virnucpro.classifier.compatibility import check_compatible
-from virnucpro.classifier.model import ClassifierMeta, MLPClassifier
+from virnucpro.classifier.model import NUM_CLASSES, ClassifierMeta, MLPClassifier
 from virnucpro.classifier.pickle_scan import pickle_imports
 from virnucpro.contracts import (
     REFERENCE_DNA_DIM,
@@ -93,6 +93,8 @@ def _model_from_payload(path: Path, payload: dict) -> tuple[MLPClassifier, Class
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelError(f"{path}: damaged native classifier checkpoint ({describe(error)})") from None
+    check_usable(path, model)
+    meta.path = str(path)
     try:
         return with_calibration(model.eval(), meta.calibration), meta  # type: ignore[return-value]
     except ModelError as error:
@@ -274,13 +276,14 @@ def load_reference_pickle(
     output = state["output_layer.weight"]
     hidden_dim, input_dim = weight.shape
     meta = reference_meta(int(input_dim), chunk_length, dna_dim, source=f"reference:{path.name}")
-    meta.hidden_dim = int(hidden_dim)
+    meta.hidden_dim, meta.path = int(hidden_dim), str(path)
     model = MLPClassifier(int(input_dim), hidden_dim=int(hidden_dim), num_class=int(output.shape[0]))
     state.setdefault("bn1.num_batches_tracked", torch.tensor(0, dtype=torch.long))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ModelError(f"{path}: reference classifier has inconsistent layer shapes ({describe(error)})") from None
+    check_usable(path, model)
     log.debug("loaded reference classifier %s (%d -> %d -> %d)", path, input_dim, hidden_dim, output.shape[0])
     return model.eval(), meta
 
@@ -326,6 +329,19 @@ def convert_reference(src: Path, dst: Path, chunk_length: int, *, dna_dim: int =
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def check_usable(path: Path, model: MLPClassifier) -> None:
+    """Refuse a classifier that cannot give (others, virus) scores: another output width, or
+    weights or batch-norm statistics that are not finite (NaN or infinite scores, every call wrong)."""
+    width = model.output_layer.out_features
+    if width != NUM_CLASSES:
+        raise ModelError(
+            f"{path}: classifier has {width} outputs, not {NUM_CLASSES} (others, virus)"
+        )
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{path}: classifier weights are not finite ('{name}' holds NaN or infinity)")
 
 
 def _require_file(path: Path) -> None:

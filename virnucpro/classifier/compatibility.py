@@ -50,7 +50,7 @@ def check_compatible(
     since a local copy of the right model may be named anything. Callers should
     pass the resolved ESM layer (not None for "final") so the check can apply.
     """
-    named = str(source or meta.source or "")
+    named = str(source or meta.path or meta.source or "")
     # A file name leads the message; a description (e.g. "virnucpro make-test-models ...") is labelled.
     where = f"{named}: " if named.lower().endswith(_MODEL_SUFFIXES) else f"classifier ({named}): " if named else ""
     if (dna_dim, esm_dim) != (meta.dna_dim, meta.esm_dim):

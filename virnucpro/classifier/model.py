@@ -41,15 +41,29 @@ class ClassifierMeta:
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     calibration: dict | None = None  # how P(virus) is calibrated (virnucpro.classifier.calibration), if it is
+    path: str = field(default="", compare=False)  # the file it was loaded from (named in errors; not stored)
 
     @property
     def input_dim(self) -> int:
         return self.dna_dim + self.esm_dim
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["path"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassifierMeta":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """From stored metadata; a value of the wrong type (``"300"`` for a chunk length) is a ValueError."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "path"}
+        for name in _WHOLE_NUMBERS:
+            value = known.get(name)
+            if name not in known or (value is None and name in _OPTIONAL):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"metadata '{name}' is {value!r}, not a whole number")
         return cls(**known)
+
+
+_WHOLE_NUMBERS = ("dna_dim", "esm_dim", "chunk_length", "esm_layer", "hidden_dim")
+_OPTIONAL = ("chunk_length", "esm_layer")  # may be None: not recorded

@@ -108,15 +108,17 @@ class ModelSpec(Protocol):
 
 def local_model_fingerprint(model: str) -> str:
     """The files of a local model file or directory: count, bytes and a digest of each file's
-    relative path, size and modification time ("" when ``model`` is not a local path). Hidden
-    files and folders (``.git``, ``.cache``) are not the model and are left out.
+    relative path and content ("" when ``model`` is not a local path). Hidden files and folders
+    (``.git``, ``.cache``) are not the model and are left out.
 
     Stored in the embedders' identity, so ``--resume`` notices a model replaced under the same
-    name, one file at a time (weights copied over with their old dates too). Cheap: the files
-    are listed, not read.
+    name, one file at a time, even with its old dates. Each file's content digest is computed
+    once per version of the file (:func:`virnucpro.embeddings.file_digest.cached_sha256`).
     """
     import hashlib
     import os
+
+    from virnucpro.embeddings.file_digest import cached_sha256
 
     path = os.path.expanduser(model)
     if os.path.isfile(path):
@@ -132,7 +134,6 @@ def local_model_fingerprint(model: str) -> str:
     listing = hashlib.sha256()
     total = 0
     for name in files:
-        stat = os.stat(name)
-        total += stat.st_size
-        listing.update(f"{os.path.relpath(name, path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return f"{len(files)} files, {total} bytes, listing sha256 {listing.hexdigest()[:16]}"
+        total += os.stat(name).st_size
+        listing.update(f"{os.path.relpath(name, path)}\0{cached_sha256(name)}\n".encode())
+    return f"{len(files)} files, {total} bytes, content sha256 {listing.hexdigest()[:16]}"

@@ -355,6 +355,71 @@ def check_esm_model(model: str) -> None:
         )
 
 
+ZIP_LOCAL_HEADER = b"PK\x03\x04"
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # how torch's legacy format (pickle protocol 2) begins
+FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+
+
+def check_checkpoint_file(path: Path, model: str) -> None:
+    """Refuse a checkpoint that cannot load, reading its index only: empty, truncated (a zip without
+    its directory, or whose entries run past its end), or without fair-esm's ``model`` weights."""
+    import zipfile
+
+    def refuse(why: str) -> ModelError:
+        return ModelError(f"{path}: cannot load this ESM checkpoint ({why}); download it again")
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if size == 0:
+        raise refuse("an empty file")
+    if head[:1] == PICKLE_PROTOCOL_OPCODE:
+        return  # torch's legacy format (a pickle stream): read by the loader only
+    if head != ZIP_LOCAL_HEADER:
+        raise refuse("not a torch checkpoint")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            ends = [info.header_offset + info.compress_size for info in archive.infolist()]
+    except (zipfile.BadZipFile, OSError) as error:
+        raise refuse(f"truncated or damaged: {describe(error)}") from None
+    if max(ends, default=0) > size:
+        raise refuse("truncated")
+    allow_esm_checkpoints()
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise_interruption_behind(error)
+        if "weights only" in str(error).lower():
+            return  # a checkpoint the weights-only reader refuses: fair-esm's own loader decides
+        raise refuse(f"damaged: {describe(error, typed=True, limit=200)}") from None
+    if not path.stem.endswith("-contact-regression") and not (isinstance(data, dict) and isinstance(data.get("model"), dict)):
+        raise refuse("not a fair-esm checkpoint: no 'model' weights")
+
+
+def check_downloadable(name: str, timeout_s: float = 10.0) -> None:
+    """Refuse a fair-esm name that is not in the torch hub cache when its download cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    url = FAIR_ESM_URL.format(name=name)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ModelError(
+            f"cannot load ESM model {name!r}: not in {_hub_dir()} and {url} cannot be reached ({reason}); "
+            f"{_offline_hint(name)}"
+        ) from None
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"on an offline machine, fetch it first where there is network with "
+        f"`python -c \"import esm; esm.pretrained.{name}()\"` (same TORCH_HOME), or pass the local .pt path"
+    )
+
+
 def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
     """(network, alphabet, name recorded in the metadata) for a fair-esm name or a local .pt path."""
     import esm
@@ -376,9 +441,7 @@ def _load_fair_esm(model: str) -> tuple[nn.Module, object, str]:
     except Exception as error:  # noqa: BLE001  (no network, truncated download, ...)
         raise ModelError(
             f"cannot load ESM model {model!r} ({describe(error, typed=True, limit=200)}); it is downloaded once into "
-            f"{_hub_dir()}: "
-            f"on an offline machine, fetch it first where there is network with "
-            f"`python -c \"import esm; esm.pretrained.{model}()\"` (same TORCH_HOME), or pass the local .pt path"
+            f"{_hub_dir()}: {_offline_hint(model)}"
         ) from None
     return network, alphabet, model
 
@@ -460,8 +523,19 @@ class EsmSpec:
         return f"ESM-2 model {self.model} ({layer}precision {self.precision})"
 
     def check(self) -> None:
-        """A missing ``.pt`` (or its contact-regression file) or an unknown name is a one-line ModelError."""
+        """Before any work: a missing, truncated or unreadable checkpoint (or contact-regression file),
+        an unknown name, or a name neither in the torch hub cache nor downloadable now, is a one-line
+        ModelError (workers would otherwise find it after prepare and the whole DNA stage)."""
         check_esm_model(self.model)
+        if self.model.endswith(".pt"):
+            path = Path(self.model).expanduser()
+            for file in (path, path.with_name(f"{path.stem}-contact-regression.pt")):
+                if file.is_file():
+                    check_checkpoint_file(file, self.model)
+        elif Path(hub_checkpoint(self.model)).is_file():
+            check_checkpoint_file(Path(hub_checkpoint(self.model)), self.model)
+        else:
+            check_downloadable(self.model)
 
     def load(self, device: str = "cpu") -> EsmEmbedder:
         """Load the model on ``device``; call once per process."""

@@ -134,7 +134,8 @@ def select_gpus(gpus: str | None) -> list[str]:
 def plan_workers(gpus: str | None, workers: int | None, limit: int | None = None) -> list[WorkerSlot]:
     """One slot per worker: default one per selected GPU, 1 on CPU; ``workers`` cycles over the GPUs.
 
-    ``limit`` caps the number of workers (no more workers than work items).
+    ``limit`` caps the number of workers (no more workers than work items); on the CPU, the
+    number of cores does too (a worker without a core of its own only costs memory).
     """
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
@@ -143,6 +144,9 @@ def plan_workers(gpus: str | None, workers: int | None, limit: int | None = None
     count = min(wanted, max(1, limit)) if limit is not None else wanted
     if count < wanted and limit:
         log.info("%d worker(s), not %d: never more workers than files (%d)", count, wanted, limit)
+    if not selected and count > _cpu_count():
+        log.warning("%d worker(s), not %d: never more CPU workers than cores (%d)", _cpu_count(), count, _cpu_count())
+        count = _cpu_count()
     if selected:
         return [WorkerSlot("cuda:0", {CUDA_VISIBLE_DEVICES: selected[i % len(selected)]}) for i in range(count)]
     if count == 1 or any(name in os.environ for name in _THREAD_VARIABLES):  # the user's thread setting wins

@@ -73,17 +73,9 @@ class Manager:
         return self.outcome
 
     def _start_workers(self) -> None:
-        """All at once when the spec can prefetch its files; else one first, the rest once it loaded.
-
-        Loading one model first means a model download happens once, not in every worker at once.
-        """
-        prefetch = getattr(self.spec, "prefetch", None)
-        if callable(prefetch):
-            prefetch()
-            for worker in self.workers:
-                self._spawn(worker)
-        else:
-            self._spawn(self.workers[0])
+        """One worker first, the rest once it loaded its model: a model download happens once,
+        not in every worker at once."""
+        self._spawn(self.workers[0])
 
     def _start_deferred(self) -> None:
         if any(w.process is None for w in self.workers) and self.workers[0].state != WorkerState.STARTING:

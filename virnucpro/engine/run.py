@@ -79,6 +79,7 @@ def run_embedding(
         display.close()
     stage = outcome.stage or spec.stage
     outputs, failures = _collect(items, outcome, stage)
+    _remove_outputs_not_made(items, outputs)
     write_failures(outdir / FAILED_FILES, failures)
     exit_code = _exit_code(outcome, outputs, failures)
     stats = _stats(items, outcome, failures, stage, time.perf_counter() - start)
@@ -98,6 +99,15 @@ def _remove_stale_temporaries(out_path: Path) -> None:
     """Temporary files an interrupted run left beside ``out_path`` (never under the final name)."""
     for stale in out_path.parent.glob(f".{out_path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def _remove_outputs_not_made(items: list[WorkItem], outputs: dict[str, Path]) -> None:
+    """An earlier run's output of a file this run did not embed (it failed, or the run stopped) goes:
+    it was made from other input or another model, and would be read as this run's."""
+    for item in items:
+        if item.path not in outputs and item.out_path.exists():
+            log.info("%s: removed the output of an earlier run (%s was not embedded now)", item.out_path, item.path)
+            item.out_path.unlink()
 
 
 def _collect(items: list[WorkItem], outcome: RunOutcome, stage: str) -> tuple[dict[str, Path], list[Failure]]:
