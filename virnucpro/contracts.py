@@ -38,7 +38,7 @@ MANIFEST = "manifest.tsv"
 SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
 SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
 SHARD_PATTERN = "shard_{index:05d}.fa"
-MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames")
+MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames", "mate")
 
 # Embedding files: one per input FASTA, named <stem>.npz (see virnucpro.embeddings.store).
 EMBEDDING_SUFFIX = ".npz"
@@ -49,8 +49,6 @@ PREDICTION_HIGHEST = "prediction_results_highestscore.csv"
 SEQUENCE_PREDICTIONS = "sequence_predictions.tsv"
 SUMMARY_JSON = "summary.json"
 FAILED_FILES = "failed_files.txt"
-# What a predict run writes into its --outdir besides work/: removed when the next run starts.
-RESULT_FILES = (PREDICTION_RESULTS, PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS, SUMMARY_JSON, FAILED_FILES)
 
 PREDICTION_RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
 PREDICTION_HIGHEST_HEADER = ("Modified_ID", "Is_Virus", "max_score_0", "max_score_1")
@@ -66,7 +64,29 @@ SEQUENCE_PREDICTIONS_HEADER = (
     "call",
     "reason",
     "source",
+    "mate",
+    "pair_call",
 )
+VIRAL_REGIONS = "viral_regions.tsv"  # one row per viral region (virnucpro.regions)
+VIRAL_REGIONS_HEADER = (
+    "id",
+    "start",
+    "end",
+    "chunks",
+    "virus_chunks",
+    "mean_p_virus",
+    "max_p_virus",
+    "fraction_of_sequence",
+)
+EXTRACT_DIR = "viral"  # <input stem>.viral.fa.gz / .fq.gz per input file (virnucpro.extract)
+REPORT_HTML = "report.html"  # predict's report; the pipeline's is pipeline_info/virnucpro_report.html
+RUN_REPORT_HTML = "virnucpro_report.html"
+MULTIQC_DIR = "multiqc"  # <sample>_virnucpro_mqc.tsv / .yaml (virnucpro.multiqc)
+# What a predict run writes into its --outdir besides work/: removed when the next run starts.
+RESULT_FILES = (
+    PREDICTION_RESULTS, PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS, VIRAL_REGIONS, SUMMARY_JSON, FAILED_FILES, REPORT_HTML
+)  # fmt: skip
+RESULT_DIRS = (EXTRACT_DIR, MULTIQC_DIR)
 
 # Calls in sequence_predictions.tsv.
 CALL_VIRUS = "virus"
