@@ -1,14 +1,20 @@
-"""A synthetic sample for the output tests: long contigs (wrapped FASTA) and two pairs of mate
-files (gzip FASTQ, Illumina ids with comments in one, ``/1`` ``/2`` ids in the other), with
-varied qualities, so extracted records can be compared byte for byte with their input."""
+"""Test data for the output tests.
+
+A synthetic sample: long contigs (wrapped FASTA) and two pairs of mate files (gzip FASTQ,
+Illumina ids with comments in one, ``/1`` ``/2`` ids in the other), with varied qualities, so
+extracted records can be compared byte for byte with their input. And made-up sample
+directories (as classify leaves them) and embedding summaries for the report and MultiQC.
+"""
 
 from __future__ import annotations
 
 import gzip
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from virnucpro import contracts as c
 from virnucpro.synthetic import synthetic_reads
 
 
@@ -74,3 +80,59 @@ def records_of(path: Path, fmt: str) -> list[bytes]:
         if line.strip():
             records[-1].append(line)
     return [b"".join(record) for record in records]
+
+
+def make_sample(directory: Path, seed: int, sequences: int = 300) -> Path:
+    """A sample directory as classify leaves it, with made-up but well-formed content."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True)
+    calls = dict.fromkeys(c.CALLS, 0)
+    paired = seed % 3 == 0
+    failures = [f"shard_0000{seed % 10}.fa|ESM-2|CUDA out of memory with one sequence"] if seed % 7 == 0 else []
+    seq_rows, chunk_rows, region_rows = [], [], []
+    for number in range(sequences):
+        length = int(min(10 ** rng.uniform(2.2, 4.5), 9_000_000))
+        p = rng.betavariate(0.4 + seed % 5 / 4, 0.8)
+        call = c.CALL_VIRUS if p >= 0.5 else c.CALL_OTHERS
+        reason = f"{int(p >= 0.5)}/1 chunks virus"
+        if number % 50 == 7:
+            call, reason, p = c.CALL_NO_FRAME, "every frame of every chunk has a stop codon or no complete codon", None
+        if failures and number % 40 == 3:
+            call, reason, p = c.CALL_FAILED, "ESM-2: out of memory with one sequence per batch (1024 tokens)", None
+        calls[call] += 1
+        mate = str(number % 2 + 1) if paired else "NA"
+        name = f"s{seed}_r{number}"
+        score = "NA" if p is None else repr(p)
+        seq_rows.append([name, name, str(length), "1", "1", str(int(call == c.CALL_VIRUS)), score, score, call, reason,
+                         "in.fq.gz", mate, call])  # fmt: skip
+        if p is not None:
+            chunk_rows.append(f"{name}_chunk_1\t{p >= 0.5}\t{1 - p!r}\t{p!r}\n")
+        if call == c.CALL_VIRUS:
+            region_rows.append(f"{name}\t1\t{length}\t1\t1\t{score}\t{score}\t1\n")
+    for first, second in zip(seq_rows[::2], seq_rows[1::2]) if paired else ():
+        first[-1] = second[-1] = c.CALL_VIRUS if c.CALL_VIRUS in (first[8], second[8]) else first[8]
+    header = "\t".join(c.SEQUENCE_PREDICTIONS_HEADER) + "\n"
+    (directory / c.SEQUENCE_PREDICTIONS).write_text(header + "".join("\t".join(row) + "\n" for row in seq_rows))
+    (directory / c.PREDICTION_HIGHEST).write_text("\t".join(c.PREDICTION_HIGHEST_HEADER) + "\n" + "".join(chunk_rows))
+    (directory / c.VIRAL_REGIONS).write_text("\t".join(c.VIRAL_REGIONS_HEADER) + "\n" + "".join(region_rows))
+    if failures:
+        (directory / c.FAILED_FILES).write_text("".join(line + "\n" for line in failures))
+    summary = {
+        "exit_status": 2 if failures else 0, "records": sequences, "calls": calls, "failures": len(failures),
+        "pairs": sequences // 2 if paired else 0, "regions": {"count": len(region_rows), "max_gap": 1, "min_chunks": 1},
+        "call_rule": {"virus_fraction": 0.5, "min_p_virus": None, "pair_rule": "any"}, "chunk_length": 300,
+        "command": "classify", "timings_s": {"load_classifier": 1.5, "classify": 0.2 + seed / 100, "extract": 0.01},
+        "models": {"classifier": {"chunk_length": 300, "dna_dim": 768, "esm_dim": 2560}},
+        "extract": {"calls": ["virus"], "files": [{"input": "in.fq.gz", "call": "virus",
+                    "path": f"{directory}/viral/in.viral.fq.gz", "records": calls[c.CALL_VIRUS]}], "skipped": {}},
+        "versions": {"virnucpro": "0.1.0", "torch": "2.13.0"},
+    }  # fmt: skip
+    (directory / c.SUMMARY_JSON).write_text(json.dumps(summary))
+    return directory
+
+
+def engine_summary(path: Path, stage: str, device: str) -> Path:
+    stats = {"busy_s": 12.5, "files": 4, "sequences": 9000, "tokens": 2_500_000, "workers": 1, "failures": 0,
+             "precision": "bf16"}  # fmt: skip
+    path.write_text(json.dumps({"command": f"embed-{stage}", "engine": {"stage": stage, "devices": {device: stats}}}))
+    return path

@@ -49,8 +49,9 @@ def test_parse_extract() -> None:
     assert parse_extract("virus") == ("virus",)
     assert parse_extract("virus,others,virus") == ("virus", "others")
     assert parse_extract("none") == ()
-    for bad in ("viral", "virus,none", "", "virus,,others"):
-        with pytest.raises(InputError, match="is not a call"):
+    for bad, why in (("viral", "'viral' is not a call"), ("virus,none", "none cannot be combined"),
+                     ("", "an empty entry"), ("virus,,others", "an empty entry")):  # fmt: skip
+        with pytest.raises(InputError, match=why):
             parse_extract(bad)
 
 

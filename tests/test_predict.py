@@ -17,16 +17,9 @@ from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_records
 
+from helpers import model_args, read_tsv
+
 PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
-
-
-def model_args(models) -> list[str]:
-    return [
-        "--classifier", str(models.classifier),
-        "--esm-model", str(models.esm),
-        "--dna-model", str(models.dna),
-        "--quiet",
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +32,6 @@ def predicted(tmp_path_factory, test_models, inputs) -> Path:
     outdir = tmp_path_factory.mktemp("predict") / "out"
     assert main(["predict", *inputs, "--outdir", str(outdir), *model_args(test_models)]) == c.EXIT_OK
     return outdir
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
-    return [dict(zip(header, row)) for row in rows]
 
 
 def test_every_input_record_has_exactly_one_row_in_input_order(predicted: Path, inputs):

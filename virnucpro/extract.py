@@ -47,12 +47,14 @@ def parse_extract(value: str) -> tuple[str, ...]:
     words = [word.strip() for word in value.split(",")]
     if words == ["none"]:
         return ()
+    choices = f"give calls from {', '.join(EXTRACTABLE)} (comma-separated), or none"
+    if "none" in words:
+        raise InputError(f"--extract {value!r}: none cannot be combined with calls")
+    if "" in words:
+        raise InputError(f"--extract {value!r}: an empty entry; {choices}")
     unknown = [word for word in words if word not in EXTRACTABLE]
-    if unknown or not words:
-        raise InputError(
-            f"--extract {value!r}: {unknown[0] if unknown else 'empty'} is not a call; give 'none' or calls "
-            f"separated by commas from {', '.join(EXTRACTABLE)}"
-        )
+    if unknown:
+        raise InputError(f"--extract {value!r}: {unknown[0]!r} is not a call; {choices}")
     return tuple(dict.fromkeys(words))
 
 

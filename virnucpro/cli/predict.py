@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virnucpro.classify import CallRule
 from virnucpro.cli import cli
 from virnucpro.cli.options import (
     chunk_length_option,
@@ -18,6 +17,7 @@ from virnucpro.cli.options import (
     shard_size_option,
     verbosity_options,
 )
+from virnucpro.cli.output_options import OutputChoices, output_options
 from virnucpro.embeddings.base import EmbedderSpec
 from virnucpro.pipeline import PredictOptions, run_predict
 
@@ -31,6 +31,7 @@ from virnucpro.pipeline import PredictOptions, run_predict
 @dna_model_options
 @device_options
 @shard_size_option
+@output_options()
 @verbosity_options
 def predict_command(
     inputs: tuple[str, ...],
@@ -51,9 +52,11 @@ def predict_command(
     shard_size: int,
     verbose: bool,
     quiet: bool,
+    **outputs: object,
 ) -> int:
     """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
     init_logging(verbose, quiet)
+    choices = OutputChoices.from_options(outputs)
     options = PredictOptions(
         chunk_length=chunk_length,
         classifier=classifier,
@@ -66,7 +69,10 @@ def predict_command(
         workers=workers,
         resume=resume,
         shard_size=shard_size,
-        rule=CallRule(virus_fraction),
+        rule=choices.call_rule(virus_fraction),
         progress="quiet" if quiet else "auto",
+        pairing=choices.pairing,
+        regions=choices.regions,
+        extract=choices.extract,
     )
     return run_predict(list(inputs), outdir, options)

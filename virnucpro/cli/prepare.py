@@ -13,6 +13,7 @@ from virnucpro.cli.options import (
     shard_size_option,
     verbosity_options,
 )
+from virnucpro.cli.output_options import pairing_option
 from virnucpro.contracts import EXIT_OK
 from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import prepare
@@ -24,13 +25,14 @@ from virnucpro.seqio import check_inputs
 @outdir_option("Directory for chunks.fa, frames.*, manifest.tsv and shards/.")
 @chunk_length_option
 @shard_size_option
+@pairing_option
 @verbosity_options
 def prepare_command(
-    inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, verbose: bool, quiet: bool
+    inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, pairing: str, verbose: bool, quiet: bool
 ) -> int:
     """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz; - for standard input) into chunks and keep their stop-free frames."""
     init_logging(verbose, quiet)
     check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):
-        prepare(inputs, outdir, chunk_length, shard_size)
+        prepare(inputs, outdir, chunk_length, shard_size, pairing)
     return EXIT_OK

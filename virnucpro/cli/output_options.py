@@ -1,0 +1,115 @@
+"""Options of what users take away (pairs, thresholds, regions, extracted sequences), defined once
+for ``prepare``, ``classify`` and ``predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from virnucpro.cli.options import finite
+from virnucpro.pairs import PAIR_RULES, PAIRINGS
+from virnucpro.regions import DEFAULT_MAX_GAP, DEFAULT_MIN_CHUNKS, RegionRule
+
+if TYPE_CHECKING:
+    from virnucpro.classify import CallRule
+
+F = Callable[..., Any]
+
+
+def _extract(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    from virnucpro.errors import InputError
+    from virnucpro.extract import parse_extract
+
+    try:
+        return parse_extract(value)
+    except InputError as error:
+        raise click.BadParameter(str(error).split(": ", 1)[1]) from None
+
+
+pairing_option = click.option(
+    "--pairing",
+    type=click.Choice(PAIRINGS),
+    default="auto",
+    show_default=True,
+    help="Mate files of paired-end reads: auto = two adjacent FASTQ inputs whose records pair up by id "
+    "(the same id, or /1 and /2); paired = the inputs are mate files in order (R1 R2 [R1 R2 ...]); none.",
+)
+
+_CALL_OPTIONS = (
+    click.option(
+        "--min-p-virus",
+        type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+        callback=finite,
+        default=None,
+        help="Call a chunk virus when its highest P(virus) is at least this [default: the reference's rule, "
+        "highest P(virus) >= highest P(others)].",
+    ),
+    click.option(
+        "--pair-rule",
+        type=click.Choice(PAIR_RULES),
+        default="any",
+        show_default=True,
+        help="A read pair is virus when any mate is, or both are (the pair_call column; --extract keeps pairs whole).",
+    ),
+    click.option(
+        "--region-max-gap",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_GAP,
+        show_default=True,
+        help="Chunks not called virus allowed inside a viral region (viral_regions.tsv).",
+    ),
+    click.option(
+        "--region-min-chunks",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MIN_CHUNKS,
+        show_default=True,
+        help="Virus chunks a viral region needs.",
+    ),
+    click.option(
+        "--extract",
+        default="virus",
+        show_default=True,
+        callback=_extract,
+        help="Calls whose input records are written to viral/<input stem>.<call>.fa.gz|.fq.gz, comma-separated "
+        "(virus, others, no_coding_frame, failed), or none.",
+    ),
+)
+
+
+def output_options(pairing: bool = True) -> Callable[[F], F]:
+    """The options above (``--pairing`` too where the command reads the inputs)."""
+
+    def apply(func: F) -> F:
+        for option in reversed((pairing_option, *_CALL_OPTIONS) if pairing else _CALL_OPTIONS):
+            func = option(func)
+        return func
+
+    return apply
+
+
+@dataclass(frozen=True)
+class OutputChoices:
+    """The values of :func:`output_options`, as the library takes them."""
+
+    extract: tuple[str, ...]
+    pair_rule: str
+    min_p_virus: float | None
+    region_max_gap: int
+    region_min_chunks: int
+    pairing: str = "auto"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "OutputChoices":
+        return cls(**options)
+
+    @property
+    def regions(self) -> RegionRule:
+        return RegionRule(self.region_max_gap, self.region_min_chunks)
+
+    def call_rule(self, virus_fraction: float) -> "CallRule":
+        from virnucpro.classify import CallRule  # torch: imported when a command runs, not at start-up
+
+        return CallRule(virus_fraction, self.min_p_virus, self.pair_rule)
