@@ -7,6 +7,7 @@ import io
 import logging
 import random
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,19 @@ def test_a_changed_file_of_the_same_size_leaves_no_output(prepared_sample, tmp_p
     plan = plan_extraction(root / "prepared", ("virus",), [str(p) for p in copies])
     with pytest.raises(InputError, match=r"contigs.fa: record 1 is contig000009_\w+ \(\d+ bp\), prepared as contig000001"):
         extract_sequences(plan, root / "table.tsv", tmp_path / "out")
+
+
+def test_a_changed_mate_file_leaves_neither_mate(prepared_sample, tmp_path: Path) -> None:
+    sample, root, _ = prepared_sample
+    r2 = tmp_path / "lib1_R2.fastq.gz"  # its first two records swapped
+    lines = gzip.decompress(Path(sample.casava[1]).read_bytes()).splitlines(keepends=True)
+    r2.write_bytes(gzip.compress(b"".join(lines[4:8] + lines[0:4] + lines[8:])))
+    plan = plan_extraction(root / "prepared", ("virus",))
+    plan.sources = [replace(s, path=str(r2)) if s.prepared == str(sample.casava[1]) else s for s in plan.sources]
+    with pytest.raises(InputError, match=r"lib1_R2.fastq.gz: record 1 is M00123\S+ \(\d+ bp\), prepared as"):
+        extract_sequences(plan, root / "table.tsv", tmp_path / "out")
+    left = sorted(path.name for path in (tmp_path / "out" / c.EXTRACT_DIR).iterdir())
+    assert left == ["contigs.viral.fa.gz"]  # the input before the pair is done; neither mate's file is left
 
 
 def test_inputs_that_are_gone_or_streams_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:

@@ -80,6 +80,7 @@ class ExtractionPlan:
     calls: tuple[str, ...]
     sources: list[SourceFile] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # prepared path -> why not extracted
+    mates: list[tuple[str, str]] = field(default_factory=list)  # mate files (prepared paths)
 
 
 @dataclass
@@ -106,7 +107,9 @@ def plan_extraction(prepared: Path, calls: Sequence[str], inputs: Sequence[str] 
     plan = ExtractionPlan(tuple(calls))
     if not calls:
         return plan
-    recorded = read_prepare_info(prepared)["inputs"]
+    info = read_prepare_info(prepared)
+    recorded = info["inputs"]
+    plan.mates = [(first, second) for first, second in info.get("pairs", [])]
     if inputs is not None and len(inputs) != len(recorded):
         names = ", ".join(entry["path"] for entry in recorded)
         raise InputError(
@@ -143,15 +146,54 @@ def _not_readable(source: SourceFile, explicit: bool) -> str:
 
 
 def extract_sequences(plan: ExtractionPlan, predictions: Path, outdir: Path) -> ExtractionResult:
-    """Write the chosen records of every planned input into ``outdir/viral/`` (an earlier run's files go)."""
-    shutil.rmtree(Path(outdir) / c.EXTRACT_DIR, ignore_errors=True)
+    """Write the chosen records of every planned input into ``outdir/viral/`` (an earlier run's files go).
+
+    One pass over the table: an input's rows are in one run (the two files of a read pair
+    interleaved), so at most one input, or one pair of mate files, is open at a time.
+    """
+    directory = Path(outdir) / c.EXTRACT_DIR
+    shutil.rmtree(directory, ignore_errors=True)
     result = ExtractionResult(plan.calls, skipped=dict(plan.skipped))
+    sources = {source.prepared: source for source in plan.sources}
+    group_of = {name: (name,) for name in sources}
+    for first, second in plan.mates:
+        if first in sources and second in sources:
+            group_of[first] = group_of[second] = (first, second)
     used: set[str] = set()
-    for source in plan.sources:
-        result.files += _extract_file(source, used, plan.calls, predictions, Path(outdir) / c.EXTRACT_DIR)
+    done: set[str] = set()
+    active: dict[str, _Extractor] = {}
+    with contextlib.ExitStack() as stack:
+        for original_id, length, name, pair_call in read_columns(predictions, _COLUMNS):
+            if name not in sources:
+                continue  # skipped (or not an input of this plan)
+            if name not in active:
+                if name in done:
+                    raise InputError(f"{predictions}: the rows of {name} are not together (not a table classify wrote)")
+                result.files += _finish(active, done)
+                active = {member: _Extractor(sources[member], plan.calls, directory, used) for member in group_of[name]}
+                for extractor in active.values():
+                    stack.enter_context(extractor)
+            active[name].feed(original_id, length, pair_call)
+        result.files += _finish(active, done)
+        for name, source in sources.items():  # inputs without a row (no records): empty outputs, checked too
+            if name not in done:
+                with _Extractor(source, plan.calls, directory, used) as extractor:
+                    extractor.check()
+                    result.files += extractor.commit()
     for entry in result.files:
         log.info("extracted %d records -> %s", entry["records"], entry["path"])
     return result
+
+
+_COLUMNS = ("original_id", "length", "source", "pair_call")
+
+
+def _finish(active: dict[str, "_Extractor"], done: set[str]) -> list[dict[str, object]]:
+    """Check every input of the group (both mate files) before any of its outputs gets its name."""
+    for extractor in active.values():
+        extractor.check()
+    done.update(active)
+    return [entry for extractor in active.values() for entry in extractor.commit()]
 
 
 def _unique_stem(stem: str, suffix: str, used: set[str]) -> str:
@@ -164,41 +206,62 @@ def _unique_stem(stem: str, suffix: str, used: set[str]) -> str:
     return unique
 
 
-def _extract_file(
-    source: SourceFile, used: set[str], calls: tuple[str, ...], predictions: Path, directory: Path
-) -> list[dict[str, object]]:
-    """One input file: its selected records into one gzip file per call (``used``: stems taken)."""
-    rows = (
-        row
-        for row in read_columns(predictions, ("original_id", "length", "source", "pair_call"))
-        if row[2] == source.prepared
-    )
-    with contextlib.ExitStack() as stack, open_content(source.path) as (binary, finish):
+class _Extractor:
+    """One input file read in step with its rows; its selected records go into one gzip file per call.
+
+    A context manager: the output files get their final names only through :meth:`commit`,
+    after :meth:`check`; leaving the block on an error removes them.
+    """
+
+    def __init__(self, source: SourceFile, calls: tuple[str, ...], directory: Path, used: set[str]) -> None:
+        self.source, self.calls = source, calls
+        self._stack = contextlib.ExitStack()
+        binary, self._digest = self._stack.enter_context(open_content(source.path))
         fmt = content_format(binary.peek(1 << 16)[: 1 << 16]) or _format_by_name(source.prepared)  # an empty file
         stem = _unique_stem(output_stem(source.prepared), SUFFIXES[fmt], used)
-        names = {call: directory / f"{stem}.{label_of(call)}.{SUFFIXES[fmt]}" for call in calls}
-        outputs = {call: _open_gzip(stack, path) for call, path in names.items()}
-        counts = dict.fromkeys(calls, 0)
-        records = raw_records(binary, fmt)
-        for number, (original_id, length, _, pair_call) in enumerate(rows, 1):
-            record = next(records, None)
-            if record is None or record.id != original_id or record.length != int(length):
-                found = "the end of the file" if record is None else f"{record.id} ({record.length} bp)"
-                raise InputError(
-                    f"{source.path}: record {number} is {found}, prepared as {original_id} ({length} bp): "
-                    f"not the file prepared as {source.prepared}"
-                )
-            if pair_call in outputs:
-                outputs[pair_call].write(record.data)
-                counts[pair_call] += 1
-        extra = next(records, None)
+        self.names = {call: directory / f"{stem}.{label_of(call)}.{SUFFIXES[fmt]}" for call in calls}
+        self._outputs = {call: _open_gzip(self._stack, path) for call, path in self.names.items()}
+        self.counts = dict.fromkeys(calls, 0)
+        self._records = raw_records(binary, fmt)
+        self._number = 0
+
+    def __enter__(self) -> "_Extractor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.__exit__(*exc_info)
+
+    def feed(self, original_id: str, length: str, pair_call: str) -> None:
+        """The next row of this input: check the next record against it; write it if its call is chosen."""
+        self._number += 1
+        record = next(self._records, None)
+        if record is None or record.id != original_id or record.length != int(length):
+            found = "the end of the file" if record is None else f"{record.id} ({record.length} bp)"
+            raise InputError(
+                f"{self.source.path}: record {self._number} is {found}, prepared as {original_id} ({length} bp): "
+                f"not the file prepared as {self.source.prepared}"
+            )
+        if pair_call in self._outputs:
+            self._outputs[pair_call].write(record.data)
+            self.counts[pair_call] += 1
+
+    def check(self) -> None:
+        """Check that the input has no more records and is the prepared file (its sha256)."""
+        source = self.source
+        extra = next(self._records, None)
         if extra is not None:
             raise InputError(f"{source.path}: has more records than were prepared from it (first extra: {extra.id})")
-        if finish() != source.sha256:
+        if self._digest() != source.sha256:
             raise InputError(f"{source.path}: not the file prepared as {source.prepared} (its sha256 differs)")
-    return [
-        {"input": source.prepared, "call": call, "path": str(names[call]), "records": counts[call]} for call in calls
-    ]
+
+    def commit(self) -> list[dict[str, object]]:
+        """Give the outputs their names; what was written per call."""
+        source = self.source
+        self._stack.close()
+        return [
+            {"input": source.prepared, "call": call, "path": str(self.names[call]), "records": self.counts[call]}
+            for call in self.calls
+        ]
 
 
 def _format_by_name(path: str) -> str:
