@@ -21,7 +21,6 @@ from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import DEFAULT_SHARD_RESIDUES, list_shards, prepare, prepare_is_current, shard_paths
 from virnucpro.regions import RegionRule
-from virnucpro.report import write_sample_outputs
 from virnucpro.seqio import check_inputs
 from virnucpro.summary import StageTimer, write_summary
 
@@ -161,5 +160,7 @@ def _run_stages(
         extract=extracted.to_dict(),
     )
     write_summary(outdir, summary)
+    from virnucpro.report import write_sample_outputs  # matplotlib: loaded when a report is written
+
     write_sample_outputs(outdir)
     return result_classify.exit_status
