@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
@@ -42,21 +43,22 @@ def _sample_height(samples: int) -> float:
 
 
 def calls_per_sample(samples: Sequence[SampleReport]) -> str:
-    """Stacked bars: the share of each call per sample."""
+    """Stacked bars: the share of each call per sample (one collection of rectangles per call)."""
     with rc_context(_RC):
         figure = _figure(_sample_height(len(samples)))
         axes = figure.add_subplot()
-        names = [sample.name for sample in samples]
         left = np.zeros(len(samples))
+        rows = np.arange(len(samples))
         for call, colour in CALL_COLOURS.items():
             share = np.array([sample.calls[call] / max(sample.records, 1) for sample in samples])
-            axes.barh(names, share, left=left, color=colour, label=call, height=0.8)
+            boxes = [[(x, y - 0.4), (x + w, y - 0.4), (x + w, y + 0.4), (x, y + 0.4)] for x, w, y in zip(left, share, rows)]
+            axes.add_collection(PolyCollection(boxes, facecolors=colour, edgecolors="none", label=call))
             left += share
+        axes.set_yticks(rows, [sample.name for sample in samples], fontsize=7 if len(samples) > 30 else 9)
         axes.set_ylim(len(samples) - 0.5, -0.5)  # the first sample on top, no margin below the last
         axes.set_xlim(0, 1)
         axes.set_xlabel("share of the sample's sequences")
         axes.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-        axes.tick_params(axis="y", labelsize=7 if len(samples) > 30 else 9)
         return _svg(figure, "calls")
 
 
