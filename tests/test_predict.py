@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_records
 
 from helpers import model_args, read_tsv
+from sample_data import records_of
 
 PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
 
@@ -361,3 +363,17 @@ def test_summary_names_the_embedding_models_with_numbers_as_numbers(predicted: P
     assert isinstance(esm["dim"], int) and isinstance(esm["layer"], int) and esm["precision"] == "fp32"
     assert isinstance(dna["dim"], int) and dna["kind"] == "dna"
     assert not {"records", "embedded", "input_sha256", "embedder"} & (esm.keys() | dna.keys())  # one shard's counts
+
+
+def test_what_users_take_away_from_the_bundled_data(predicted: Path, inputs) -> None:
+    """viral/ holds each input's virus records byte for byte; regions, report and MultiQC files are there."""
+    rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
+    for path, fmt, name in ((inputs[0], "fasta", "test_reads.viral.fa.gz"), (inputs[1], "fastq", "test_reads.viral.fq.gz")):
+        calls = [r["pair_call"] for r in rows if r["source"] == path]
+        expected = b"".join(record for record, call in zip(records_of(Path(path), fmt), calls) if call == c.CALL_VIRUS)
+        assert gzip.decompress((predicted / c.EXTRACT_DIR / name).read_bytes()) == expected != b""
+    virus_chunks = {r["Modified_ID"].rsplit("_chunk_", 1)[0] for r in read_tsv(predicted / c.PREDICTION_HIGHEST)
+                    if r["Is_Virus"] == "True"}  # fmt: skip
+    assert {r["id"] for r in read_tsv(predicted / c.VIRAL_REGIONS)} == virus_chunks
+    assert (predicted / c.REPORT_HTML).stat().st_size > 10_000
+    assert sorted(p.name for p in (predicted / c.MULTIQC_DIR).iterdir()) == ["out_virnucpro_mqc.tsv", "out_virnucpro_mqc.yaml"]
