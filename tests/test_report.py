@@ -38,6 +38,7 @@ def run_report(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_report_over_100_samples_is_small_fast_and_self_contained(run_report: Path) -> None:
     text = run_report.read_text()
     seconds = float((run_report.parent / "seconds").read_text())
@@ -110,3 +111,16 @@ def test_report_renders_in_chromium(run_report: Path, tmp_path: Path) -> None:
     assert image.size == (1280, 6000)
     colours = image.resize((320, 1500)).getcolors(1 << 16)
     assert colours is not None and len(colours) > 200  # plots and tables drawn, not a blank page
+
+
+def test_summarize_reports_a_lost_sample_and_writes_multiqc_files(tmp_path: Path) -> None:
+    from virnucpro.cli import main
+
+    done = make_sample(tmp_path / "done", 3, sequences=20)
+    lost = tmp_path / "lost"  # its classify task never came back
+    out = tmp_path / "pipeline_info"
+    assert main(["summarize", str(done), str(lost), "--outdir", str(out), "--quiet"]) == c.EXIT_OK
+    text = (out / c.RUN_REPORT_HTML).read_text()
+    assert '<span class="failed">lost</span>' in text and "no summary.json: the sample was not classified" in text
+    mqc = sorted(p.name for p in (out / c.MULTIQC_DIR).iterdir())
+    assert mqc == ["done_virnucpro_mqc.tsv", "done_virnucpro_mqc.yaml"]  # no zeros for a sample without results

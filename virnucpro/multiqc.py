@@ -46,10 +46,13 @@ def file_names(sample: str) -> tuple[str, str]:
 
 
 def write_multiqc(samples: Sequence[SampleStatus], directory: Path) -> list[Path]:
-    """Write both files of every sample into ``directory``; returns their paths."""
+    """Write both files of every sample into ``directory``; returns their paths. A sample without
+    a readable summary.json (its task was lost) gets none: MultiQC shows no value rather than 0."""
     directory = Path(directory)
     written = []
     for sample in samples:
+        if not sample.summary:
+            continue
         name = _clean(sample.sample)
         calls = {call: int(sample.summary.get("calls", {}).get(call, 0)) for call in c.CALLS}
         records = sum(calls.values())

@@ -16,6 +16,7 @@ from virnucpro.report import plots
 from virnucpro.report.data import SampleReport
 
 MAX_FAILURE_LINES = 100
+MAX_REASONS = 50
 MAX_FILE_ROWS = 500
 FOLD_ROWS = 20  # longer tables are folded (<details>), the overview's open
 
@@ -249,7 +250,9 @@ def _failures(samples: Sequence[SampleReport]) -> str:
     parts = []
     if reasons:
         parts.append("<h3>Why sequences failed</h3>")
-        parts.append(_table(("reason", "sequences"), reasons.most_common(), numeric=(1,)))
+        parts.append(_table(("reason", "sequences"), reasons.most_common(MAX_REASONS), numeric=(1,)))
+        if len(reasons) > MAX_REASONS:
+            parts.append(_note(f"and {len(reasons) - MAX_REASONS:,} more reasons (the reason column of sequence_predictions.tsv)"))
     if lines:
         parts.append("<h3>Failure lines (<code>failed_files.txt</code>)</h3>")
         parts.append(_table(("sample", "file", "stage", "message"), lines[:MAX_FAILURE_LINES]))
