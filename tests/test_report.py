@@ -1,5 +1,5 @@
 """The HTML report: self-contained, small and fast over 100 samples, and rendered by a real browser
-(headless Chromium from Debian: `apt-get install -y --no-install-recommends chromium`)."""
+(headless Chromium from Debian: `apt-get install -y chromium`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sample_data import engine_summary, make_sample
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y --no-install-recommends chromium)"
+    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)"
 )
 
 

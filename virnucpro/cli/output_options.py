@@ -73,8 +73,8 @@ _CALL_OPTIONS = (
         default="virus",
         show_default=True,
         callback=_extract,
-        help="Calls whose input records are written to viral/<input stem>.<call>.fa.gz|.fq.gz, comma-separated "
-        "(virus, others, no_coding_frame, failed), or none.",
+        help="Calls whose input records are copied to viral/<input stem>.<label>.fa.gz|.fq.gz (label: viral for "
+        "virus, else the call), comma-separated (virus, others, no_coding_frame, failed), or none.",
     ),
 )
 
