@@ -35,9 +35,10 @@ from virnucpro.contracts import (
 from virnucpro.errors import InputError
 from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
-from virnucpro.seqio import check_inputs, file_sha256, is_stream, read_records, write_fasta_record
+from virnucpro.pairs import find_mates, read_sample_records
+from virnucpro.seqio import check_inputs, file_sha256, is_stream, write_fasta_record
 
-_INFO_FORMAT = 1
+_INFO_FORMAT = 2  # 2: input sizes, mate pairs, the manifest's mate column
 _BUFFER = 1 << 20
 
 log = get_logger("prepare")
@@ -52,6 +53,7 @@ class PrepareResult:
     frames: int = 0
     residues: int = 0
     shards: list[str] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # mate files (R1, R2)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ManifestRow:
     length: int
     chunks: int
     kept_frames: int
+    mate: int = 0  # 1 or 2 for the mates of a read pair (rows of mate 1 and 2 are adjacent)
 
 
 def prepare(
@@ -71,8 +74,13 @@ def prepare(
     outdir: Path,
     chunk_length: int,
     shard_size: int = DEFAULT_SHARD_RESIDUES,
+    pairing: str = "auto",
 ) -> PrepareResult:
-    """Chunk, translate and filter every input record; write the prepared directory ``outdir``."""
+    """Chunk, translate and filter every input record; write the prepared directory ``outdir``.
+
+    Mate files (``pairing``, :func:`virnucpro.pairs.find_mates`) are read in step: their rows
+    are interleaved, mate 1 then mate 2.
+    """
     if shard_size < 1:
         raise InputError(f"shard size must be at least 1 residue, got {shard_size}")
     if chunk_length < 1:
@@ -82,7 +90,8 @@ def prepare(
         if any(char in path for char in "\t\n\r"):
             raise InputError(f"{path!r}: tabs and line breaks in file names are not supported")
     outdir = Path(outdir)
-    result = PrepareResult()
+    mates = find_mates(inputs, pairing)
+    result = PrepareResult(pairs=[(str(inputs[one]), str(inputs[two])) for one, two in mates])
     digests: dict[str, str] = {}
     rna_records, rna_first = 0, ""  # records with U: as in the reference, a codon with U is not translated
     with contextlib.ExitStack() as stack:
@@ -95,7 +104,7 @@ def prepare(
         shards = _ShardWriter(stack, outdir, shard_size)
         _remove_stale_outputs(outdir)
         manifest.write("\t".join(MANIFEST_COLUMNS) + "\n")
-        for record in read_records(inputs, digests):
+        for record in read_sample_records(inputs, mates, digests):
             if "U" in record.seq:
                 rna_first = rna_first or record.id
                 rna_records += 1
@@ -112,14 +121,14 @@ def prepare(
                     write_fasta_record(protein_out, frame.id, frame.protein)
                     result.residues += len(frame.protein)
                 record_frames += len(frames)
-            row = (record.id, record.original_id, record.source, len(record.seq), len(chunks), record_frames)
+            row = (record.id, record.original_id, record.source, len(record.seq), len(chunks), record_frames, record.mate)
             manifest.write("\t".join(map(str, row)) + "\n")
             result.records += 1
             result.chunks += len(chunks)
             result.frames += record_frames
         shards.close()
         result.shards = shards.stems
-    _write_info(outdir, inputs, digests, chunk_length, shard_size, result)
+    _write_info(outdir, inputs, digests, chunk_length, shard_size, pairing, result)
     if rna_records:
         log.warning(
             "%d record(s) contain U (RNA letters; first: %s): codons with U are not translated, as in the "
@@ -127,6 +136,8 @@ def prepare(
             rna_records,
             rna_first,
         )
+    for first, second in result.pairs:
+        log.info("mate files: %s and %s", first, second)
     log.info(
         "prepared %d records: %d chunks, %d kept frames (%d residues) in %d shards -> %s",
         result.records,
@@ -154,7 +165,11 @@ def read_prepare_info(prepared_dir: Path) -> dict:
 
 
 def prepare_is_current(
-    prepared_dir: Path, inputs: Sequence[str | Path], chunk_length: int, shard_size: int = DEFAULT_SHARD_RESIDUES
+    prepared_dir: Path,
+    inputs: Sequence[str | Path],
+    chunk_length: int,
+    shard_size: int = DEFAULT_SHARD_RESIDUES,
+    pairing: str = "auto",
 ) -> bool:
     """Whether ``prepared_dir`` holds a complete ``prepare`` of these inputs (same bytes) and settings."""
     prepared_dir = Path(prepared_dir)
@@ -164,7 +179,7 @@ def prepare_is_current(
         return False
     try:
         info = read_prepare_info(prepared_dir)
-        expected = [{"path": str(path), "sha256": file_sha256(path)} for path in inputs]
+        expected = [_input_entry(path, file_sha256(path)) for path in inputs]
     except (InputError, OSError):
         return False
     outputs = [prepared_dir / name for name in (CHUNKS_FASTA, FRAMES_NUCLEOTIDE, FRAMES_PROTEIN, MANIFEST)]
@@ -173,6 +188,7 @@ def prepare_is_current(
         info.get("virnucpro_version") == __version__
         and info.get("chunk_length") == chunk_length
         and info.get("shard_size") == shard_size
+        and info.get("pairing") == pairing
         and info.get("inputs") == expected
         and all(path.is_file() for path in outputs)
     )
@@ -227,6 +243,7 @@ def _write_info(
     digests: dict[str, str],
     chunk_length: int,
     shard_size: int,
+    pairing: str,
     result: PrepareResult,
 ) -> None:
     info = {
@@ -234,7 +251,9 @@ def _write_info(
         "virnucpro_version": __version__,
         "chunk_length": chunk_length,
         "shard_size": shard_size,
-        "inputs": [{"path": str(path), "sha256": digests[str(path)]} for path in inputs],
+        "pairing": pairing,
+        "inputs": [_input_entry(path, digests[str(path)]) for path in inputs],
+        "pairs": [list(pair) for pair in result.pairs],
         "records": result.records,
         "chunks": result.chunks,
         "frames": result.frames,
@@ -242,6 +261,11 @@ def _write_info(
         "shards": result.shards,
     }
     atomic_write_text(outdir / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def _input_entry(path: str | Path, sha256: str) -> dict[str, object]:
+    """An input as prepare.json records it: path as given, sha256 and size of its bytes (None for a stream)."""
+    return {"path": str(path), "sha256": sha256, "size": None if is_stream(path) else Path(path).stat().st_size}
 
 
 def _remove_stale_outputs(outdir: Path) -> None:
