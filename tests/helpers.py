@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,19 @@ def captured_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         logger.removeHandler(caplog.handler)
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+def model_args(models) -> list[str]:
+    """The options that make predict use the tiny test models, quietly."""
+    return [
+        "--classifier", str(models.classifier),
+        "--esm-model", str(models.esm),
+        "--dna-model", str(models.dna),
+        "--quiet",
+    ]  # fmt: skip
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    """A tab-separated table with a header, as one dict per row."""
+    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
+    return [dict(zip(header, row)) for row in rows]

@@ -51,7 +51,7 @@ def test_sequence_call_rule_uses_fraction_of_chunks_with_a_frame():
     ]
     record = row("s", 900, 4, 3)  # chunk 4 has no kept frame
     [(seq, (call, reason))] = rows_for([record], frames)
-    assert seq.chunks_with_frame == 3 and seq.virus_chunks == 1
+    assert seq.chunks_with_frame == 3 and seq.virus_chunks(CallRule()) == 1
     assert call == c.CALL_OTHERS and reason == "1/3 chunks virus"
     [(_, (call_low, _))] = rows_for([record], frames, CallRule(virus_fraction=0.3))
     assert call_low == c.CALL_VIRUS
@@ -111,7 +111,7 @@ def test_writer_produces_reference_formats(tmp_path: Path):
     )
     lines = (tmp_path / c.SEQUENCE_PREDICTIONS).read_text().splitlines()
     assert lines[0].split("\t") == list(c.SEQUENCE_PREDICTIONS_HEADER)
-    assert lines[1].split("\t") == ["a", "a", "300", "1", "1", "1", "0.75", "0.75", "virus", "1/1 chunks virus", "in.fa"]
+    assert lines[1].split("\t") == ["a", "a", "300", "1", "1", "1", "0.75", "0.75", "virus", "1/1 chunks virus", "in.fa", "NA", "virus"]
 
 
 def test_writer_leaves_no_file_when_interrupted(tmp_path: Path):

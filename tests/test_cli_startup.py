@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "numpy", "esm", "transformers", "Bio")
+HEAVY = ("torch", "numpy", "esm", "transformers", "Bio", "matplotlib")
 
 _PROBE = """
 import sys

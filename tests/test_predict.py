@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from importlib import metadata
@@ -19,18 +20,10 @@ from virnucpro.embeddings.esm import EsmSpec
 from virnucpro.frames import chunk_sequence, kept_frames
 from virnucpro.seqio import read_records
 
-from helpers import model_spec
+from helpers import model_args, model_spec, read_tsv
+from sample_data import records_of
 
 PREDICTION_FILES = (c.PREDICTION_RESULTS, c.PREDICTION_HIGHEST, c.SEQUENCE_PREDICTIONS)
-
-
-def model_args(models) -> list[str]:
-    return [
-        "--classifier", str(models.classifier),
-        "--esm-model", str(models.esm),
-        "--dna-model", str(models.dna),
-        "--quiet",
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +36,6 @@ def predicted(tmp_path_factory, test_models, inputs) -> Path:
     outdir = tmp_path_factory.mktemp("predict") / "out"
     assert main(["predict", *inputs, "--outdir", str(outdir), *model_args(test_models)]) == c.EXIT_OK
     return outdir
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
-    return [dict(zip(header, row)) for row in rows]
 
 
 @pytest.mark.slow
@@ -693,3 +681,17 @@ def test_sigterm_of_a_two_worker_predict_then_resume_equals_a_one_worker_run_byt
     for shard in shards:
         name = f"{shard.stem}{c.EMBEDDING_SUFFIX}"
         assert (two / name).read_bytes() == (clean / "work" / "embeddings" / "dna" / name).read_bytes(), name
+
+
+def test_what_users_take_away_from_the_bundled_data(predicted: Path, inputs) -> None:
+    """viral/ holds each input's virus records byte for byte; regions, report and MultiQC files are there."""
+    rows = read_tsv(predicted / c.SEQUENCE_PREDICTIONS)
+    for path, fmt, name in ((inputs[0], "fasta", "test_reads.viral.fa.gz"), (inputs[1], "fastq", "test_reads.viral.fq.gz")):
+        calls = [r["pair_call"] for r in rows if r["source"] == path]
+        expected = b"".join(record for record, call in zip(records_of(Path(path), fmt), calls) if call == c.CALL_VIRUS)
+        assert gzip.decompress((predicted / c.EXTRACT_DIR / name).read_bytes()) == expected != b""
+    virus_chunks = {r["Modified_ID"].rsplit("_chunk_", 1)[0] for r in read_tsv(predicted / c.PREDICTION_HIGHEST)
+                    if r["Is_Virus"] == "True"}  # fmt: skip
+    assert {r["id"] for r in read_tsv(predicted / c.VIRAL_REGIONS)} == virus_chunks
+    assert (predicted / c.REPORT_HTML).stat().st_size > 10_000
+    assert sorted(p.name for p in (predicted / c.MULTIQC_DIR).iterdir()) == ["out_virnucpro_mqc.tsv", "out_virnucpro_mqc.yaml"]

@@ -15,7 +15,7 @@ from virnucpro.cli import main
 from virnucpro.errors import InputError
 from virnucpro.seqio import Record, file_sha256, read_fasta, read_records, write_fasta_record
 
-from helpers import captured_log
+from helpers import captured_log, read_tsv
 
 CLEAN = ">r1 first read\nACGTACGTAAGGCCTT\n>r2\nTTGGCCAANRYK\n>r3 x\nGGGAAACCCTTT\n"
 CLEAN_PAIRS = [("r1", "ACGTACGTAAGGCCTT"), ("r2", "TTGGCCAANRYK"), ("r3", "GGGAAACCCTTT")]
@@ -258,9 +258,10 @@ def test_a_sample_without_reads_gets_empty_results_and_exit_0(tmp_path: Path, te
     models = ["--classifier", str(test_models.classifier), "--esm-model", str(test_models.esm), "--dna-model", str(test_models.dna)]
     assert main(["predict", str(empty), "--outdir", str(tmp_path / "blank"), *models, "--quiet"]) == 0
     assert (tmp_path / "blank" / "sequence_predictions.tsv").read_text().count("\n") == 1  # the header only
+    assert gzip.decompress((tmp_path / "blank" / "viral" / "blank_control.viral.fq.gz").read_bytes()) == b""
     assert main(["predict", str(trimmed), "--outdir", str(tmp_path / "trimmed"), *models, "--quiet"]) == 0
-    rows = (tmp_path / "trimmed" / "sequence_predictions.tsv").read_text().splitlines()[1:]
-    assert [(r.split("\t")[0], r.split("\t")[-2]) for r in rows] == [("a", "empty sequence"), ("b", "empty sequence")]
+    rows = read_tsv(tmp_path / "trimmed" / "sequence_predictions.tsv")
+    assert [(r["id"], r["reason"]) for r in rows] == [("a", "empty sequence"), ("b", "empty sequence")]
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

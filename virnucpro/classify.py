@@ -31,7 +31,9 @@ from virnucpro.embeddings.store import (
 )
 from virnucpro.errors import InputError
 from virnucpro.log import get_logger
-from virnucpro.prepare import ManifestRow, list_shards, read_manifest, shard_paths
+from virnucpro.pairs import with_pair_calls
+from virnucpro.prepare import ManifestRow, list_shards, read_manifest, read_prepare_info, shard_paths
+from virnucpro.regions import ChunkState, RegionRule, find_regions
 from virnucpro.seqio import file_sha256, read_fasta
 from virnucpro.summary_json import log_outcome
 
@@ -42,17 +44,34 @@ FRAME_TAG_LENGTH = 2  # "F1".."R3"
 
 @dataclass(frozen=True)
 class CallRule:
-    """How chunk calls become a sequence call.
+    """How frame scores become chunk, sequence and pair calls.
 
+    A chunk is ``virus`` when its highest P(virus) is at least its highest P(others) (the
+    reference's rule), or, with ``min_p_virus``, when its highest P(virus) >= ``min_p_virus``.
     A sequence is ``virus`` when ``virus_chunks / chunks_with_frame >= virus_fraction``
-    (so a one-chunk read gets its chunk's call for any fraction in (0, 1]).
+    (so a one-chunk read gets its chunk's call for any fraction in (0, 1]). A read pair is
+    ``virus`` when any (``pair_rule`` ``any``) or both (``both``) mates are.
     """
 
     virus_fraction: float = 0.5
+    min_p_virus: float | None = None
+    pair_rule: str = "any"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.virus_fraction <= 1.0:
             raise ValueError("virus_fraction must be in (0, 1]")
+        if self.min_p_virus is not None and not 0.0 < self.min_p_virus <= 1.0:
+            raise ValueError("min_p_virus must be in (0, 1]")
+        if self.pair_rule not in c.PAIR_RULES:
+            raise ValueError(f"pair_rule must be one of {', '.join(c.PAIR_RULES)}")
+
+    def chunk_is_virus(self, chunk: "ChunkCall") -> bool:
+        """The chunk's call (``Is_Virus``) under this rule."""
+        return chunk.is_virus if self.min_p_virus is None else chunk.max_score_1 >= self.min_p_virus
+
+    def to_dict(self) -> dict[str, object]:
+        """The rule as summary.json records it (``min_p_virus`` null: the reference's argmax rule)."""
+        return {"virus_fraction": self.virus_fraction, "min_p_virus": self.min_p_virus, "pair_rule": self.pair_rule}
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,13 @@ class ChunkCall:
 
     @property
     def is_virus(self) -> bool:
-        return self.max_score_1 >= self.max_score_0  # ties -> virus, as the reference
+        """The reference's call: highest P(virus) >= highest P(others) (ties -> virus)."""
+        return self.max_score_1 >= self.max_score_0
+
+    @property
+    def number(self) -> int:
+        """The chunk's number k in ``<id>_chunk_<k>`` (1-based)."""
+        return int(self.chunk_id.rsplit("_chunk_", 1)[1])
 
 
 @dataclass
@@ -91,6 +116,8 @@ class ClassifyResult:
     chunks: int = 0
     frames_scored: int = 0
     frames_failed: int = 0
+    regions: int = 0
+    pairs: int = 0
     failures: list[Failure] = field(default_factory=list)
     embedding_meta: dict[str, dict[str, object]] = field(default_factory=dict)
 
@@ -277,16 +304,22 @@ class SequenceRow:
             if self.record.length == 0:
                 return c.CALL_NO_FRAME, "empty sequence"
             return c.CALL_NO_FRAME, "every frame of every chunk has a stop codon or no complete codon"
-        virus = self.virus_chunks
+        virus = self.virus_chunks(rule)
         call = c.CALL_VIRUS if virus / len(self.chunk_calls) >= rule.virus_fraction else c.CALL_OTHERS
         return call, f"{virus}/{len(self.chunk_calls)} chunks virus"
 
-    @property
-    def virus_chunks(self) -> int:
-        return sum(chunk.is_virus for chunk in self.chunk_calls)
+    def virus_chunks(self, rule: CallRule) -> int:
+        return sum(rule.chunk_is_virus(chunk) for chunk in self.chunk_calls)
 
-    def fields(self, rule: CallRule) -> list[str]:
-        """Columns of contracts.SEQUENCE_PREDICTIONS_HEADER."""
+    def regions(self, rule: CallRule, regions: RegionRule, chunk_length: int) -> list:
+        """The sequence's viral regions (none for a failed sequence: its calls are incomplete)."""
+        if self.failed_reason:
+            return []
+        states = [ChunkState(chunk.number, rule.chunk_is_virus(chunk), chunk.max_score_1) for chunk in self.chunk_calls]
+        return find_regions(self.record.id, self.record.length, chunk_length, states, regions)
+
+    def fields(self, rule: CallRule, pair_call: str | None = None) -> list[str]:
+        """Columns of contracts.SEQUENCE_PREDICTIONS_HEADER (``pair_call`` default: the row's own call)."""
         call, reason = self.call(rule)
         p_virus = [chunk.max_score_1 for chunk in self.chunk_calls] if call != c.CALL_FAILED else []
         return [
@@ -295,12 +328,14 @@ class SequenceRow:
             str(self.record.length),
             str(self.record.chunks),
             str(self.chunks_with_frame),
-            str(self.virus_chunks) if p_virus else "0",
+            str(self.virus_chunks(rule)) if p_virus else "0",
             _fmt(max(p_virus)) if p_virus else "NA",
             _fmt(sum(p_virus) / len(p_virus)) if p_virus else "NA",
             call,
             reason,
             self.record.source,
+            str(self.record.mate) if self.record.mate else "NA",
+            pair_call or call,
         ]
 
 
@@ -338,14 +373,16 @@ _PREDICTION_FILES = {
     c.PREDICTION_RESULTS: c.PREDICTION_RESULTS_HEADER,
     c.PREDICTION_HIGHEST: c.PREDICTION_HIGHEST_HEADER,
     c.SEQUENCE_PREDICTIONS: c.SEQUENCE_PREDICTIONS_HEADER,
+    c.VIRAL_REGIONS: c.VIRAL_REGIONS_HEADER,
 }
 
 
 class PredictionWriter:
-    """Writes the three prediction files atomically, row by row."""
+    """Writes the prediction files and viral_regions.tsv atomically, row by row."""
 
-    def __init__(self, outdir: Path, rule: CallRule) -> None:
+    def __init__(self, outdir: Path, rule: CallRule, regions: RegionRule = RegionRule(), chunk_length: int = 300) -> None:
         self.outdir, self.rule = outdir, rule
+        self.region_rule, self.chunk_length = regions, chunk_length
         self._files = contextlib.ExitStack()
 
     def __enter__(self) -> "PredictionWriter":
@@ -356,7 +393,7 @@ class PredictionWriter:
                 handle.write("\t".join(header) + "\n")
                 opened.append(handle)
             self._files = files.pop_all()
-        self.frames, self.chunks, self.sequences = opened
+        self.frames, self.chunks, self.sequences, self.regions = opened
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -368,17 +405,20 @@ class PredictionWriter:
                 (self.outdir / name).unlink(missing_ok=True)
             raise
 
-    def write(self, row: SequenceRow) -> None:
-        """Append one record's frames, chunk calls and sequence call."""
+    def write(self, row: SequenceRow, pair_call: str | None = None) -> int:
+        """Append one record's frames, chunk calls, sequence call and regions; returns the number of regions."""
         for frame in row.frames:
             if frame.scores is not None:
                 s1, s2 = frame.scores
                 self.frames.write(f"{frame.frame_id}\t{frame_label(frame.scores)}\t{_fmt(s1)}\t{_fmt(s2)}\n")
         for chunk in row.chunk_calls:
-            self.chunks.write(
-                f"{chunk.chunk_id}\t{chunk.is_virus}\t{_fmt(chunk.max_score_0)}\t{_fmt(chunk.max_score_1)}\n"
-            )
-        self.sequences.write("\t".join(row.fields(self.rule)) + "\n")
+            is_virus = self.rule.chunk_is_virus(chunk)
+            self.chunks.write(f"{chunk.chunk_id}\t{is_virus}\t{_fmt(chunk.max_score_0)}\t{_fmt(chunk.max_score_1)}\n")
+        self.sequences.write("\t".join(row.fields(self.rule, pair_call)) + "\n")
+        regions = row.regions(self.rule, self.region_rule, self.chunk_length)
+        for region in regions:
+            self.regions.write("\t".join(region.fields()) + "\n")
+        return len(regions)
 
 
 def classify_prepared(
@@ -391,21 +431,26 @@ def classify_prepared(
     batch_size: int = 1024,
     rule: CallRule = CallRule(),
     upstream_failures: Sequence[Failure] = (),
+    regions: RegionRule = RegionRule(),
 ) -> ClassifyResult:
-    """Score every kept frame of a prepared sample and write the prediction files to ``outdir``.
+    """Score every kept frame of a prepared sample and write the prediction files and
+    viral_regions.tsv to ``outdir``.
 
     ``upstream_failures`` (from the embedding stages) are carried into failed_files.txt;
     frames without embeddings make their sequence ``failed`` with the reason.
     """
     model, meta = classifier
+    region_chunk_length = chunk_length or read_prepare_info(prepared)["chunk_length"]
     result = ClassifyResult(failures=list(upstream_failures))
     scorer = FrameScorer(model, meta, dna_dir, esm_dir, chunk_length, batch_size, result)
     scorer.frame_reasons, scorer.shard_reasons = upstream_reasons(upstream_failures)
     outdir.mkdir(parents=True, exist_ok=True)
     reported = {_shard_stem(f.file_path) for f in upstream_failures}
-    with PredictionWriter(outdir, rule) as writer:
-        for row in group_by_record(read_manifest(prepared), scorer.score_all(prepared)):
-            writer.write(row)
+    rows = group_by_record(read_manifest(prepared), scorer.score_all(prepared))
+    with PredictionWriter(outdir, rule, regions, region_chunk_length) as writer:
+        for row, pair_call in with_pair_calls(rows, lambda row: row.record.mate, lambda row: row.call(rule)[0], rule.pair_rule):
+            result.regions += writer.write(row, pair_call)
+            result.pairs += row.record.mate == 1
             call, reason = row.call(rule)
             result.calls[call] += 1
             result.records += 1
@@ -426,7 +471,9 @@ def classify_prepared(
     return result
 
 
-def classify_summary(result: ClassifyResult, meta: ClassifierMeta, rule: CallRule) -> dict:
+def classify_summary(
+    result: ClassifyResult, meta: ClassifierMeta, rule: CallRule, regions: RegionRule = RegionRule()
+) -> dict:
     """The classify part of summary.json."""
     return {
         "exit_status": result.exit_status,
@@ -436,6 +483,8 @@ def classify_summary(result: ClassifyResult, meta: ClassifierMeta, rule: CallRul
         "frames_failed": result.frames_failed,
         "calls": result.calls,
         "failures": len(result.failures),
-        "call_rule": {"virus_fraction": rule.virus_fraction},
+        "pairs": result.pairs,
+        "regions": {"count": result.regions, **regions.to_dict()},
+        "call_rule": rule.to_dict(),
         "models": {"classifier": meta.to_dict(), **result.embedding_meta},
     }

@@ -45,7 +45,7 @@ SHARD_NUCLEOTIDE_DIR = "shards/nucleotide"  # shard_00000.fa, ...
 SHARD_PROTEIN_DIR = "shards/protein"  # shard_00000.fa, ... (same stems)
 SHARD_PATTERN = "shard_{index:05d}.fa"
 DEFAULT_SHARD_RESIDUES = 250_000  # `--shard-size`: ~2,500 frames of 300 bp reads, several shards per GPU on a typical sample
-MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames")
+MANIFEST_COLUMNS = ("id", "original_id", "source", "length", "chunks", "kept_frames", "mate")
 
 # Embedding files: one per input FASTA, named <stem>.npz (see virnucpro.embeddings.store).
 EMBEDDING_SUFFIX = ".npz"
@@ -56,8 +56,6 @@ PREDICTION_HIGHEST = "prediction_results_highestscore.csv"
 SEQUENCE_PREDICTIONS = "sequence_predictions.tsv"
 SUMMARY_JSON = "summary.json"
 FAILED_FILES = "failed_files.txt"
-# What a predict run writes into its --outdir besides work/: removed when the next run starts.
-RESULT_FILES = (PREDICTION_RESULTS, PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS, SUMMARY_JSON, FAILED_FILES)
 
 PREDICTION_RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
 PREDICTION_HIGHEST_HEADER = ("Modified_ID", "Is_Virus", "max_score_0", "max_score_1")
@@ -73,11 +71,37 @@ SEQUENCE_PREDICTIONS_HEADER = (
     "call",
     "reason",
     "source",
+    "mate",
+    "pair_call",
 )
+VIRAL_REGIONS = "viral_regions.tsv"  # one row per viral region (virnucpro.regions)
+VIRAL_REGIONS_HEADER = (
+    "id",
+    "start",
+    "end",
+    "chunks",
+    "virus_chunks",
+    "mean_p_virus",
+    "max_p_virus",
+    "fraction_of_sequence",
+)
+EXTRACT_DIR = "viral"  # <input stem>.viral.fa.gz / .fq.gz per input file (virnucpro.extract)
+REPORT_HTML = "report.html"  # predict's report; the pipeline's is pipeline_info/virnucpro_report.html
+RUN_REPORT_HTML = "virnucpro_report.html"
+MULTIQC_DIR = "multiqc"  # <sample>_virnucpro_mqc.tsv / .yaml (virnucpro.multiqc)
+# What a predict run writes into its --outdir besides work/: removed when the next run starts.
+RESULT_FILES = (
+    PREDICTION_RESULTS, PREDICTION_HIGHEST, SEQUENCE_PREDICTIONS, VIRAL_REGIONS, SUMMARY_JSON, FAILED_FILES, REPORT_HTML
+)  # fmt: skip
+RESULT_DIRS = (EXTRACT_DIR, MULTIQC_DIR)
 
 # Words in failure messages that the Nextflow modules (modules/local/embed_*/main.nf) grep for.
 MODEL_UNUSABLE = "the model cannot be used"  # a model no retry on another machine cures
 NOT_FINITE = "embedding not finite in"  # "sequence <id>: embedding not finite in <precision>": an overflow
+
+# Mate files (`--pairing`) and when a read pair is virus (`--pair-rule`); see virnucpro.pairs.
+PAIRINGS = ("auto", "paired", "none")
+PAIR_RULES = ("any", "both")
 
 # Calls in sequence_predictions.tsv.
 CALL_VIRUS = "virus"

@@ -43,29 +43,36 @@ class Frame(NamedTuple):
     protein: str
 
 
-def chunk_sequence(record_id: str, seq: str, chunk_length: int) -> list[tuple[str, str]]:
-    """Split ``seq`` into the reference chunks ``(<id>_chunk_<k>, sequence)``.
+def chunk_bounds(length: int, chunk_length: int) -> list[tuple[int, int]]:
+    """The reference chunks of a sequence of ``length`` bases as 0-based ``[begin, end)`` bounds.
 
-    A sequence up to ``chunk_length`` is one chunk. Longer ones get ``n = ceil(L/cs)``
-    chunks whose starts are pulled back by the reference's overlap steps, so the last
-    chunk ends at ``L`` (and is often shorter than ``chunk_length``).
+    A sequence up to ``chunk_length`` is one chunk (the whole sequence, even an empty one).
+    Longer ones get ``n = ceil(L/cs)`` chunks whose starts are pulled back by the reference's
+    overlap steps, so the last chunk ends at ``L`` (and is often shorter than ``chunk_length``).
     """
     cs = chunk_length
-    length = len(seq)
     if length <= cs:
-        return [(f"{record_id}_chunk_1", seq)]
+        return [(0, length)]
     n = -(-length // cs)
     overlap = n * cs - length
     low = overlap // n
     need = overlap - low * (n - 1)
     steps = [low + 1] * need + [low] * max(0, n - 1 - need) + [0]
-    chunks = []
+    bounds = []
     move = 0
     for start, step in zip(range(0, length, cs), steps):
         begin = start - move if start > 1 else start
-        chunks.append((f"{record_id}_chunk_{start // cs + 1}", seq[begin : begin + cs]))
+        bounds.append((begin, min(begin + cs, length)))
         move += step
-    return chunks
+    return bounds
+
+
+def chunk_sequence(record_id: str, seq: str, chunk_length: int) -> list[tuple[str, str]]:
+    """Split ``seq`` into the reference chunks ``(<id>_chunk_<k>, sequence)`` (:func:`chunk_bounds`)."""
+    return [
+        (f"{record_id}_chunk_{number}", seq[begin:end])
+        for number, (begin, end) in enumerate(chunk_bounds(len(seq), chunk_length), start=1)
+    ]
 
 
 def reverse_complement(seq: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,11 @@ from virnucpro.classify import CallRule, classify_prepared, classify_summary
 from virnucpro.embeddings.dna import DnaSpec
 from virnucpro.embeddings.esm import EsmSpec, resolve_layer
 from virnucpro.engine import run_embedding
+from virnucpro.extract import DEFAULT_EXTRACT, extract_sequences, plan_extraction
 from virnucpro.log import get_logger
 from virnucpro.outdir import claimed_outdir
 from virnucpro.prepare import list_shards, prepare, prepare_is_current, shard_paths
+from virnucpro.regions import RegionRule
 from virnucpro.seqio import check_inputs
 from virnucpro.summary_json import StageTimer, write_summary
 
@@ -45,6 +48,9 @@ class PredictOptions:
     shard_size: int = c.DEFAULT_SHARD_RESIDUES
     rule: CallRule = field(default_factory=CallRule)
     progress: str = "auto"
+    pairing: str = "auto"
+    regions: RegionRule = field(default_factory=RegionRule)
+    extract: tuple[str, ...] = DEFAULT_EXTRACT
 
 
 def check_models_early(meta: ClassifierMeta, options: PredictOptions) -> None:
@@ -102,12 +108,16 @@ def _run_stages(
     """
     for name in c.RESULT_FILES:
         (outdir / name).unlink(missing_ok=True)
+    for name in c.RESULT_DIRS:
+        shutil.rmtree(outdir / name, ignore_errors=True)
     prepared = outdir / PREPARED_DIR
+    settings = (options.chunk_length, options.shard_size, options.pairing)
     with timer.stage("prepare"):
-        if options.resume and prepare_is_current(prepared, inputs, options.chunk_length, options.shard_size):
+        if options.resume and prepare_is_current(prepared, inputs, *settings):
             log.info("resume: prepared frames are current, skipping prepare")
         else:
-            prepare(inputs, prepared, options.chunk_length, options.shard_size)
+            prepare(inputs, prepared, *settings)
+    extraction = plan_extraction(prepared, options.extract)
     engine_stats, failures = embed_prepared(prepared, outdir, options, timer)
     with timer.stage("classify"):
         result_classify = classify_prepared(
@@ -120,16 +130,24 @@ def _run_stages(
             batch_size=options.batch_size,
             rule=options.rule,
             upstream_failures=failures,
+            regions=options.regions,
         )
-    summary = classify_summary(result_classify, classifier[1], options.rule)
+    with timer.stage("extract"):
+        extracted = extract_sequences(extraction, outdir / c.SEQUENCE_PREDICTIONS, outdir)
+    summary = classify_summary(result_classify, classifier[1], options.rule, options.regions)
     summary.update(
         command="predict",
         inputs=[str(path) for path in inputs],
         chunk_length=options.chunk_length,
+        pairing=options.pairing,
         timings_s=timer.seconds,
         engine=engine_stats,
+        extract=extracted.to_dict(),
     )
     write_summary(outdir, summary)
+    from virnucpro.report import write_sample_outputs  # matplotlib: loaded when a report is written
+
+    write_sample_outputs(outdir)
     return result_classify.exit_status
 
 

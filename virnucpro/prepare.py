@@ -35,9 +35,10 @@ from virnucpro.contracts import (
 from virnucpro.errors import InputError
 from virnucpro.frames import Frame, chunk_sequence, kept_frames
 from virnucpro.log import get_logger
-from virnucpro.seqio import Record, check_inputs, file_sha256, is_stream, read_records, write_fasta_record
+from virnucpro.pairs import find_mates, read_sample_records
+from virnucpro.seqio import Record, check_inputs, file_sha256, is_stream, write_fasta_record
 
-_INFO_FORMAT = 1
+_INFO_FORMAT = 2  # 2: input sizes, mate pairs, the manifest's mate column
 _BUFFER = 1 << 20
 
 log = get_logger("prepare")
@@ -54,6 +55,7 @@ class PrepareResult:
     frames: int = 0
     residues: int = 0
     shards: list[str] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # mate files (R1, R2)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ManifestRow:
     length: int
     chunks: int
     kept_frames: int
+    mate: int = 0  # 1 or 2 for the mates of a read pair (rows of mate 1 and 2 are adjacent)
 
 
 def prepare(
@@ -73,14 +76,22 @@ def prepare(
     outdir: Path,
     chunk_length: int,
     shard_size: int = DEFAULT_SHARD_RESIDUES,
+    pairing: str = "auto",
 ) -> PrepareResult:
-    """Chunk, translate and filter every input record; write the prepared directory ``outdir``."""
+    """Chunk, translate and filter every input record; write the prepared directory ``outdir``.
+
+    Mate files (``pairing``, :func:`virnucpro.pairs.find_mates`) are read in step: their rows
+    are interleaved, mate 1 then mate 2.
+    """
     check_prepare_settings(chunk_length, shard_size)
     check_inputs(inputs)
     check_file_names(inputs)
+    mates = find_mates(inputs, pairing)
+    pairs = [(str(inputs[one]), str(inputs[two])) for one, two in mates]
     digests: dict[str, str] = {}
-    result = write_prepared(read_records(inputs, digests), Path(outdir), chunk_length, shard_size)
-    write_prepare_info(outdir, inputs, digests, chunk_length, shard_size, result)
+    records = read_sample_records(inputs, mates, digests)
+    result = write_prepared(records, Path(outdir), chunk_length, shard_size, pairs=pairs)
+    write_prepare_info(outdir, inputs, digests, chunk_length, shard_size, result, pairing=pairing)
     return result
 
 
@@ -110,13 +121,15 @@ def write_prepared(
     chunk_length: int,
     shard_size: int,
     select_frames: FrameSelector = stop_free_frames,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> PrepareResult:
     """Write the chunks, kept frames, manifest and shards of ``records`` (all files but prepare.json).
 
-    ``select_frames(record, chunk_id, chunk)`` gives the frames kept of one chunk.
+    ``select_frames(record, chunk_id, chunk)`` gives the frames kept of one chunk; ``pairs`` are
+    the mate files (R1, R2) the records were read from in step.
     """
     outdir = Path(outdir)
-    result = PrepareResult()
+    result = PrepareResult(pairs=list(pairs))
     rna_records, rna_first = 0, ""  # records with U: as in the reference, a codon with U is not translated
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order of opening: shards, frames, chunks, then the manifest;
@@ -145,7 +158,7 @@ def write_prepared(
                     write_fasta_record(protein_out, frame.id, frame.protein)
                     result.residues += len(frame.protein)
                 record_frames += len(frames)
-            row = (record.id, record.original_id, record.source, len(record.seq), len(chunks), record_frames)
+            row = (record.id, record.original_id, record.source, len(record.seq), len(chunks), record_frames, record.mate)
             manifest.write("\t".join(map(str, row)) + "\n")
             result.records += 1
             result.chunks += len(chunks)
@@ -159,6 +172,8 @@ def write_prepared(
             rna_records,
             rna_first,
         )
+    for first, second in result.pairs:
+        log.info("mate files: %s and %s", first, second)
     log.info(
         "prepared %d records: %d chunks, %d kept frames (%d residues) in %d shards -> %s",
         result.records,
@@ -186,7 +201,11 @@ def read_prepare_info(prepared_dir: Path) -> dict:
 
 
 def prepare_is_current(
-    prepared_dir: Path, inputs: Sequence[str | Path], chunk_length: int, shard_size: int = DEFAULT_SHARD_RESIDUES
+    prepared_dir: Path,
+    inputs: Sequence[str | Path],
+    chunk_length: int,
+    shard_size: int = DEFAULT_SHARD_RESIDUES,
+    pairing: str = "auto",
 ) -> bool:
     """Whether ``prepared_dir`` holds a complete ``prepare`` of these inputs (same bytes) and settings."""
     prepared_dir = Path(prepared_dir)
@@ -196,7 +215,7 @@ def prepare_is_current(
         return False
     try:
         info = read_prepare_info(prepared_dir)
-        expected = [{"path": str(path), "sha256": file_sha256(path)} for path in inputs]
+        expected = [_input_entry(path, file_sha256(path)) for path in inputs]
     except (InputError, OSError):
         return False
     outputs = [prepared_dir / name for name in (CHUNKS_FASTA, FRAMES_NUCLEOTIDE, FRAMES_PROTEIN, MANIFEST)]
@@ -205,6 +224,7 @@ def prepare_is_current(
         info.get("virnucpro_version") == __version__
         and info.get("chunk_length") == chunk_length
         and info.get("shard_size") == shard_size
+        and info.get("pairing") == pairing
         and info.get("inputs") == expected
         and all(path.is_file() for path in outputs)
     )
@@ -261,6 +281,7 @@ def write_prepare_info(
     shard_size: int,
     result: PrepareResult,
     extra: dict | None = None,
+    pairing: str = "none",
 ) -> None:
     """Write prepare.json (settings, input digests, counts, shards, and ``extra``): last, it marks completion."""
     info = {
@@ -268,7 +289,9 @@ def write_prepare_info(
         "virnucpro_version": __version__,
         "chunk_length": chunk_length,
         "shard_size": shard_size,
-        "inputs": [{"path": str(path), "sha256": digests[str(path)]} for path in inputs],
+        "pairing": pairing,
+        "inputs": [_input_entry(path, digests[str(path)]) for path in inputs],
+        "pairs": [list(pair) for pair in result.pairs],
         "records": result.records,
         "chunks": result.chunks,
         "frames": result.frames,
@@ -277,6 +300,11 @@ def write_prepare_info(
         **(extra or {}),
     }
     atomic_write_text(Path(outdir) / PREPARE_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def _input_entry(path: str | Path, sha256: str) -> dict[str, object]:
+    """An input as prepare.json records it: path as given, sha256 and size of its bytes (None for a stream)."""
+    return {"path": str(path), "sha256": sha256, "size": None if is_stream(path) else Path(path).stat().st_size}
 
 
 def _remove_stale_outputs(outdir: Path) -> None:

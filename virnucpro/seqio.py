@@ -63,7 +63,8 @@ class Record:
     """One input sequence.
 
     ``id`` is unique within one ``read_records`` call; ``original_id`` is the header's first
-    word; ``seq`` is uppercase without whitespace; ``index`` counts records over the call.
+    word; ``seq`` is uppercase without whitespace; ``index`` counts records over the call;
+    ``mate`` is 1 or 2 for the mates of a read pair (:mod:`virnucpro.pairs`), 0 otherwise.
     """
 
     id: str
@@ -71,6 +72,7 @@ class Record:
     seq: str
     source: str
     index: int
+    mate: int = 0
 
 
 def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = None) -> Iterator[Record]:
@@ -82,7 +84,7 @@ def read_records(paths: Sequence[str | Path], digests: dict[str, str] | None = N
     ids = UniqueIds()
     index = 0
     for path in paths:
-        for original_id, seq in _read_file(str(path), digests):
+        for original_id, seq in read_file(str(path), digests):
             yield Record(ids.assign(original_id), original_id, seq, str(path), index)
             index += 1
 
@@ -158,17 +160,13 @@ def open_decompressed(source: str, digests: dict[str, str] | None = None) -> Ite
     When ``digests`` is given and the block ends without error, the sha256 of the file's bytes
     (as stored; what was left unread is read for it) is put there under ``source``.
     """
-    with contextlib.ExitStack() as stack:
-        raw = _open_raw(source, stack)
-        yield _decompressed(source, raw, stack)
+    with open_content(source) as (binary, finish):
+        yield binary
         if digests is not None:
-            try:
-                digests[source] = raw.finish()
-            except OSError as error:
-                raise InputError(f"{source}: cannot read: {describe(error)}") from None
+            digests[source] = finish()
 
 
-def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+def read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
     """Yield ``(original_id, seq)`` of one file, validated; errors name ``source``."""
     with open_decompressed(source, digests) as binary:
         sniff = _sniff(source, binary)
@@ -179,14 +177,36 @@ def _read_file(source: str, digests: dict[str, str] | None = None) -> Iterator[t
         else:
             # Bytes that are not UTF-8 become lone surrogates: distinct bytes stay distinct (see _validated).
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=None)
-            first = sniff.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
-            if first == b">":
+            fmt = content_format(sniff)
+            if fmt == "fasta":
                 parsed: Iterator[tuple[str, str]] = _parse_fasta(text)
-            elif first == b"@":
+            elif fmt == "fastq":
                 parsed = _parse_fastq(text, source)
             else:
                 raise InputError(f"{source}: not FASTA or FASTQ: the first line does not start with '>' or '@'")
             yield from _validated(source, parsed)
+
+
+@contextlib.contextmanager
+def open_content(source: str) -> Iterator[tuple[io.BufferedReader, Callable[[], str]]]:
+    """The content of a sequence file (decompressed by its magic bytes) and a function that reads
+    the rest of the file and returns the sha256 of its bytes as stored; errors name ``source``."""
+
+    def finish() -> str:
+        try:
+            return raw.finish()
+        except OSError as error:
+            raise InputError(f"{source}: cannot read: {describe(error)}") from None
+
+    with contextlib.ExitStack() as stack:
+        raw = _open_raw(source, stack)
+        yield _decompressed(source, raw, stack), finish
+
+
+def content_format(head: bytes) -> str | None:
+    """``"fasta"`` or ``"fastq"`` from the first bytes of a file's content; None for anything else."""
+    first = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
+    return {b">": "fasta", b"@": "fastq"}.get(first)
 
 
 def _validated(source: str, raw: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:

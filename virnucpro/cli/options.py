@@ -299,8 +299,9 @@ def outdir_option(help_text: str) -> Callable[[F], F]:
     return click.option("--outdir", "-o", required=True, type=_OutputDirectory(), help=help_text)
 
 
-def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):  # FloatRange lets nan through
+def finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: refuses nan (which FloatRange lets through); None stays None."""
+    if value is not None and not math.isfinite(value):  # FloatRange lets nan through
         raise click.BadParameter(f"{value} is not a number")
     return value
 
@@ -315,7 +316,7 @@ _batch_size = option(
 _virus_fraction = option(
     "--virus-fraction",
     type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-    callback=_finite,
+    callback=finite,
     default=0.5,
     show_default=True,
     help="Call a sequence virus when at least this fraction of its chunks with a coding frame are virus.",

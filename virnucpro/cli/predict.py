@@ -22,6 +22,7 @@ from virnucpro.cli.options import (
     shard_size_option,
     verbosity_options,
 )
+from virnucpro.cli.output_options import OutputChoices, output_options
 
 
 @click.command("predict", short_help="Everything: prepare, embed with both models, classify.")
@@ -33,6 +34,7 @@ from virnucpro.cli.options import (
 @dna_model_options
 @device_options
 @shard_size_option
+@output_options()
 @verbosity_options
 def predict_command(
     inputs: tuple[str, ...],
@@ -43,9 +45,9 @@ def predict_command(
     dna: DnaOptions,
     devices: DeviceOptions,
     shard_size: int,
+    outputs: OutputChoices,
 ) -> int:
     """Predict viral sequences in FASTA/FASTQ INPUT... (plain, gzip, bzip2 or xz; - for standard input); exit 0 ok, 2 partial, 1 failed."""
-    from virnucpro.classify import CallRule
     from virnucpro.predict import run_predict
 
     options = predict_options(
@@ -56,6 +58,9 @@ def predict_command(
         chunk_length=chunk_length,
         classifier=classifier.classifier,
         batch_size=classifier.batch_size,
-        rule=CallRule(classifier.virus_fraction),
+        rule=outputs.call_rule(classifier.virus_fraction),
+        pairing=outputs.pairing,
+        regions=outputs.regions,
+        extract=outputs.extract,
     )
     return run_predict(list(inputs), outdir, options)

@@ -13,6 +13,7 @@ from virnucpro.cli.options import (
     shard_size_option,
     verbosity_options,
 )
+from virnucpro.cli.output_options import pairing_option
 
 
 @click.command("prepare", short_help="Chunks, six-frame translation, kept frames, shards.")
@@ -20,8 +21,9 @@ from virnucpro.cli.options import (
 @outdir_option("Directory for chunks.fa, frames.*, manifest.tsv and shards/.")
 @chunk_length_option
 @shard_size_option
+@pairing_option
 @verbosity_options
-def prepare_command(inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int) -> int:
+def prepare_command(inputs: tuple[str, ...], outdir: Path, chunk_length: int, shard_size: int, pairing: str) -> int:
     """Split INPUT... (FASTA/FASTQ, plain, gzip, bzip2 or xz; - for standard input) into chunks and keep their stop-free frames."""
     from virnucpro.contracts import EXIT_OK
     from virnucpro.outdir import claimed_outdir
@@ -30,5 +32,5 @@ def prepare_command(inputs: tuple[str, ...], outdir: Path, chunk_length: int, sh
 
     check_inputs(inputs)  # before the output directory is created
     with claimed_outdir(outdir):
-        prepare(inputs, outdir, chunk_length, shard_size)
+        prepare(inputs, outdir, chunk_length, shard_size, pairing)
     return EXIT_OK

@@ -205,7 +205,7 @@ def frames_with_records(prepared: Path) -> Iterator[tuple[str, str]]:
 def labelled_is_current(prepared: Path, sheet: Sheet, options: LabelledOptions) -> bool:
     """Whether ``prepared`` holds a complete ``prepare-labelled`` of this sheet with these settings."""
     paths = [row.path for row in sheet.rows]
-    if not prepare_is_current(prepared, paths, options.chunk_length, options.shard_size):
+    if not prepare_is_current(prepared, paths, options.chunk_length, options.shard_size, pairing="none"):
         return False
     labelled = read_prepare_info(prepared).get("labelled") or {}
     wanted = [Path(prepared) / LABELS_TSV] + ([Path(prepared) / SPLIT_TSV] if options.split else [])
