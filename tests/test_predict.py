@@ -591,7 +591,8 @@ def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_kee
             virus, chunks = int(r["virus_chunks"]), int(r["chunks_with_frame"])
             assert r["call"] == (c.CALL_VIRUS if virus / chunks >= float(fraction) else c.CALL_OTHERS)
         calls[fraction] = {r["id"]: r["call"] for r in called}
-        assert json.loads((out / c.SUMMARY_JSON).read_text())["call_rule"] == {"virus_fraction": float(fraction)}
+        rule = json.loads((out / c.SUMMARY_JSON).read_text())["call_rule"]
+        assert rule == {"virus_fraction": float(fraction), "min_p_virus": None, "pair_rule": "any"}
     assert calls["1.0"] != calls["0.01"]  # some read has virus and non-virus chunks: the fraction mattered
 
     assert [r["id"] for r in rows] == [r.id for r in records] + [f"{r.id}_dup2" for r in records]

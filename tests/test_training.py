@@ -163,7 +163,8 @@ def test_a_trained_checkpoint_round_trips_through_predict(evaluated, trained: Pa
     args = ["predict", files[0], "--outdir", str(tmp_path / "x"), "--classifier", classifier, "--chunk-length", "300"]
     assert main([*args, *model_args(test_models)]) == c.EXIT_FAILED
     assert "trained on 150 bp chunks, not --chunk-length 300" in capsys.readouterr().err
-    assert main(["predict", files[0], "--outdir", str(tmp_path / "y"), "--chunk-length", "150", "--quiet"]) == 1
+    args = ["predict", files[0], "--outdir", str(tmp_path / "y"), "--chunk-length", "150", "--quiet"]
+    assert main([*args, *model_args(test_models)]) == 1  # the test models: the embedding models are found
     assert "no reference classifier for 150 bp chunks" in capsys.readouterr().err
 
 

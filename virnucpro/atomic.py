@@ -50,6 +50,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
 TEXT_ERRORS = "backslashreplace"
 
 
+def as_written(text: str) -> str:
+    """``text`` as our text files hold it: a file name's bytes that are not UTF-8 escaped (:data:`TEXT_ERRORS`)."""
+    return text.encode("utf-8", TEXT_ERRORS).decode("utf-8")
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file for writing; it replaces ``path`` only if the block succeeds.

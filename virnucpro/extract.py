@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from virnucpro import contracts as c
-from virnucpro.atomic import atomic_path
+from virnucpro.atomic import as_written, atomic_path
 from virnucpro.engine.plan import output_stem
 from virnucpro.errors import InputError
 from virnucpro.log import get_logger
@@ -154,9 +154,9 @@ def extract_sequences(plan: ExtractionPlan, predictions: Path, outdir: Path) -> 
     directory = Path(outdir) / c.EXTRACT_DIR
     shutil.rmtree(directory, ignore_errors=True)
     result = ExtractionResult(plan.calls, skipped=dict(plan.skipped))
-    sources = {source.prepared: source for source in plan.sources}
+    sources = {as_written(source.prepared): source for source in plan.sources}  # the table's `source`
     group_of = {name: (name,) for name in sources}
-    for first, second in plan.mates:
+    for first, second in ((as_written(one), as_written(two)) for one, two in plan.mates):
         if first in sources and second in sources:
             group_of[first] = group_of[second] = (first, second)
     used: set[str] = set()
@@ -307,7 +307,7 @@ def _lines(binary: IO[bytes]) -> Iterator[bytes]:
 
 def _header_id(line: bytes) -> str:
     words = line[1:].split(None, 1)
-    return words[0].decode("utf-8", errors="replace") if words else ""
+    return words[0].decode("utf-8", errors="backslashreplace") if words else ""  # as seqio writes such ids
 
 
 def _bases(lines: Sequence[bytes]) -> int:

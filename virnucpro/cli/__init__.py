@@ -66,7 +66,10 @@ def _report(message: str, verbose: bool) -> None:
         import traceback
 
         traceback.print_exc()
-    click.echo(f"virnucpro: error: {message}", err=True)
+    # A file name's bytes that are not UTF-8 (surrogates in Python) are shown escaped, not lost in an encoding error.
+    from virnucpro.atomic import as_written
+
+    click.echo(as_written(f"virnucpro: error: {message}"), err=True)
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from virnucpro import contracts as c
+from virnucpro.atomic import as_written
 from virnucpro.errors import InputError
 from virnucpro.summarize import STATUS_WORDS, SampleStatus
 from virnucpro.tables import read_columns
@@ -60,7 +61,7 @@ def _gather_sample(sample: SampleStatus) -> SampleReport:
     directory = Path(sample.directory)
     summary = sample.summary
     report = SampleReport(
-        name=sample.sample,
+        name=as_written(sample.sample),  # drawn by matplotlib, which refuses surrogates
         status=STATUS_WORDS[sample.exit_status],
         problem=sample.problem,
         summary=summary,
