@@ -581,10 +581,18 @@ def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_kee
     doubled = tmp_path / "doubled.fa"
     doubled.write_text("".join(f">{r.id} copy {n}\n{r.seq}\n" for n in (1, 2) for r in records))  # ids twice
     out = tmp_path / "out"
+    assert main(["predict", str(doubled), "--outdir", str(out), *model_args(test_models)]) == c.EXIT_OK
+    # The tiny random models score every chunk of a read alike under the argmax rule; a --min-p-virus
+    # cutoff between two chunk scores of one read gives it virus and non-virus chunks.
+    scores: dict[str, list[float]] = {}
+    for r in read_tsv(out / c.PREDICTION_HIGHEST):
+        scores.setdefault(r["Modified_ID"].rsplit("_chunk_", 1)[0], []).append(float(r["max_score_1"]))
+    low, high = next((min(s), max(s)) for s in scores.values() if min(s) < max(s))
+    cutoff = str((low + high) / 2)
     calls = {}
     for fraction in ("1.0", "0.01"):
         args = ["predict", str(doubled), "--outdir", str(out), *model_args(test_models), "--virus-fraction", fraction]
-        assert main([*args, "--resume"]) == c.EXIT_OK
+        assert main([*args, "--min-p-virus", cutoff, "--resume"]) == c.EXIT_OK
         rows = read_tsv(out / c.SEQUENCE_PREDICTIONS)
         called = [r for r in rows if r["call"] in (c.CALL_VIRUS, c.CALL_OTHERS)]
         for r in called:
@@ -592,7 +600,7 @@ def test_virus_fraction_from_the_command_line_decides_the_calls_and_dup_rows_kee
             assert r["call"] == (c.CALL_VIRUS if virus / chunks >= float(fraction) else c.CALL_OTHERS)
         calls[fraction] = {r["id"]: r["call"] for r in called}
         rule = json.loads((out / c.SUMMARY_JSON).read_text())["call_rule"]
-        assert rule == {"virus_fraction": float(fraction), "min_p_virus": None, "pair_rule": "any"}
+        assert rule == {"virus_fraction": float(fraction), "min_p_virus": float(cutoff), "pair_rule": "any"}
     assert calls["1.0"] != calls["0.01"]  # some read has virus and non-virus chunks: the fraction mattered
 
     assert [r["id"] for r in rows] == [r.id for r in records] + [f"{r.id}_dup2" for r in records]
