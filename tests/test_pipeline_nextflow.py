@@ -107,8 +107,12 @@ def test_test_profile_publishes_every_file(test_profile_run: Run) -> None:
     for sample in ("test_fasta", "test_fastq"):
         assert_sample_folder_complete(test_profile_run, sample)
     info = test_profile_run.published() / "pipeline_info"
-    for name in (*STATUS_FILES, "virnucpro_software_versions.yml"):
+    for name in (*STATUS_FILES, "virnucpro_software_versions.yml", "virnucpro_report.html"):
         assert (info / name).is_file(), name
+    assert sorted(p.name for p in (info / "multiqc").iterdir()) == [
+        f"{sample}_virnucpro_mqc.{suffix}" for sample in ("test_fasta", "test_fastq") for suffix in ("tsv", "yaml")
+    ]
+    assert "<html" in (info / "virnucpro_report.html").read_text()[:2000].lower()
     for prefix in ("execution_report_", "execution_timeline_", "execution_trace_", "pipeline_dag_"):
         assert list(info.glob(f"{prefix}*")), prefix
     versions = (info / "virnucpro_software_versions.yml").read_text()

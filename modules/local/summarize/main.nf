@@ -1,6 +1,7 @@
 /*
  * SUMMARIZE: the run's status over every sample (0 ok, 2 partial, 1 failed), all failures
- * (`{sample}:{file}|{stage}|{message}`) and a run summary. A sample whose PREDICT task is
+ * (`{sample}:{file}|{stage}|{message}`), a run summary, the HTML report over every sample
+ * (virnucpro_report.html) and each sample's MultiQC files (multiqc/). A sample whose PREDICT task is
  * missing gets an empty directory, so `summarize` reports it as failed instead of forgetting it.
  */
 process SUMMARIZE {
@@ -18,6 +19,8 @@ process SUMMARIZE {
     path 'run_status.txt', emit: status
     path 'run_summary.json', emit: summary
     path 'failed_files.txt', emit: failures, optional: true
+    path 'virnucpro_report.html', emit: report
+    path 'multiqc', emit: multiqc, optional: true
     path 'versions.yml', emit: versions
 
     script:
@@ -44,6 +47,7 @@ process SUMMARIZE {
     """
     echo 0 > run_status.txt
     echo '{"exit_status": 0}' > run_summary.json
+    touch virnucpro_report.html
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
