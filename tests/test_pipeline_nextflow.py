@@ -383,7 +383,8 @@ def test_config_of_every_documented_profile(nf: Path, tmp_path: Path, profiles: 
 def test_config_with_the_slurm_example(nf: Path, tmp_path: Path) -> None:
     from nextflow_runner import nextflow
 
-    run = nextflow(nf, ["config", str(REPO_ROOT), "-profile", "gpu,singularity", "-c", str(REPO_ROOT / "conf" / "slurm_example.config")], tmp_path)
+    slurm = str(REPO_ROOT / "conf" / "slurm_example.config")
+    run = nextflow(nf, ["-c", slurm, "config", str(REPO_ROOT), "-profile", "gpu,singularity"], tmp_path)
     assert run.returncode == 0, run.output
     assert "slurm" in run.output
 
