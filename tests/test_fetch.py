@@ -6,6 +6,10 @@ real names) keep this offline.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,16 +29,11 @@ def test_esm_model_comes_from_the_torch_hub_cache_with_its_regression_head(
     assert written[0].read_bytes() == test_models.esm.read_bytes()
 
 
-def test_dna_model_comes_from_the_hugging_face_cache_offline(
-    test_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dna_model_comes_from_the_hugging_face_cache_offline(test_models, tmp_path: Path) -> None:
     hf_home = hugging_face_cache(tmp_path / "hf", "someone/tiny-dna", test_models.dna)
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hf_home / "hub"), raising=False)
-    (target,) = fetch_model("dna", "someone/tiny-dna", tmp_path / "out")
-    assert target == tmp_path / "out" / "tiny-dna"
+    run = fetch_model_cli("dna", "someone/tiny-dna", tmp_path / "out", hf_home)
+    assert run.returncode == 0, run.stderr
+    target = tmp_path / "out" / "tiny-dna"
     expected = sorted(p.relative_to(test_models.dna) for p in test_models.dna.rglob("*") if p.is_file() and p.suffix != ".py")
     assert sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file()) == expected
     assert not any(p.is_symlink() for p in target.rglob("*"))  # copies: a container sees them too
@@ -61,10 +60,16 @@ def test_bad_names_are_one_line_model_errors(tmp_path: Path, kind: str, name: st
         fetch_model(kind, name, tmp_path)
 
 
-def test_uncached_hub_model_offline_says_how_to_fetch_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty" / "hub"), raising=False)
-    with pytest.raises(ModelError, match=r"cannot fetch DNA model 'nobody/none' .* `virnucpro fetch-model dna nobody/none") as error:
-        fetch_model("dna", "nobody/none", tmp_path / "out")
-    assert "\n" not in str(error.value)
+def test_uncached_hub_model_offline_says_how_to_fetch_it(tmp_path: Path) -> None:
+    run = fetch_model_cli("dna", "nobody/none", tmp_path / "out", tmp_path / "empty")
+    assert run.returncode == ModelError.exit_code
+    (line,) = run.stderr.strip().splitlines()
+    assert re.search(r"cannot fetch DNA model 'nobody/none' .* `virnucpro fetch-model dna nobody/none", line), line
+
+
+def fetch_model_cli(kind: str, name: str, outdir: Path, hf_home: Path) -> subprocess.CompletedProcess:
+    """``virnucpro fetch-model`` in a fresh interpreter with an offline Hugging Face cache: huggingface_hub
+    reads HF_HOME and HF_HUB_OFFLINE once, when it is imported (as in a pipeline task)."""
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "virnucpro", "fetch-model", kind, name, "--outdir", str(outdir)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
