@@ -14,9 +14,10 @@ mask; ``packed``: unpadded, FlashAttention's variable-length kernel); the fastes
 again with each form of the rotary step (``rotary``: four element-wise kernels or one Triton
 kernel), and its profile (``--profile``). Reports tokens/s,
 achieved TFLOP/s (FLOPs as in benchmarks/flops.py: 2 x matrix weights per token plus
-attention, padding not counted) and the fraction of the physical limit (``--peak-tflops``,
-790 TFLOP/s dense bf16 on one H200 as measured on these machines: about 138k tokens/s for
-3B). Parity: per-embedding cosine of bf16 against fp32 (our forward in fp32, TF32 off), and
+attention, padding not counted) and two fractions (:mod:`benchmarks.gpu_peaks`): of the
+datasheet dense bf16 peak of the board, read from its name and power limit (H200 SXM: 989.4
+TFLOP/s, about 175k tokens/s for 3B; ``--peak-tflops`` for a board not in the table), and of
+the best bf16 GEMM rate measured on the same GPU at the start of the run. Parity: per-embedding cosine of bf16 against fp32 (our forward in fp32, TF32 off), and
 our fp32 forward against fair-esm's own ``ESM2.forward`` (max abs difference), on a sample.
 
 ``--scaling`` runs the worker engine (:func:`virnucpro.engine.run_embedding`) over files of
@@ -37,7 +38,6 @@ import datetime
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.flops import esm_shape_from_dims  # noqa: E402
+from benchmarks.gpu_peaks import board_peak, fractions, gpu_name_and_power_limit, measure_bf16_gemm  # noqa: E402
 from virnucpro.engine import devices  # noqa: E402
 
 ARCHITECTURES = {  # name: (layers, width, heads)
@@ -58,7 +59,6 @@ ARCHITECTURES = {  # name: (layers, width, heads)
     "dry": (2, 64, 4),  # --dry-run only
 }
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-H200_DENSE_BF16_TFLOPS = 790.0
 
 
 def random_proteins(count: int, low: int, high: int, seed: int) -> list[str]:
@@ -166,7 +166,7 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
         lengths = [len(s) + 2 for s in sequences]
         flops = shape.flops(lengths)
         entry["flops_per_token"] = flops / sum(lengths)
-        entry["limit_tokens_per_s"] = args.peak_tflops * 1e12 / entry["flops_per_token"]
+        entry["limit_tokens_per_s"] = args.peak_tflops * 1e12 / entry["flops_per_token"] if args.peak_tflops else None
         entry["runs"] = []
         for mode in args.modes:
             embedder = EsmEmbedder(model, alphabet, arch, layers, device=device, dtype=dtype, packed=mode == "packed")
@@ -181,7 +181,7 @@ def sweep(args: argparse.Namespace, device: str, dtype: torch.dtype, on_model=No
                 else:
                     run["tokens_per_s"] = run["tokens"] / run["seconds"]
                     run["tflop_per_s"] = flops / run["seconds"] / 1e12
-                    run["fraction_of_limit"] = run["tflop_per_s"] / args.peak_tflops
+                    run.update(fractions(run["tflop_per_s"], args.peak_tflops, args.gemm_tflops))
                 entry["runs"].append(run)
                 print(_run_line(arch, run), flush=True)
         entry["rotary"] = measure_rotary(entry, model, alphabet, arch, device, dtype, sequences)
@@ -286,8 +286,13 @@ def _run_line(arch: str, run: dict) -> str:
     memory = f", peak {run['peak_memory_gb']:.1f} GiB" if run.get("peak_memory_gb") is not None else ""
     return (
         f"{arch:>5} {run['mode']:<7} budget {run['token_budget']:>7}: {run['tokens_per_s']:>10,.0f} tokens/s "
-        f"{run['tflop_per_s']:7.1f} TFLOP/s = {100 * run['fraction_of_limit']:5.1f}% of limit{memory}"
+        f"{run['tflop_per_s']:7.1f} TFLOP/s = {_percent(run.get('fraction_of_datasheet'))} of the datasheet peak, "
+        f"{_percent(run.get('fraction_of_gemm'))} of the measured GEMM{memory}"
     )
+
+
+def _percent(fraction: float | None) -> str:
+    return "  n/a" if fraction is None else f"{100 * fraction:5.1f}%"
 
 
 def write_checkpoint(arch: str, outdir: Path, seed: int) -> Path:
@@ -373,7 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-len", type=int, default=50)
     parser.add_argument("--max-len", type=int, default=166)
     parser.add_argument("--parity-sample", type=int, default=64)
-    parser.add_argument("--peak-tflops", type=float, default=H200_DENSE_BF16_TFLOPS, help="dense bf16 limit")
+    parser.add_argument("--peak-tflops", type=float, help="dense bf16 datasheet peak (default: the board's, from "
+                        "benchmarks/gpu_peaks.py; give it for a board not in that table)")
     parser.add_argument("--precision", choices=("bf16", "fp16"), default="bf16")
     parser.add_argument("--profile", default="3B", help="comma-separated models whose fastest run is profiled ('' for none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -417,9 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 parity reference is real fp32
     torch.backends.cudnn.allow_tf32 = False
+    name, power_limit = gpu_name_and_power_limit() if device.startswith("cuda") else ("cpu (dry run)", None)
+    board = board_peak(name, power_limit) if name else None
+    if args.peak_tflops is None and board is not None:
+        args.peak_tflops = board.dense_bf16_tflops
     results: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": _gpu_name() if device.startswith("cuda") else "cpu (dry run)",
+        "device": name or (torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"),
+        "power_limit_w": power_limit,
+        "datasheet": board.as_dict() if board else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "precision": args.precision,
@@ -427,42 +439,37 @@ def main(argv: list[str] | None = None) -> int:
         "lengths": [args.min_len, args.max_len],
         "varlen_attention": _has_varlen(),
     }
-    print(f"{results['device']}, torch {results['torch']} (CUDA {results['cuda']}), {args.precision}, "
-          f"limit {args.peak_tflops:.0f} TFLOP/s, varlen attention: {results['varlen_attention']}", flush=True)
+    peak = f"{args.peak_tflops:.1f} TFLOP/s ({board.source if board else '--peak-tflops'})" if args.peak_tflops else "unknown"
+    print(f"{results['device']} (power limit {power_limit} W), torch {results['torch']} (CUDA {results['cuda']}), "
+          f"{args.precision}, datasheet dense bf16 peak {peak}, varlen attention: {results['varlen_attention']}", flush=True)
     def save(models: list[dict] | None = None) -> None:
         if models is not None:
             results["models"] = models
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
-    if args.scaling:
+    if args.scaling:  # no CUDA in this process before the workers start: no GEMM measurement
         results["scaling"] = scaling(args, device)
     else:
+        results["gemm"] = measure_bf16_gemm(device, sizes=(256,) if args.dry_run else (8192, 16384))
+        args.gemm_tflops = results["gemm"]["best_tflops"]
+        print(f"bf16 GEMM (torch.matmul, square): best {args.gemm_tflops:.1f} TFLOP/s = "
+              f"{_percent(args.gemm_tflops / args.peak_tflops if args.peak_tflops else None)} of the datasheet peak", flush=True)
         results["models"] = sweep(args, device, dtype, on_model=save)
         for entry in results["models"]:
             best = entry["best"] = _fastest(entry)
-            line = f"{entry['model']}: limit {entry['limit_tokens_per_s']:,.0f} tokens/s; "
+            limit = entry["limit_tokens_per_s"]
+            line = f"{entry['model']}: datasheet limit {f'{limit:,.0f}' if limit else 'unknown'} tokens/s; "
             line += f"parity {json.dumps(entry['parity'])}"
             if best:
                 line += (f"; best {best['tokens_per_s']:,.0f} tokens/s ({best['mode']}, budget {best['token_budget']}) "
-                         f"= {100 * best['fraction_of_limit']:.1f}% of the limit")
+                         f"= {_percent(best['fraction_of_datasheet'])} of the datasheet peak, "
+                         f"{_percent(best['fraction_of_gemm'])} of the measured GEMM")
             print(line, flush=True)
     save()
     if args.json:
         print(f"results: {args.json}")
     return 0
-
-
-def _gpu_name() -> str:
-    """The first visible GPU's name from nvidia-smi (this process must not initialise CUDA before
-    --scaling spawns its workers); torch's name when nvidia-smi is missing."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", visible],
-                              capture_output=True, text=True, timeout=30, check=True)
-        return done.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return torch.cuda.get_device_name(0)
 
 
 def _has_varlen() -> bool:

@@ -28,6 +28,7 @@ def cpu_model() -> str:
 def machine_info() -> dict:
     """CPU, cores, torch version and build, linear backend, threads and the load when measured."""
     from virnucpro.embeddings.cpu_linear import cpu_linear_backend
+    from virnucpro.embeddings.precision import cpu_has_native_bf16
 
     try:
         cores = len(os.sched_getaffinity(0))
@@ -42,6 +43,7 @@ def machine_info() -> dict:
         "blas": "MKL" if torch.backends.mkl.is_available() else "other",
         "onednn": torch.backends.mkldnn.is_available(),
         "linear_backend": cpu_linear_backend(),  # what the embedders' fp32 linears run on here
+        "cpu_bf16": cpu_has_native_bf16(),  # AVX512_BF16 / AMX: --precision auto may choose bf16
         "python": platform.python_version(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }

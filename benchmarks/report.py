@@ -42,6 +42,7 @@ def embed_row(raw: dict, gemm: dict) -> dict:
         "fraction_of_best_gemm": gflops and gflops / 1e9 / gemm["best_gflops"],
         "fraction_of_matmul_gemm": gflops and gflops / 1e9 / gemm["matmul_gflops"],
         "token_budget": raw["token_budget"],
+        "precision": raw.get("precision", "fp32"),
         "peak_rss_mb": raw["peak_rss_mb"],
     }
 
@@ -80,6 +81,7 @@ def table(results: dict) -> str:
         f"machine: {results['machine']['cpu']} ({results['machine']['cpu_capability']}), "
         f"{results['machine']['cores']} cores, torch {results['machine']['torch']} "
         f"({results['machine']['torch_threads']} threads), fp32 linears on {results['machine']['linear_backend']}, "
+        f"bf16 instructions: {'yes' if results['machine'].get('cpu_bf16') else 'no'}, "
         f"load {results['machine']['load_average_1min']}",
         f"fp32 GEMM: torch.matmul {_fmt(gemm['matmul_gflops'])} GFLOP/s, oneDNN {_fmt(gemm['onednn_gflops'])} "
         f"GFLOP/s -> limit {_fmt(gemm['best_gflops'])} GFLOP/s",
@@ -107,14 +109,15 @@ def table(results: dict) -> str:
         lines.append(
             f"  {name}: load {stage['load_s']:.2f} s, embed {stage['embed_s']:.2f} s of which model "
             f"{stage['model_s']:.2f} s ({_fmt(stage['model_gflop_per_s'])} GFLOP/s), CPU work around the model "
-            f"{stage['cpu_overhead_s']:.2f} s; budget {stage['token_budget']} tokens"
+            f"{stage['cpu_overhead_s']:.2f} s; budget {stage['token_budget']} tokens; {stage.get('precision', 'fp32')}"
         )
     predict = results["predict"]
     lines.append(
         f"  predict: {predict['wall_spread_s']['n']} run(s), wall min/median/max {predict['wall_spread_s']['min']:.2f}/"
         f"{predict['wall_spread_s']['median']:.2f}/{predict['wall_spread_s']['max']:.2f} s; stages (medians) "
         + ", ".join(f"{k} {v:.2f}" for k, v in predict["timings_s"].items())
-        + f"; child processes peak RSS {_fmt(predict['workers_peak_rss_mb'], 0)} MB"
+        + f"; child processes peak RSS {_fmt(predict['workers_peak_rss_mb'], 0)} MB; precision "
+        + ", ".join(f"{stage} {'/'.join(stats.get('precision', []))}" for stage, stats in predict["engine"].items())
     )
     lines.append(
         f"  predict time not in model calls: {predict['non_model_s']:.2f} s "

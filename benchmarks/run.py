@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-length", type=int, choices=(300, 500), default=300)
     parser.add_argument("--esm-batch-tokens", type=int, default=ESM_TOKEN_BUDGET_CPU, help="default %(default)s: predict's CPU default")
     parser.add_argument("--dna-batch-tokens", type=int, default=DNA_TOKEN_BUDGET, help="default %(default)s: predict's default")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="embedding precision of our stages (default auto: bf16 where the CPU has bf16 "
+                             "instructions and the parity check passes); the reference strategy runs fp32")
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size, help="residues per shard")
     parser.add_argument("--repeat", type=int, default=1, help="runs of predict and of the reference (alternating)")
     parser.add_argument("--scale", type=int, default=0, metavar="K", help="also run predict on K x the reads")
@@ -106,14 +109,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     )
     embed = {
         kind: run_child("embed", outdir, kind=kind, model=models[kind], prepared=str(prepared),
-                        outdir=str(outdir / "stages" / kind), token_budget=budget)
+                        outdir=str(outdir / "stages" / kind), token_budget=budget, precision=args.precision)
         for kind, budget in (("dna", args.dna_batch_tokens), ("esm", args.esm_batch_tokens))
     }
     classify = run_child("classify", outdir, prepared=str(prepared), dna_dir=str(outdir / "stages" / "dna"),
                          esm_dir=str(outdir / "stages" / "esm"), outdir=str(outdir / "stages" / "classify"),
                          classifier=models["classifier"], **common)
     predict_kwargs = {"models": models, "esm_tokens": args.esm_batch_tokens, "dna_tokens": args.dna_batch_tokens,
-                      "shard_size": args.shard_size, **common}
+                      "shard_size": args.shard_size, "precision": args.precision, **common}
     predicts, references = [], []
     for number in range(args.repeat):
         predicts.append(

@@ -75,7 +75,7 @@ def stage_prepare(reads: str, prepared: str, chunk_length: int, shard_size: int)
     }
 
 
-def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget: int) -> dict:
+def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget: int, precision: str = "auto") -> dict:
     """One embedding stage over every shard, in this process: load once, then the engine's embed_file."""
     from virnucpro.embeddings.dna import DnaSpec
     from virnucpro.embeddings.esm import EsmSpec
@@ -87,7 +87,7 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
     which = 0 if kind == "dna" else 1
     files = [shard_paths(Path(prepared), stem)[which] for stem in list_shards(Path(prepared))]
     start = time.perf_counter()
-    embedder = (DnaSpec if kind == "dna" else EsmSpec)(model).load("cpu")
+    embedder = (DnaSpec if kind == "dna" else EsmSpec)(model, precision=precision).load("cpu")
     load_s = time.perf_counter() - start
     timed = TimedEmbedder(embedder)
     Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,7 @@ def stage_embed(kind: str, model: str, prepared: str, outdir: str, token_budget:
             "layers": shape.layers, "width": shape.width, "matrix_params_per_layer": shape.matrix_params_per_layer
         },
         "failures": failures,
+        "precision": embedder.identity()["precision"],
     }
 
 
@@ -146,6 +147,7 @@ def stage_predict(
     esm_tokens: int,
     dna_tokens: int,
     shard_size: int,
+    precision: str = "auto",
 ) -> dict:
     """The whole ``virnucpro predict``, as the command runs it."""
     import json
@@ -157,8 +159,8 @@ def stage_predict(
     options = PredictOptions(
         chunk_length=chunk_length,
         classifier=models["classifier"],
-        esm=EsmSpec(models["esm"]),
-        dna=DnaSpec(models["dna"]),
+        esm=EsmSpec(models["esm"], precision=precision),
+        dna=DnaSpec(models["dna"], precision=precision),
         esm_batch_tokens=esm_tokens,
         dna_batch_tokens=dna_tokens,
         shard_size=shard_size,
@@ -170,7 +172,8 @@ def stage_predict(
     summary = json.loads((Path(outdir) / "summary.json").read_text(encoding="utf-8"))
     engine = {
         stage: {"wall_s": stats.get("wall_s"), "tokens": stats.get("tokens"), "embedded": stats.get("embedded"),
-                "busy_s": sum(d.get("busy_s", 0.0) for d in stats.get("devices", {}).values())}
+                "busy_s": sum(d.get("busy_s", 0.0) for d in stats.get("devices", {}).values()),
+                "precision": sorted({str(d.get("precision")) for d in stats.get("devices", {}).values()})}
         for stage, stats in summary.get("engine", {}).items()
     }
     return {"wall_s": wall_s, "exit_status": code, "timings_s": summary.get("timings_s", {}), "engine": engine}

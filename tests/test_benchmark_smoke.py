@@ -55,6 +55,11 @@ def test_benchmark_command_writes_all_fields(bench: tuple[Path, str, dict]) -> N
     for run in ("predict", "reference"):
         assert STAGE_FIELDS | RATE_FIELDS | {"wall_spread_s", "workers_peak_rss_mb"} <= results[run].keys()
     assert results["predict"]["exit_status"] == 0
+    # --precision auto: fp32 unless this CPU has bf16 instructions (then what the parity check allowed)
+    allowed = {"fp32", "bf16"} if results["machine"]["cpu_bf16"] else {"fp32"}
+    assert {stages["embed_dna"]["precision"], stages["embed_esm"]["precision"]} <= allowed
+    assert all(set(stats["precision"]) <= allowed for stats in results["predict"]["engine"].values())
+    assert "bf16 instructions: " in stdout and "precision embed_" in stdout
     assert {"embed_dna", "embed_esm"} <= results["predict"]["timings_s"].keys()
     assert results["reference"]["model_loads"] == {"dna": 1, "esm": 1}
     assert {"whole_run", "embed_dna", "embed_esm"} <= results["speedup"].keys()
@@ -107,6 +112,10 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
         (model,) = results["models"]
         measured = [run for run in model["runs"] if "error" not in run]
         assert measured and all(run["tokens_per_s"] > 0 for run in measured)
+        # no datasheet peak for a CPU; the GEMM rate is measured in the same run, and each figure is given against it
+        assert results["datasheet"] is None and all(run["fraction_of_datasheet"] is None for run in measured)
+        gemm = results["gemm"]["best_tflops"]
+        assert all(run["fraction_of_gemm"] == pytest.approx(run["tflop_per_s"] / gemm) for run in measured)
         assert model["parity"]["ours_fp32_vs_fair_esm_fp32_max_abs"] < 1e-4
         assert 0.99 < model["parity"]["padded"]["cosine_min"] <= 1.0
         assert "CUDA" in model["rotary"]["error"]  # the Triton rotary form is compared on GPUs only
@@ -119,3 +128,34 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
 def test_the_device_check_script_is_valid_bash(repo_root: Path) -> None:
     """It only runs on a device machine (minutes that cannot be spent on a syntax error)."""
     subprocess.run(["bash", "-n", str(repo_root / "tests" / "gpu" / "device_check.sh")], check=True)
+
+
+@pytest.mark.parametrize(
+    "name, power_limit, board, tflops",
+    [
+        ("NVIDIA H200", 700.0, "H200 SXM", 989.4),
+        ("NVIDIA H200", 600.0, "H200 NVL", 835.5),
+        ("NVIDIA H200 NVL", None, "H200 NVL", 835.5),
+        ("NVIDIA H100 80GB HBM3", 700.0, "H100 SXM", 989.4),
+        ("NVIDIA H100 PCIe", 350.0, "H100 PCIe", 756.5),
+        ("NVIDIA A100-SXM4-80GB", 400.0, "A100", 312.0),
+    ],
+)
+def test_the_datasheet_peak_follows_the_board_name_and_power_limit(
+    name: str, power_limit: float | None, board: str, tflops: float
+) -> None:
+    from benchmarks.gpu_peaks import board_peak
+
+    peak = board_peak(name, power_limit)
+    assert (peak.board, peak.dense_bf16_tflops) == (board, tflops)
+    assert "assumed" not in peak.source
+
+
+def test_an_h200_of_unknown_power_limit_is_taken_for_the_sxm_and_says_so() -> None:
+    from benchmarks.gpu_peaks import board_peak, fractions
+
+    peak = board_peak("NVIDIA H200", None)
+    assert peak.board == "H200 SXM" and "SXM assumed" in peak.source
+    assert board_peak("Some Future GPU", 500.0) is None
+    # the shipped ESM-2 3B figure (565 TFLOP/s) against the two limits
+    assert fractions(565.0, peak.dense_bf16_tflops, None) == {"fraction_of_datasheet": pytest.approx(0.571, abs=1e-3), "fraction_of_gemm": None}

@@ -205,7 +205,7 @@ def test_a_hub_name_s_fingerprint_is_that_of_its_cached_weights(
 
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("fp16", "cpu") == torch.float32  # the CPU always runs in fp32
+    assert resolve_dtype("fp16", "cpu") == torch.float32  # fp16 is emulated on CPUs: fp32
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert resolve_dtype("auto", "cuda:0") == torch.bfloat16
     assert resolve_dtype("fp32", "cuda:1") == torch.float32

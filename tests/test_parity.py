@@ -1,8 +1,8 @@
-"""``--precision auto`` on a GPU: half precision only after a measured parity check.
+"""``--precision auto``: half precision only after a measured parity check.
 
-The CPU never takes this path in production (it always runs fp32), so these tests drive the
-check directly: with a double whose half-precision error is set per dtype, and with the real
-loaders on the CPU, where bf16 is a real cast (ESM-2) and the candidates are patched in.
+On a GPU, and on a CPU with bf16 instructions (AVX512_BF16, AMX). These tests drive the check
+with a double whose half-precision error is set per dtype, and with the real loaders on this
+CPU, where bf16 is a real cast (ESM-2) or autocast (DNA) and the CPU's bf16 flag is patched in.
 """
 
 from __future__ import annotations
@@ -67,9 +67,29 @@ def test_candidates_by_gpu_generation_and_none_for_the_cpu_or_an_explicit_choice
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert parity_candidates("auto", "cuda:0") == [BF16, FP16]
     assert parity_candidates("bf16", "cuda:0") == [] and parity_candidates("fp32", "cuda:0") == []
-    assert parity_candidates("auto", "cpu") == []
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert parity_candidates("auto", "cuda:1") == [FP16]
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_cpu_checks_bf16_only_where_it_has_bf16_instructions(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    assert parity_candidates("auto", "cpu") == ([BF16] if native else [])
+    assert parity_candidates("bf16", "cpu") == [] and parity_candidates("fp32", "cpu") == []
+    assert precision.resolve_dtype("auto", "cpu") == FP32  # unchecked: fp32
+    assert precision.resolve_dtype("bf16", "cpu") == (BF16 if native else FP32)  # asked for, and there
+    assert precision.resolve_dtype("fp16", "cpu") == FP32  # emulated on every CPU
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [("fpu sse avx2 fma", False), ("fpu avx512f avx512_bf16 avx512_vnni", True), ("fpu amx_bf16 amx_tile", True)],
+)
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path, flags: str, native: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert ({"avx512_bf16", "amx_bf16"} & precision.cpu_flags(str(cpuinfo)) != set()) is native
+    assert precision.cpu_flags(str(tmp_path / "missing")) == set()
 
 
 @dataclass
@@ -261,3 +281,38 @@ def test_the_dna_loader_goes_back_to_fp32_without_reloading(monkeypatch: pytest.
     embedder = dna.load_dna_embedder(str(test_models.dna), precision="auto")
     assert embedder.identity()["precision"] == "fp32" and len(loads) == 1
     assert embedder.parity_checks[0]["precision"] == "bf16" and not embedder.parity_checks[0]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["esm", "dna"])
+def test_auto_on_a_cpu_with_bf16_measures_bf16_and_keeps_it_only_when_it_matches(
+    monkeypatch: pytest.MonkeyPatch, test_models, kind: str
+) -> None:
+    """What `--precision auto` does on a Zen 4/5 or Sapphire Rapids CPU: one measured bf16 candidate
+    over the whole probe; the embedder runs in what the measurement allows."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    if kind == "esm":
+        embedder, probe = load_esm_embedder(str(test_models.esm), precision="auto"), [p for _, p in probe_frames()]
+        reference = load_esm_embedder(str(test_models.esm), precision="fp32")
+    else:
+        embedder, probe = dna.load_dna_embedder(str(test_models.dna), precision="auto"), [n for n, _ in probe_frames()]
+        reference = dna.load_dna_embedder(str(test_models.dna), precision="fp32")
+    (check,) = embedder.parity_checks
+    assert check["precision"] == "bf16" and check["sequences"] == len(probe)
+    assert embedder.identity()["precision"] == ("bf16" if check["passed"] else "fp32")
+    measured = min_cosine(embed_probe(reference, probe), embed_probe(embedder, probe))
+    if check["passed"]:  # bf16 really runs (it is not fp32 under another name), and it is what was measured
+        assert measured == pytest.approx(check["min_cosine"], abs=1e-6) and measured < 1.0
+    else:
+        assert measured == 1.0
+
+
+def test_cpu_bf16_autocast_is_not_bypassed_by_the_onednn_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bf16 autocast the products run in bf16, also where fp32 linears go through oneDNN."""
+    from virnucpro.embeddings import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "onednn_chosen", lambda: True)
+    x, weight, bias = torch.randn(5, 16), torch.randn(8, 16), torch.randn(8)
+    with torch.autocast(device_type="cpu", dtype=BF16):
+        assert cpu_linear.linear(x, weight, bias).dtype == BF16
+        assert cpu_linear.linear(x, weight, bias, gelu=True).dtype == BF16

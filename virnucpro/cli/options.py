@@ -233,8 +233,9 @@ device_options = option_group(
         default="auto",
         show_default=True,
         help=(
-            "GPU precision; auto = bf16 (Ampere or newer) or fp16 where a parity check against fp32 "
-            "passes at model load, else fp32; CPU always fp32."
+            "auto = bf16 (Ampere or newer GPUs, CPUs with AVX512_BF16/AMX) or fp16 (older GPUs) where a "
+            "parity check against fp32 passes at model load, else fp32; bf16 on other CPUs and fp16 on "
+            "any CPU run as fp32."
         ),
     ),
     resume=option("--resume", is_flag=True, help="Skip outputs that are complete and match inputs and models."),

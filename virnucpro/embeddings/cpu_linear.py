@@ -76,7 +76,8 @@ def cpu_linear_backend() -> str:
 
 
 def _use_onednn(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_chosen()
+    """fp32 on the CPU, not under bf16 autocast (whose products ``F.linear`` must run), where chosen."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and onednn_chosen()
 
 
 def linear(

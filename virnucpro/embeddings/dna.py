@@ -22,8 +22,9 @@
   kernel with ALiBi slopes when the optional ``flash_attn`` package is installed (classic BERT:
   torch's own varlen kernel), else padded for the attention only. By default (``packed=None``)
   packed exactly where that kernel runs, padded elsewhere (the CPU always).
-- **Precision**: fp32 on the CPU; on CUDA the weights stay fp32 and the forward pass runs under
-  ``torch.autocast`` in bf16/fp16 (LayerNorms and the pooling in fp32).
+- **Precision**: in half precision (bf16/fp16 on CUDA, bf16 on a CPU with bf16 instructions) the
+  weights stay fp32 and the forward pass runs under ``torch.autocast`` (LayerNorms and the pooling
+  in fp32); fp32 otherwise.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from virnucpro.embeddings.dnabert_files import (
 from virnucpro.embeddings.esm_forward import flash_varlen_runs, unpadded_layout
 from virnucpro.embeddings.precision import (
     dtype_name,
-    is_cuda,
     load_checked,
     parity_candidates,
     probe_frames,
@@ -102,7 +102,7 @@ class DnaEmbedder:
         self._cpu_tokens = cpu_token_cap(max(m.out_features for m in model.modules() if isinstance(m, nn.Linear)))
 
     def set_precision(self, dtype: torch.dtype) -> None:
-        """Run in ``dtype`` from now on (on CUDA by autocast: the weights stay fp32)."""
+        """Run in ``dtype`` from now on (by autocast: the weights stay fp32)."""
         self.dtype = dtype
 
     @property
@@ -139,8 +139,8 @@ class DnaEmbedder:
         return token_budget_batches([(1, n) for n in lengths], lengths, token_budget)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if is_cuda(self.device) and self.dtype != torch.float32:
-            return torch.autocast(device_type="cuda", dtype=self.dtype)
+        if self.dtype != torch.float32:  # bf16/fp16 on a GPU, bf16 on a CPU that has it
+            return torch.autocast(device_type=self.device.type, dtype=self.dtype)
         return contextlib.nullcontext()
 
     def embed_batch(self, sequences: list[str]) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 ``auto`` on a CUDA device tries bf16 then fp16 (compute capability 8.0 or newer: Ampere,
 Hopper, ...) or fp16 alone (older GPUs) and keeps the first that matches fp32 on a probe set,
-else fp32 (:func:`load_checked`). The CPU always runs in fp32, whatever is asked: a request for
-bf16/fp16 there is overridden, with one log line per request.
+else fp32 (:func:`load_checked`). On a CPU that multiplies bf16 natively (AVX512_BF16 or
+AMX-BF16: :func:`cpu_has_native_bf16`) ``auto`` tries bf16 the same way; other CPUs run in fp32.
+An explicit ``bf16`` runs on such a CPU as asked; on other CPUs, and ``fp16`` on any CPU, the
+request is overridden to fp32 (emulated half precision is slower than fp32 there), with one log
+line per request.
 
 **The parity check of ``auto``.** The loader loads the model in fp32 and embeds a fixed probe
 set, then casts the model to each candidate in turn and embeds the probe again. The first
@@ -47,14 +50,35 @@ def is_cuda(device: str | torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags Linux lists for the first CPU; empty where that cannot be read."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 matrix instructions (AVX512_BF16 or AMX-BF16)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def resolve_dtype(precision: str, device: str) -> torch.dtype:
     """The torch dtype for ``precision`` (auto, fp32, bf16, fp16) on ``device`` ("cpu", "cuda:N")."""
     if precision not in PRECISIONS:
         raise VirnucproError(f"unknown precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
     if not is_cuda(device):
+        if precision == "bf16" and cpu_has_native_bf16():
+            return torch.bfloat16
         if precision not in ("auto", "fp32") and precision not in _overridden_logged:
             _overridden_logged.add(precision)
-            log.info("--precision %s ignored on the CPU: running in fp32", precision)
+            why = "this CPU has no bf16 instructions" if precision == "bf16" else "fp16 is emulated on CPUs"
+            log.info("--precision %s ignored on the CPU (%s): running in fp32", precision, why)
         return torch.float32
     if precision == "auto":
         major, _minor = torch.cuda.get_device_capability(torch.device(device))
@@ -64,9 +88,11 @@ def resolve_dtype(precision: str, device: str) -> torch.dtype:
 
 def parity_candidates(precision: str, device: str) -> list[torch.dtype]:
     """Half precisions ``--precision auto`` tries on ``device``, best first; [] when nothing is checked
-    (the CPU, or an explicit precision: the user's choice is used as given)."""
-    if precision != "auto" or not is_cuda(device):
+    (a CPU without bf16 instructions, or an explicit precision: the user's choice is used as given)."""
+    if precision != "auto":
         return []
+    if not is_cuda(device):
+        return [torch.bfloat16] if cpu_has_native_bf16() else []
     major, _minor = torch.cuda.get_device_capability(torch.device(device))
     return [torch.bfloat16, torch.float16] if major >= 8 else [torch.float16]
 
