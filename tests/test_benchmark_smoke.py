@@ -127,7 +127,8 @@ def test_gpu_benchmark_script_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_p
 
 def test_the_device_check_script_is_valid_bash(repo_root: Path) -> None:
     """It only runs on a device machine (minutes that cannot be spent on a syntax error)."""
-    subprocess.run(["bash", "-n", str(repo_root / "tests" / "gpu" / "device_check.sh")], check=True)
+    for script in ("device_check.sh", "device_predict.sh"):
+        subprocess.run(["bash", "-n", str(repo_root / "tests" / "gpu" / script)], check=True)
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,24 @@ def test_an_h200_of_unknown_power_limit_is_taken_for_the_sxm_and_says_so() -> No
     assert board_peak("Some Future GPU", 500.0) is None
     # the shipped ESM-2 3B figure (565 TFLOP/s) against the two limits
     assert fractions(565.0, peak.dense_bf16_tflops, None) == {"fraction_of_datasheet": pytest.approx(0.571, abs=1e-3), "fraction_of_gemm": None}
+
+
+@pytest.mark.slow
+def test_whole_predict_gpu_benchmark_runs_its_dry_run_on_the_cpu(repo_root: Path, tmp_path: Path) -> None:
+    """benchmarks/gpu_predict.py measures on a device machine; its --dry-run (tiny models, CPU) keeps it honest here."""
+    out = tmp_path / "predict.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_predict.py", "--dry-run", "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    reads, contigs = results["runs"]
+    assert (reads["set"], reads["sequences"], contigs["set"], contigs["sequences"]) == ("reads", 200, "contigs", 4)
+    for run in (reads, contigs):
+        assert run["exit_status"] == 0 and run["gpu_busy_fraction"] is None  # no nvidia-smi here
+        assert {"embed_dna", "embed_esm"} <= run["stages"].keys()
+        assert all(stage["tokens"] > 0 and stage["tokens_per_s"] > 0 for stage in run["stages"].values())
+        assert run["other_s"] >= 0 and sum(run["timings_s"].values()) + run["other_s"] == pytest.approx(run["wall_s"])
+    assert reads["extrapolated_1m_reads_s"] > reads["wall_s"]
+    assert "1M reads extrapolated" in done.stdout

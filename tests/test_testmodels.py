@@ -120,3 +120,16 @@ def test_unknown_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         make_test_models(tmp_path, size="huge")
     assert main(["make-test-models", str(tmp_path / "x"), "--size", "huge"]) == 1
+
+
+def test_a_dna_model_with_a_larger_vocabulary_like_dnabert_s(tmp_path: Path) -> None:
+    """benchmarks/gpu_predict.py asks for DNABERT-S's 4,096-token vocabulary: fewer, longer tokens per read."""
+    from virnucpro.testmodels import make_dna
+
+    shape = {"layers": 1, "hidden": 32, "heads": 4, "intermediate": 64}
+    small = load_dna_embedder(str(make_dna(tmp_path / "small", shape=shape)))
+    large = load_dna_embedder(str(make_dna(tmp_path / "large", shape={**shape, "vocab": 1024})))
+    read = "ATGGCTAGCAAAGGAGAAGAACTTTTCACTGGAGTTGTCCCAATTCTTGTTGAATTAGATGGTGATGTTAATGGGCACAAATTTTCTGTC" * 3
+    assert 300 < large.tokenizer.get_vocab_size() <= 1024
+    assert len(large.encode([read])[0]) < len(small.encode([read])[0])
+    assert large.embed_batch([read]).shape == (1, 32)

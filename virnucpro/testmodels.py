@@ -109,12 +109,12 @@ def make_dna(outdir: Path, size: str = "tiny", seed: int = 0, shape: dict[str, i
     written), ``pytorch_model.bin`` with DNABERT-S's parameter names (a plain state dict, pooler
     included), and a BPE tokenizer trained on synthetic DNA (``tokenizer.json``,
     ``tokenizer_config.json``, ``special_tokens_map.json``; [CLS] ... [SEP] added like DNABERT-S's).
-    ``shape`` (layers, hidden, heads, intermediate) overrides the size's.
+    ``shape`` (layers, hidden, heads, intermediate, optionally vocab) overrides the size's.
     """
     shape = shape or _check_size(size)["dna"]
     directory = Path(outdir) / "dna"
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _dna_tokenizer(seed)
+    tokenizer = _dna_tokenizer(seed, shape.get("vocab", DNA_VOCAB_SIZE))
     config = dnabert2_config(shape)
     _write_json(directory / "config.json", config)
     _torch_save(directory / "pytorch_model.bin", dnabert2_weights(config, seed))
@@ -160,7 +160,7 @@ def dnabert2_config(shape: dict[str, int]) -> dict:
         "transformers_version": "4.28.0",
         "type_vocab_size": 2,
         "use_cache": True,
-        "vocab_size": DNA_VOCAB_SIZE,
+        "vocab_size": shape.get("vocab", DNA_VOCAB_SIZE),
     }
 
 
@@ -205,8 +205,9 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _dna_tokenizer(seed: int):
-    """A byte-pair tokenizer trained deterministically on synthetic reads, with DNABERT-S's special tokens."""
+def _dna_tokenizer(seed: int, vocab_size: int = DNA_VOCAB_SIZE):
+    """A byte-pair tokenizer trained deterministically on synthetic reads, with DNABERT-S's special tokens
+    (at most ``vocab_size`` tokens; a larger vocabulary is trained on proportionally more reads)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
     from virnucpro.synthetic import synthetic_reads
@@ -214,9 +215,10 @@ def _dna_tokenizer(seed: int):
     backend = Tokenizer(models.BPE(unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
-        vocab_size=DNA_VOCAB_SIZE, special_tokens=list(DNA_SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size, special_tokens=list(DNA_SPECIAL_TOKENS), show_progress=False
     )
-    reads = (seq for _, seq in synthetic_reads(TOKENIZER_TRAINING_READS, (100, 600), seed=seed, prefix="tok"))
+    count = TOKENIZER_TRAINING_READS * max(1, vocab_size // DNA_VOCAB_SIZE)
+    reads = (seq for _, seq in synthetic_reads(count, (100, 600), seed=seed, prefix="tok"))
     backend.train_from_iterator(reads, trainer)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
@@ -224,8 +226,8 @@ def _dna_tokenizer(seed: int):
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    if backend.get_vocab_size() > DNA_VOCAB_SIZE:
-        raise RuntimeError(f"the test tokenizer has {backend.get_vocab_size()} tokens, more than {DNA_VOCAB_SIZE}")
+    if backend.get_vocab_size() > vocab_size:
+        raise RuntimeError(f"the test tokenizer has {backend.get_vocab_size()} tokens, more than {vocab_size}")
     return backend
 
 
