@@ -63,9 +63,41 @@ def checkSampleName(name, where) {
     }
 }
 
+def fastqSuffixes() {
+    return ['.fq', '.fastq']
+}
+
+def isFastqFile(name) {
+    def plain = withoutCompressionSuffix(name)
+    return fastqSuffixes().any { suffix -> plain.toLowerCase().endsWith(suffix) }
+}
+
+// One file of a samplesheet row, checked as assets/schema_input.json checks it; relative paths are relative to the samplesheet.
+def samplesheetFile(source, path, where, fastq) {
+    def kinds = fastq ? fastqSuffixes() : sequenceSuffixes()
+    if (!path || !(fastq ? isFastqFile(path) : isSequenceFile(path))) {
+        error("${where}: '${path}' is not a ${fastq ? 'FASTQ' : 'FASTA/FASTQ'} file name (${kinds.join(', ')}, optionally ${compressionSuffixes().join(', ')})")
+    }
+    // The staged file names reach the PREPARE command line unquoted (assets/schema_input.json forbids whitespace too).
+    if (path =~ /\s/) {
+        error("${where}: '${path}' contains whitespace; rename or link the file to a path without spaces")
+    }
+    def sequences = path.contains('://') || path.startsWith('/') ? file(path) : source.resolveSibling(path)
+    if (!sequences.exists()) {
+        error("${where}: file not found: ${path}")
+    }
+    return sequences
+}
+
+def rowKind(pairing) {
+    return pairing == 'paired' ? 'paired (fastq_1,fastq_2)' : pairing == 'none' ? 'single-end (fastq_1 only)' : 'fasta'
+}
+
 /*
- * The samples as [ [id: name], [files] ]: from a samplesheet (sample,fasta; rows with the same
- * sample are one sample; relative paths are relative to the samplesheet) or from one FASTA/FASTQ.
+ * The samples as [ [id: name, pairing: paired|none (FASTQ columns only)], [files] ]: from a
+ * samplesheet (sample,fasta or sample,fastq_1,fastq_2 with fastq_2 optional; rows with the same
+ * sample are one sample, a paired sample's files in the order R1 R2 [R1 R2 ...]; relative paths
+ * are relative to the samplesheet) or from one FASTA/FASTQ.
  */
 def readSamples(input) {
     def source = file(input.toString())
@@ -87,30 +119,36 @@ def readSamples(input) {
     if (!rows) {
         error("${source.name}: the samplesheet has no rows")
     }
-    def missing = ['sample', 'fasta'].findAll { column -> !rows[0].containsKey(column) }
-    if (missing) {
-        error("${source.name}: missing column(s) ${missing.join(', ')}; the header must be 'sample,fasta'")
+    def columns = rows[0].keySet()
+    if (!('sample' in columns) || !('fasta' in columns || 'fastq_1' in columns)) {
+        error("${source.name}: the header must be 'sample,fasta' or 'sample,fastq_1,fastq_2' (fastq_2 optional)")
     }
     def samples = [:]
+    def pairings = [:]
     rows.eachWithIndex { row, index ->
         def where = "${source.name} line ${index + 2}"
         def name = row.sample ?: ''
         checkSampleName(name, where)
-        def path = row.fasta ?: ''
-        if (!path || !isSequenceFile(path)) {
-            error("${where}: '${path}' is not a FASTA/FASTQ file name (${sequenceSuffixes().join(', ')}, optionally ${compressionSuffixes().join(', ')})")
+        def fasta = row.fasta ?: ''
+        def mates = [row.fastq_1 ?: '', row.fastq_2 ?: '']
+        if (mates[1] && !mates[0]) {
+            error("${where}: fastq_2 without fastq_1; give the first mate in fastq_1")
         }
-        // The staged file names reach the PREPARE command line unquoted (assets/schema_input.json forbids whitespace too).
-        if (path =~ /\s/) {
-            error("${where}: '${path}' contains whitespace; rename or link the file to a path without spaces")
+        if (fasta && mates[0]) {
+            error("${where}: both fasta and fastq_1; give one of them per row")
         }
-        def sequences = path.contains('://') || path.startsWith('/') ? file(path) : source.resolveSibling(path)
-        if (!sequences.exists()) {
-            error("${where}: file not found: ${path}")
+        if (!fasta && !mates[0]) {
+            error("${where}: no file; give fasta, or fastq_1 (and fastq_2 for paired reads)")
         }
-        samples[name] = (samples[name] ?: []) + [sequences]
+        def pairing = fasta ? null : mates[1] ? 'paired' : 'none'
+        if (samples.containsKey(name) && pairings[name] != pairing) {
+            error("${where}: sample '${name}' mixes ${rowKind(pairings[name])} and ${rowKind(pairing)} rows; give each kind its own sample name")
+        }
+        def files = pairing ? mates.findAll { mate -> mate }.collect { mate -> samplesheetFile(source, mate, where, true) } : [samplesheetFile(source, fasta, where, false)]
+        samples[name] = (samples[name] ?: []) + files
+        pairings[name] = pairing
     }
-    return samples.collect { name, files -> [[id: name], files] }
+    return samples.collect { name, files -> [pairings[name] ? [id: name, pairing: pairings[name]] : [id: name], files] }
 }
 
 // Every parameter of nextflow_schema.json, with its JSON schema.
@@ -155,6 +193,10 @@ def validateParameters(parameters, schema) {
         }
         else if (property['enum'] && !(text in property['enum'].collect { v -> v.toString() })) {
             problems += ["--${name} must be one of ${property['enum'].join(', ')}, got '${text}'"]
+        }
+        // --input: readSamples names the exact problem of a path
+        else if (property['pattern'] && name != 'input' && !(text ==~ property['pattern'])) {
+            problems += ["--${name} ${property['errorMessage'] ?: "must match ${property['pattern']}"}, got '${text}'"]
         }
         else if (numeric && ((property['minimum'] != null && text.toDouble() < property['minimum']) || (property['exclusiveMinimum'] != null && text.toDouble() <= property['exclusiveMinimum']) || (property['maximum'] != null && text.toDouble() > property['maximum']))) {
             problems += ["--${name} is out of range: ${text}"]
@@ -214,7 +256,8 @@ workflow {
             asBoolean(params.test_models),
             asBoolean(params.fail_on_partial),
             packageFingerprint(projectDir),
-            params.outdir
+            params.outdir,
+            asBoolean(params.skip_multiqc)
         )
 
         VIRNUCPRO.out.message.view { message -> message.trim() }

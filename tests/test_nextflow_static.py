@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_pipeline_files_present() -> None:
         "conf/base.config",
         "conf/modules.config",
         "conf/test.config",
-    } | {f"modules/local/{m}/main.nf" for m in ("prepare", "embed", "predict", "summarize", "fetch_model", "run_status")}
+    } | {f"modules/local/{m}/main.nf" for m in ("prepare", "embed", "predict", "summarize", "fetch_model", "run_status", "multiqc")}
     assert expected <= names
 
 
@@ -95,6 +96,7 @@ MODULE_PROCESSES = {
 # A process included under other names runs with these input values (EMBED as EMBED_DNA / EMBED_ESM).
 ALIASES = {"EMBED": {"EMBED_DNA": {"kind": "dna"}, "EMBED_ESM": {"kind": "esm"}}}
 NO_SOFTWARE = {"RUN_STATUS"}  # reads a status file with the shell: no stage, no versions
+TOOLS = {"MULTIQC": "multiqc"}  # runs a packaged tool of the images (containers/environment.yml), not a stage
 
 
 def stage_calls_of(name: str, ext_args: dict[str, str] | None = None) -> list:
@@ -106,7 +108,7 @@ def stage_calls_of(name: str, ext_args: dict[str, str] | None = None) -> list:
 
 
 def test_expected_processes_exist() -> None:
-    assert {"MAKE_TEST_MODELS", "FETCH_MODEL", "PREPARE", "EMBED", "PREDICT", "SUMMARIZE", "RUN_STATUS"} <= set(MODULE_PROCESSES)
+    assert {"MAKE_TEST_MODELS", "FETCH_MODEL", "PREPARE", "EMBED", "PREDICT", "SUMMARIZE", "RUN_STATUS", "MULTIQC"} <= set(MODULE_PROCESSES)
     for proc in MODULE_PROCESSES.values():
         assert scan.rel(proc.path) == f"modules/local/{proc.name.lower()}/main.nf", "one process per module, named after it"
 
@@ -273,6 +275,12 @@ def test_test_samplesheet_matches_input_schema() -> None:
         jsonschema.validate([{"sample": "pipeline_info", "fasta": "x.fa"}], schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"sample": "s1", "fasta": "my reads.fa"}], schema)
+    # paired reads: fastq_1 with an optional fastq_2, never beside fasta
+    jsonschema.validate([{"sample": "p1", "fastq_1": "a_R1.fq.gz", "fastq_2": "a_R2.fq.gz"}, {"sample": "s1", "fastq_1": "b.fastq"}], schema)
+    for bad in ({"sample": "p1", "fastq_2": "a_R2.fq.gz"}, {"sample": "p1", "fasta": "c.fa", "fastq_1": "a_R1.fq.gz"},
+                {"sample": "p1", "fasta": "c.fa", "fastq_2": "a_R2.fq.gz"}, {"sample": "p1", "fastq_1": "a_R1.fa"}, {"sample": "p1"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate([bad], schema)
 
 
 def test_compressions_agree_between_reader_main_nf_and_schemas() -> None:
@@ -301,9 +309,11 @@ def test_samplesheet_reader_rejects_what_the_input_schema_rejects() -> None:
     body = scan.block_after(text, start)
     rows = body[body.index("rows.eachWithIndex"):]
     assert 'def where = "${source.name} line ${index + 2}"' in rows
-    whitespace = re.search(r"if \(path =~ /\\s/\) \{\s*error\(\"\$\{where\}: ", rows)
+    assert rows.count("samplesheetFile(source, ") == 2, "every file of a row (fasta, fastq_1, fastq_2) is checked"
+    checks = scan.block_after(text, text.index("def samplesheetFile("))
+    whitespace = re.search(r"if \(path =~ /\\s/\) \{\s*error\(\"\$\{where\}: ", checks)
     assert whitespace, "readSamples does not reject a samplesheet path with whitespace, naming the row"
-    assert rows.index("isSequenceFile(path)") < whitespace.start() < rows.index("exists()"), "check the name before the file"
+    assert checks.index("isSequenceFile(path)") < whitespace.start() < checks.index("exists()"), "check the name before the file"
     single = body[: body.index("rows.eachWithIndex")]
     assert re.search(r"if \(source\.name =~ /\\s/\) \{\s*error\(\"--input: ", single), "a single --input file with whitespace passes"
 
@@ -315,7 +325,7 @@ def test_every_command_calls_a_bin_script_with_accepted_options() -> None:
     cli = stage_cli()
     ext_args = scan.with_name_blocks(scan.REPO_ROOT / "conf" / "modules.config")
     checked = set()
-    for name in sorted(set(MODULE_PROCESSES) - NO_SOFTWARE):
+    for name in sorted(set(MODULE_PROCESSES) - NO_SOFTWARE - set(TOOLS)):
         calls = stage_calls_of(name, ext_args)
         assert calls, f"{name}: its script calls no bin/ script"
         for call in calls:
@@ -327,6 +337,23 @@ def test_every_command_calls_a_bin_script_with_accepted_options() -> None:
             assert call.options <= accepted, f"{name}: `{call.stage}` does not accept {sorted(call.options - accepted)}"
             checked.add(call.stage)
     assert {"fetch-model", "prepare", "embed-dna", "embed-esm", "classify", "summarize", "make-test-models"} <= checked
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_every_tool_command_uses_options_the_tool_accepts(name: str) -> None:
+    tool = TOOLS[name]
+    executable = shutil.which(tool) or str(Path(sys.executable).with_name(tool))
+    if not Path(executable).is_file():
+        pytest.skip(f"{tool} is not installed (pip install -e '.[test]')")
+    shown = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    accepted = set(scan.OPTION.findall(shown.stdout + shown.stderr))
+    script = "".join(t.value for t in MODULE_PROCESSES[name].gstring("script").tokens)
+    lines = [line for line in script.splitlines() if re.match(rf"\s*{tool}\b", line)]
+    assert lines, f"{name}: its script does not run {tool}"
+    options = {option for line in lines for option in scan.OPTION.findall(line)}
+    if any("${args}" in line for line in lines):
+        options |= set(scan.OPTION.findall(scan.with_name_blocks(scan.REPO_ROOT / "conf" / "modules.config").get(name, "")))
+    assert "--force" in options and options <= accepted, f"{name}: {tool} does not accept {sorted(options - accepted)}"
 
 
 def test_option_extraction_sees_ext_args_and_variables() -> None:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from virnucpro.frames import chunk_bounds
+from virnucpro.pairs import pair_call
+
 from nextflow_runner import (
     REPO_ROOT,
     Run,
@@ -33,7 +36,8 @@ from nextflow_runner import (
 pytestmark = [pytest.mark.slow, pytest.mark.nextflow]
 
 ASSETS = REPO_ROOT / "assets"
-SAMPLE_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_predictions.tsv", "summary.json")
+SAMPLE_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_predictions.tsv", "summary.json",
+                "viral_regions.tsv")
 STATUS_FILES = ("run_status.txt", "run_summary.json")
 STACK_TRACE = re.compile(r"^\s+at [\w.$]+\(|groovy\.lang\.|java\.lang\.\w+Exception|nextflow\.exception\.", re.MULTILINE)
 
@@ -60,15 +64,20 @@ def model_args(models, esm: Path | str | None = None, dna: Path | str | None = N
     ]
 
 
+def files_under(directory: Path) -> list[str]:
+    """The files below ``directory`` (sub-folders such as viral/ included), relative to it."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
 def assert_sample_folder_complete(run: Run, sample: str, outdir: str = "results") -> None:
     """The published folder of ``sample`` holds every file of its PREDICT task, byte for byte."""
     published = run.published(outdir) / sample
     rows = [row for row in task_rows(run.trace(outdir), "PREDICT") if row["tag"] == sample]
     assert rows, f"no PREDICT task for {sample}"
     produced = Path(rows[-1]["workdir"]) / sample
-    names = sorted(p.name for p in produced.iterdir())
+    names = files_under(produced)
     assert set(SAMPLE_FILES) <= set(names)
-    assert sorted(p.name for p in published.iterdir()) == names
+    assert files_under(published) == names
     for name in names:
         assert (published / name).read_bytes() == (produced / name).read_bytes(), f"{sample}/{name} differs"
 
@@ -113,6 +122,7 @@ def test_test_profile_publishes_every_file(test_profile_run: Run) -> None:
         f"{sample}_virnucpro_mqc.{suffix}" for sample in ("test_fasta", "test_fastq") for suffix in ("tsv", "yaml")
     ]
     assert "<html" in (info / "virnucpro_report.html").read_text()[:2000].lower()
+    assert (test_profile_run.published() / "multiqc" / "multiqc_report.html").is_file()
     for prefix in ("execution_report_", "execution_timeline_", "execution_trace_", "pipeline_dag_"):
         assert list(info.glob(f"{prefix}*")), prefix
     versions = (info / "virnucpro_software_versions.yml").read_text()
@@ -176,12 +186,13 @@ def test_blank_control_is_a_sample_without_reads(three_sample_run: Run) -> None:
     assert read_tsv(three_sample_run.published() / "blank" / "sequence_predictions.tsv") == []
 
 
-@pytest.mark.parametrize("sample, source", [("fasta", "test_reads.fa"), ("fastq", "test_reads.fq.gz")])
-def test_pipeline_results_equal_predict(three_sample_run: Run, models, sample: str, source: str, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "virnucpro", "predict", str(ASSETS / source), "--outdir", str(tmp_path), "--quiet",
+def assert_results_equal_predict(ours: Path, inputs: list[Path], models, tmp_path: Path) -> Path:
+    """The sample folder ``ours`` has the calls and scores `virnucpro predict` gives on ``inputs``
+    with the same models (the `source` column names the files as the tasks staged them); returns
+    predict's folder."""
+    cli = [sys.executable, "-m", "virnucpro", "predict", *map(str, inputs), "--outdir", str(tmp_path), "--quiet",
            "--classifier", str(models.classifier), "--esm-model", str(models.esm), "--dna-model", str(models.dna)]
     subprocess.run(cli, check=True, capture_output=True, timeout=600)
-    ours = three_sample_run.published() / sample
     frames = read_tsv(ours / "prediction_results.txt"), read_tsv(tmp_path / "prediction_results.txt")
     assert frames[0], "no frame was classified"
     assert_same_scores(*frames, label="Prediction", scores=("score1", "score2"))
@@ -194,6 +205,12 @@ def test_pipeline_results_equal_predict(three_sample_run: Run, models, sample: s
     for a, b in zip(*sequences):
         for column in ("max_p_virus", "mean_p_virus"):
             assert a[column] == b[column] == "NA" or math.isclose(float(a[column]), float(b[column]), abs_tol=1e-5)
+    return tmp_path
+
+
+@pytest.mark.parametrize("sample, source", [("fasta", "test_reads.fa"), ("fastq", "test_reads.fq.gz")])
+def test_pipeline_results_equal_predict(three_sample_run: Run, models, sample: str, source: str, tmp_path: Path) -> None:
+    assert_results_equal_predict(three_sample_run.published() / sample, [ASSETS / source], models, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -224,11 +241,192 @@ def test_changed_input_reruns_only_its_sample(nf: Path, models, three_samples: P
     trace = run.trace()
     for row in trace:
         sample = row["tag"].split(":", 1)[0]
-        if sample == "fasta" or row["process"].rsplit(":", 1)[-1] in ("SUMMARIZE", "RUN_STATUS"):
+        if sample == "fasta" or row["process"].rsplit(":", 1)[-1] in ("SUMMARIZE", "MULTIQC", "RUN_STATUS"):
             assert row["status"] == "COMPLETED", row["name"]
         else:
             assert row["status"] == "CACHED", row["name"]
     assert len(read_tsv(run.published() / "fasta" / "sequence_predictions.tsv")) == len(records) - 3
+
+
+# --------------------------------------------------------------------------- take-aways: long contigs and paired FASTQ.gz
+
+TAKEAWAY_INPUTS = {
+    "contigs": ("contigs.fa",),
+    "pairs": ("lib1_R1.fastq.gz", "lib1_R2.fastq.gz", "lib2_R1.fq.gz", "lib2_R2.fq.gz"),  # R1 R2 R1 R2
+}
+
+
+@pytest.fixture(scope="module")
+def takeaway_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Long contigs (FASTA, 2-9 kb: regions of many chunks) and a paired sample of two libraries of
+    gzip FASTQ mates (Illumina ids with comments; /1 /2 ids), in one samplesheet with both kinds of rows."""
+    from sample_data import write_contigs, write_pairs
+
+    data = tmp_path_factory.mktemp("nf-takeaway-data")
+    write_contigs(data / "contigs.fa", n=3)
+    write_pairs(data / "lib1_R1.fastq.gz", data / "lib1_R2.fastq.gz", 12, 3, "casava")
+    write_pairs(data / "lib2_R1.fq.gz", data / "lib2_R2.fq.gz", 8, 5, "slashed")
+    sheet = data / "samples.csv"
+    pairs = TAKEAWAY_INPUTS["pairs"]
+    sheet.write_text(
+        "sample,fasta,fastq_1,fastq_2\ncontigs,contigs.fa,,\n"
+        f"pairs,,{pairs[0]},{pairs[1]}\npairs,,{pairs[2]},{pairs[3]}\n"
+    )
+    return sheet
+
+
+@pytest.fixture(scope="module")
+def takeaway_run(nf: Path, models, takeaway_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    args = ["--input", str(takeaway_samples), "--outdir", "results", *model_args(models)]
+    return pipeline(nf, args, tmp_path_factory.mktemp("nf-takeaway"), check=0)
+
+
+OPTIONS_RUN = ["--min_p_virus", "0.51", "--pair_rule", "both", "--region_max_gap", "0", "--region_min_chunks", "2",
+               "--extract", "virus,others", "--skip_multiqc"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def takeaway_options_run(nf: Path, models, takeaway_samples: Path, takeaway_run: Run) -> Run:
+    """The same samples with every new option changed, resumed: only PREDICT and what follows run again."""
+    args = ["--input", str(takeaway_samples), "--outdir", "results_options", *model_args(models), *OPTIONS_RUN, "-resume"]
+    return pipeline(nf, args, takeaway_run.launch_dir, check=0)
+
+
+def input_records(takeaway_samples: Path, sample: str) -> dict[str, list[bytes]]:
+    """The records of each input file of a take-away sample, by file name."""
+    from sample_data import records_of
+
+    return {name: records_of(takeaway_samples.parent / name, "fasta" if name.endswith(".fa") else "fastq")
+            for name in TAKEAWAY_INPUTS[sample]}  # fmt: skip
+
+
+def viral_file(name: str, label: str = "viral") -> str:
+    stem = name.split(".")[0]
+    return f"viral/{stem}.{label}.{'fa' if name.endswith('.fa') else 'fq'}.gz"
+
+
+def test_takeaway_run_publishes_every_file(takeaway_run: Run) -> None:
+    assert takeaway_run.run_status() == 0
+    for sample, names in TAKEAWAY_INPUTS.items():
+        assert_sample_folder_complete(takeaway_run, sample)
+        published = files_under(takeaway_run.published() / sample)
+        assert sorted(name for name in published if name.startswith("viral/")) == sorted(viral_file(n) for n in names)
+    info = takeaway_run.published() / "pipeline_info"
+    assert sorted(p.name for p in (info / "multiqc").iterdir()) == [
+        f"{sample}_virnucpro_mqc.{suffix}" for sample in sorted(TAKEAWAY_INPUTS) for suffix in ("tsv", "yaml")
+    ]
+    assert (info / "virnucpro_report.html").is_file()
+    assert (takeaway_run.published() / "multiqc" / "multiqc_report.html").is_file()
+    assert (takeaway_run.published() / "multiqc" / "multiqc_data" / "multiqc_virnucpro_calls.txt").is_file()
+
+
+def test_paired_sample_is_prepared_as_pairs(takeaway_run: Run) -> None:
+    (prepare,) = [row for row in task_rows(takeaway_run.trace(), "PREPARE") if row["tag"] == "pairs"]
+    command = (Path(prepare["workdir"]) / ".command.sh").read_text()
+    assert "--pairing paired" in command
+    assert " ".join(f"input0{n}/{name}" for n, name in enumerate(TAKEAWAY_INPUTS["pairs"], 1)) in command  # R1 R2 R1 R2
+    (contigs,) = [row for row in task_rows(takeaway_run.trace(), "PREPARE") if row["tag"] == "contigs"]
+    assert "--pairing" not in (Path(contigs["workdir"]) / ".command.sh").read_text()
+    rows = read_tsv(takeaway_run.published() / "pairs" / "sequence_predictions.tsv")
+    assert len(rows) == 2 * (12 + 8) and [row["mate"] for row in rows] == ["1", "2"] * 20
+    assert not [row for row in rows if "_dup" in row["id"]]
+    for one, two in zip(rows[::2], rows[1::2]):
+        assert one["original_id"].removesuffix("/1") == two["original_id"].removesuffix("/2")
+        assert one["pair_call"] == two["pair_call"] == pair_call(one["call"], two["call"], "any")
+
+
+@pytest.mark.parametrize("sample", sorted(TAKEAWAY_INPUTS))
+def test_extracted_records_are_the_input_records(takeaway_run: Run, takeaway_samples: Path, sample: str) -> None:
+    published = takeaway_run.published() / sample
+    rows = read_tsv(published / "sequence_predictions.tsv")
+    selected = {}
+    for name, records in input_records(takeaway_samples, sample).items():
+        calls = [row["pair_call"] for row in rows if Path(row["source"]).name == name]
+        assert len(calls) == len(records), name
+        selected[name] = [record for record, call in zip(records, calls) if call == "virus"]
+        written = gzip.decompress((published / viral_file(name)).read_bytes())
+        assert written == b"".join(selected[name]), name
+    assert any(selected.values()), "nothing was extracted: the check is empty"
+    if sample == "pairs":  # mates in step: the same reads, in the same order, in both mate files
+        for first, second in (TAKEAWAY_INPUTS["pairs"][:2], TAKEAWAY_INPUTS["pairs"][2:]):
+            ids = [[record.split(b"\n", 1)[0].split()[0].removesuffix(suffix) for record in selected[name]]
+                   for name, suffix in ((first, b"/1"), (second, b"/2"))]  # fmt: skip
+            assert ids[0] == ids[1]
+
+
+@pytest.mark.parametrize("sample", sorted(TAKEAWAY_INPUTS))
+def test_takeaway_results_equal_predict(takeaway_run: Run, takeaway_samples: Path, models, sample: str, tmp_path: Path) -> None:
+    ours = takeaway_run.published() / sample
+    inputs = [takeaway_samples.parent / name for name in TAKEAWAY_INPUTS[sample]]
+    theirs = assert_results_equal_predict(ours, inputs, models, tmp_path)
+    regions = read_tsv(ours / "viral_regions.tsv"), read_tsv(theirs / "viral_regions.tsv")
+    exact = ("id", "start", "end", "chunks", "virus_chunks")
+    assert [[row[k] for k in exact] for row in regions[0]] == [[row[k] for k in exact] for row in regions[1]]
+    for a, b in zip(*regions):
+        for column in ("mean_p_virus", "max_p_virus", "fraction_of_sequence"):
+            assert math.isclose(float(a[column]), float(b[column]), abs_tol=1e-5), (a, b)
+    if sample == "contigs":
+        assert any(int(row["chunks"]) > 1 for row in regions[0]), "no region of several chunks in the long contigs"
+    assert files_under(ours / "viral") == files_under(theirs / "viral")
+    for name in files_under(theirs / "viral"):
+        assert gzip.decompress((ours / "viral" / name).read_bytes()) == gzip.decompress((theirs / "viral" / name).read_bytes())
+
+
+def test_multiqc_ran_on_our_files_and_shows_our_section(takeaway_run: Run) -> None:
+    (task,) = task_rows(takeaway_run.trace(), "MULTIQC")
+    assert task["exit"] == "0"
+    assert "multiqc --force" in (Path(task["workdir"]) / ".command.sh").read_text()
+    versions = (takeaway_run.published() / "pipeline_info" / "virnucpro_software_versions.yml").read_text()
+    assert re.search(r'"VIRNUCPRO:MULTIQC":\n\s+multiqc: \d+\.\d+', versions), versions
+    multiqc = takeaway_run.published() / "multiqc"
+    report = (multiqc / "multiqc_report.html").read_text()
+    assert 'id="virnucpro"' in report and 'id="virnucpro_calls"' in report and ">VirNucPro<" in report
+    header, *lines = [line.split("\t") for line in (multiqc / "multiqc_data" / "multiqc_virnucpro_calls.txt").read_text().splitlines()]
+    plotted = {line[0]: dict(zip(header[1:], line[1:])) for line in lines}
+    assert sorted(plotted) == sorted(TAKEAWAY_INPUTS)
+    for sample, values in plotted.items():
+        calls = json.loads((takeaway_run.published() / sample / "summary.json").read_text())["calls"]
+        assert {call: int(float(count)) for call, count in values.items()} == calls
+
+
+def test_report_has_the_throughput_of_every_embedding_task(takeaway_run: Run) -> None:
+    trace = takeaway_run.trace()
+    embeds = task_rows(trace, "EMBED_DNA") + task_rows(trace, "EMBED_ESM")
+    (summarize,) = task_rows(trace, "SUMMARIZE")
+    command = (Path(summarize["workdir"]) / ".command.sh").read_text()
+    assert command.count("--engine-summary engine/") == len(embeds) >= 4
+    report = (takeaway_run.published() / "pipeline_info" / "virnucpro_report.html").read_text()
+    assert "tokens/s" in report and "DNABERT-S" in report and "ESM-2" in report
+
+
+def test_new_options_reach_classify_and_skip_multiqc_skips_it(takeaway_options_run: Run) -> None:
+    run, outdir = takeaway_options_run, "results_options"
+    trace = run.trace(outdir)
+    for row in trace:
+        process = row["process"].rsplit(":", 1)[-1]
+        assert row["status"] == ("CACHED" if process in ("PREPARE", "EMBED_DNA", "EMBED_ESM") else "COMPLETED"), row["name"]
+    assert not task_rows(trace, "MULTIQC") and not (run.published(outdir) / "multiqc").exists()
+    assert (run.published(outdir) / "pipeline_info" / "multiqc").is_dir()  # the files for a MultiQC of one's own
+    for sample, names in TAKEAWAY_INPUTS.items():
+        assert_sample_folder_complete(run, sample, outdir)
+        published = run.published(outdir) / sample
+        summary = json.loads((published / "summary.json").read_text())
+        assert summary["call_rule"] == {"virus_fraction": 0.5, "min_p_virus": 0.51, "pair_rule": "both"}
+        assert summary["extract"]["calls"] == ["virus", "others"]
+        assert {viral_file(n, label) for n in names for label in ("viral", "others")} <= set(files_under(published))
+        chunks = read_tsv(published / "prediction_results_highestscore.csv")
+        assert [row["Is_Virus"] == "True" for row in chunks] == [float(row["max_score_1"]) >= 0.51 for row in chunks]
+        virus_chunks = {row["Modified_ID"] for row in chunks if row["Is_Virus"] == "True"}
+        lengths = {row["id"]: int(row["length"]) for row in read_tsv(published / "sequence_predictions.tsv")}
+        for region in read_tsv(published / "viral_regions.tsv"):  # no gap, two virus chunks at least
+            assert int(region["chunks"]) == int(region["virus_chunks"]) >= 2, region
+            bounds = chunk_bounds(lengths[region["id"]], 300)
+            first = next(k for k, (start, _end) in enumerate(bounds, 1) if start + 1 == int(region["start"]))
+            run_ids = {f"{region['id']}_chunk_{k}" for k in range(first, first + int(region["chunks"]))}
+            assert run_ids <= virus_chunks, region
+    rows = read_tsv(run.published(outdir) / "pairs" / "sequence_predictions.tsv")
+    for one, two in zip(rows[::2], rows[1::2]):
+        assert one["pair_call"] == two["pair_call"] == pair_call(one["call"], two["call"], "both"), (one, two)
 
 
 # --------------------------------------------------------------------------- failures and the run's status
@@ -358,6 +556,40 @@ def test_bad_invocation_is_one_clear_line(nf: Path, tmp_path: Path, args: list[s
     assert message in run.output, run.output
     assert not STACK_TRACE.search(run.output), run.output
     assert not (tmp_path / "null").exists()  # no run reports under a missing --outdir
+
+
+def test_bad_values_of_the_take_away_options_are_one_clear_line(nf: Path, tmp_path: Path) -> None:
+    bad = ["--min_p_virus", "0", "--pair_rule", "either", "--region_max_gap", "-1", "--region_min_chunks", "0",
+           "--extract", "viral", "--skip_multiqc", "maybe"]  # fmt: skip
+    run = pipeline(nf, ["--input", str(ASSETS / "test_reads.fa"), "--outdir", "out", *bad], tmp_path)
+    assert run.returncode == 1
+    (line,) = [line for line in run.output.splitlines() if "--min_p_virus" in line]
+    for message in ("--min_p_virus is out of range: 0", "--pair_rule must be one of any, both, got 'either'",
+                    "--region_max_gap is out of range: -1", "--region_min_chunks is out of range: 0",
+                    "--extract must be none or calls from virus, others, no_coding_frame, failed", "got 'viral'",
+                    "--skip_multiqc must be a boolean, got 'maybe'"):  # fmt: skip
+        assert message in line, run.output
+    assert not STACK_TRACE.search(run.output), run.output
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("s1,,,{R2}", "samples.csv line 2: fastq_2 without fastq_1"),
+        ("s1,{fa},{R1},", "samples.csv line 2: both fasta and fastq_1"),
+        ("s1,{fa},,\ns1,,{R1},{R2}", "samples.csv line 3: sample 's1' mixes fasta and paired (fastq_1,fastq_2) rows"),
+        ("s1,,{R1},missing_R2.fq.gz", "samples.csv line 2: file not found: missing_R2.fq.gz"),
+    ],
+)
+def test_bad_samplesheet_row_is_one_clear_line(nf: Path, tmp_path: Path, rows: str, message: str) -> None:
+    names = {"fa": ASSETS / "test_reads.fa", "R1": ASSETS / "test_reads.fq.gz", "R2": ASSETS / "test_reads.fq.gz"}
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text("sample,fasta,fastq_1,fastq_2\n" + rows.format(**names) + "\n")
+    run = pipeline(nf, ["--input", str(sheet), "--outdir", "out"], tmp_path)
+    assert run.returncode == 1
+    assert message.format(**names) in run.output, run.output
+    assert not STACK_TRACE.search(run.output), run.output
+    assert not list(tmp_path.glob("work/*/*/.command.sh")), "a task ran"
 
 
 def test_help_prints_the_parameters_and_writes_nothing(nf: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 /*
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     VIRNUCPRO: prepare -> scatter shards to EMBED_DNA / EMBED_ESM -> gather -> PREDICT
-               -> SUMMARIZE -> RUN_STATUS
+               -> SUMMARIZE -> MULTIQC, RUN_STATUS
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
     Every process is one `virnucpro <stage>` command line (bin/virnucpro_stage.py).
     A shard whose embedding failed or whose task was lost does not stop the others: PREDICT
@@ -18,6 +18,7 @@ include { EMBED as EMBED_ESM    } from '../modules/local/embed/main'
 include { PREDICT               } from '../modules/local/predict/main'
 include { SUMMARIZE             } from '../modules/local/summarize/main'
 include { RUN_STATUS            } from '../modules/local/run_status/main'
+include { MULTIQC               } from '../modules/local/multiqc/main'
 
 /*
  * A model as a process input: [name for the command line, files to stage under model/].
@@ -48,7 +49,7 @@ def sortedByName(files) {
 
 workflow VIRNUCPRO {
     take:
-    ch_samples      // channel: [ meta (id), [ FASTA/FASTQ files ] ]
+    ch_samples      // channel: [ meta (id, pairing), [ FASTA/FASTQ files ] ]
     esm_model       // string: fair-esm name or path of an esm2*.pt file
     dna_model       // string: hub id or path of a model directory
     classifier      // string: 300, 500 (reference model, fetched) or a checkpoint path
@@ -56,6 +57,7 @@ workflow VIRNUCPRO {
     fail_on_partial // boolean: status 2 fails the run too
     package_id      // string: fingerprint of the virnucpro package the tasks run (part of every task hash)
     outdir          // string: where results are published (named in the final message)
+    skip_multiqc    // boolean: no MultiQC report
 
     main:
     ch_versions = channel.empty()
@@ -117,11 +119,13 @@ workflow VIRNUCPRO {
             [key.toString(), [dna: sortedByName(results.collect { r -> r.dna ?: [] }), esm: sortedByName(results.collect { r -> r.esm ?: [] })]]
         }
 
+    // The sample's input files go along: classify copies the records of the --extract calls from them.
     ch_predict = PREPARE.out.prepared
         .map { meta, prepared -> [meta.id, meta, prepared] }
+        .join(ch_samples.map { meta, files -> [meta.id, files] })
         .join(ch_embedded, remainder: true)
-        .map { _id, meta, prepared, embedded ->
-            [meta, prepared, embedded ? embedded.dna : [], embedded ? embedded.esm : []]
+        .map { _id, meta, prepared, files, embedded ->
+            [meta, files, prepared, embedded ? embedded.dna : [], embedded ? embedded.esm : []]
         }
 
     PREDICT(ch_predict, ch_classifier, package_id)
@@ -132,8 +136,14 @@ workflow VIRNUCPRO {
     //
     ch_sample_ids = ch_samples.map { meta, _files -> meta.id }.toSortedList()
     ch_sample_dirs = PREDICT.out.results.map { _meta, directory -> directory }.toSortedList { a, b -> a.name <=> b.name }
-    SUMMARIZE(ch_sample_dirs, ch_sample_ids, package_id)
+    ch_engine_summaries = EMBED_DNA.out.summary.mix(EMBED_ESM.out.summary).toSortedList { a, b -> a.name <=> b.name }
+    SUMMARIZE(ch_sample_dirs, ch_sample_ids, ch_engine_summaries, package_id)
     ch_versions = ch_versions.mix(SUMMARIZE.out.versions)
+
+    if (!skip_multiqc) {
+        MULTIQC(SUMMARIZE.out.multiqc, package_id)
+        ch_versions = ch_versions.mix(MULTIQC.out.versions)
+    }
 
     RUN_STATUS(SUMMARIZE.out.status, fail_on_partial, outdir)
 

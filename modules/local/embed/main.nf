@@ -15,6 +15,9 @@
  * be used") is not a property of the shard: the task fails at once, as on any other error that
  * is not data. A model that could not be loaded on this machine (out of memory, a device error)
  * is retried like a failed shard.
+ *
+ * The stage's summary.json (its engine statistics: devices, throughput per stage) leaves as
+ * <kind>.<sample>.<shard>.summary.json, for the throughput in SUMMARIZE's report.
  */
 process EMBED {
     tag "${meta.id}:${meta.shard}"
@@ -30,6 +33,7 @@ process EMBED {
 
     output:
     tuple val(meta), path('embeddings/*'), emit: results
+    path '*.summary.json', emit: summary, optional: true
     path 'versions.yml', emit: versions
 
     script:
@@ -46,6 +50,9 @@ process EMBED {
     export OMP_NUM_THREADS=${task.cpus}  # torch threads: the task's CPUs, not every core of the node
     status=0
     virnucpro_stage.py embed-${kind} ${fasta} --outdir embeddings --${kind}-model ${model_name} ${gpu_args} ${args} || status=\$?
+    if [ -s embeddings/summary.json ]; then
+        mv embeddings/summary.json ${kind}.${meta.id}.${shard}.summary.json
+    fi
     rm -f embeddings/summary.json
     if grep -q 'the model cannot be used' embeddings/failed_files.txt 2>/dev/null; then
         head -n 1 embeddings/failed_files.txt >&2

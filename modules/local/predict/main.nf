@@ -5,7 +5,9 @@
  * *.failed_files.txt) or whose task was lost after its retries has no .npz, and `classify`
  * calls the sequences with frames in it `failed`. Writes the files of `virnucpro predict`
  * into <sample>/: prediction_results.txt, prediction_results_highestscore.csv,
- * sequence_predictions.tsv, summary.json (with exit_status 0/2/1) and failed_files.txt.
+ * sequence_predictions.tsv, summary.json (with exit_status 0/2/1), failed_files.txt,
+ * viral_regions.tsv and viral/ (the records of the --extract calls, copied from the sample's input
+ * files, which are staged here and given in PREPARE's order).
  */
 process PREDICT {
     tag "${meta.id}"
@@ -15,7 +17,7 @@ process PREDICT {
     container 'ghcr.io/virnucpro/virnucpro:0.1.0-cpu'
 
     input:
-    tuple val(meta), path(prepared, stageAs: 'inputs/prepared'), path(dna_results, stageAs: 'inputs/dna/*'), path(esm_results, stageAs: 'inputs/esm/*')
+    tuple val(meta), path(reads, stageAs: 'reads??/*'), path(prepared, stageAs: 'inputs/prepared'), path(dna_results, stageAs: 'inputs/dna/*'), path(esm_results, stageAs: 'inputs/esm/*')
     tuple val(classifier_name), path(classifier_files, stageAs: 'model/*')
     val package_id
 
@@ -27,6 +29,7 @@ process PREDICT {
     def args = task.ext.args ?: ''
     def prefix = "${meta.id}"
     def classifier = classifier_name ? "--classifier ${classifier_name}" : ''
+    def input_files = [reads].flatten().collect { f -> "--input ${f}" }.join(' ')
     """
     # virnucpro package ${package_id}
     export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
@@ -38,7 +41,7 @@ process PREDICT {
     done
 
     status=0
-    virnucpro_stage.py classify --prepared inputs/prepared --dna-embeddings inputs/dna --esm-embeddings inputs/esm --outdir ${prefix} ${classifier} \$failed ${args} || status=\$?
+    virnucpro_stage.py classify --prepared inputs/prepared --dna-embeddings inputs/dna --esm-embeddings inputs/esm --outdir ${prefix} ${classifier} ${input_files} \$failed ${args} || status=\$?
     if [ ! -s ${prefix}/summary.json ]; then
         exit "\$status"
     fi
@@ -55,8 +58,8 @@ process PREDICT {
     stub:
     def prefix = "${meta.id}"
     """
-    mkdir -p ${prefix}
-    touch ${prefix}/prediction_results.txt ${prefix}/prediction_results_highestscore.csv ${prefix}/sequence_predictions.tsv
+    mkdir -p ${prefix}/viral
+    touch ${prefix}/viral_regions.tsv ${prefix}/prediction_results.txt ${prefix}/prediction_results_highestscore.csv ${prefix}/sequence_predictions.tsv
     echo '{"exit_status": 0}' > ${prefix}/summary.json
 
     cat <<-END_VERSIONS > versions.yml

@@ -3,6 +3,8 @@
  * cut them into residue-balanced shards (shards/nucleotide/shard_NNNNN.fa and
  * shards/protein/shard_NNNNN.fa, same stems) that the embedding processes scatter over.
  * The shard lists are always lists (arity 0..*): a sample without any kept frame has none.
+ * meta.pairing (samplesheet fastq_1,fastq_2: paired; fastq_1 alone: none) becomes --pairing; a
+ * sample without it gets prepare's default (auto).
  */
 process PREPARE {
     tag "${meta.id}"
@@ -22,10 +24,11 @@ process PREPARE {
 
     script:
     def args = task.ext.args ?: ''
+    def pairing = meta.pairing ? "--pairing ${meta.pairing}" : ''
     """
     # virnucpro package ${package_id}
     export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
-    virnucpro_stage.py prepare ${inputs} --outdir prepared ${args}
+    virnucpro_stage.py prepare ${inputs} --outdir prepared ${pairing} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

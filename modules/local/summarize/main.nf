@@ -1,7 +1,8 @@
 /*
  * SUMMARIZE: the run's status over every sample (0 ok, 2 partial, 1 failed), all failures
  * (`{sample}:{file}|{stage}|{message}`), a run summary, the HTML report over every sample
- * (virnucpro_report.html) and each sample's MultiQC files (multiqc/). A sample whose PREDICT task is
+ * (virnucpro_report.html, with the throughput per device and stage of every EMBED task's
+ * engine summary) and each sample's MultiQC files (multiqc/). A sample whose PREDICT task is
  * missing gets an empty directory, so `summarize` reports it as failed instead of forgetting it.
  */
 process SUMMARIZE {
@@ -13,6 +14,7 @@ process SUMMARIZE {
     input:
     path sample_dirs, stageAs: 'samples/*'
     val sample_ids
+    path engine_summaries, stageAs: 'engine/*'
     val package_id
 
     output:
@@ -26,12 +28,13 @@ process SUMMARIZE {
     script:
     def args = task.ext.args ?: ''
     def samples = sample_ids.collect { id -> "samples/${id}" }.join(' ')
+    def engines = [engine_summaries].flatten().collect { f -> "--engine-summary ${f}" }.join(' ')
     """
     # virnucpro package ${package_id}
     export CUDA_VISIBLE_DEVICES=''  # no GPU for this step
     mkdir -p ${samples}
     status=0
-    virnucpro_stage.py summarize ${samples} --outdir . ${args} || status=\$?
+    virnucpro_stage.py summarize ${samples} --outdir . ${engines} ${args} || status=\$?
     if [ ! -s run_status.txt ]; then
         exit "\$status"
     fi
