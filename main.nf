@@ -162,7 +162,7 @@ def readLabelledSheet(input, mode) {
         if (!(row.label.toLowerCase() in ['virus', 'other', 'others'])) {
             error("${where}: unknown label '${row.label}' (virus or other)")
         }
-        if (row.date && !(row.date ==~ /\d{4}(-\d{2}(-\d{2})?)?/)) {
+        if (row.date && !(row.date ==~ /[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?/)) {
             error("${where}: date '${row.date}' is not ISO YYYY-MM-DD (or YYYY-MM, YYYY)")
         }
         def sequences = row.path.contains('://') || row.path.startsWith('/') ? file(row.path) : source.resolveSibling(row.path)
@@ -197,6 +197,16 @@ def modeProblems(parameters) {
     }
     if (parameters.split == 'date' && parameters.before == null) {
         problems += ['--split date needs --before YYYY-MM-DD']
+    }
+    if (parameters.before != null && !(parameters.before.toString() ==~ /[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?/)) {
+        problems += ["--before must be a date YYYY-MM-DD (or YYYY-MM, YYYY), got '${parameters.before}'"]
+    }
+    def fractions = [parameters.test_fraction, parameters.validation_fraction].collect { value -> value.toString().toDouble() }
+    if (parameters.mode == 'train' && (fractions.sum() >= 1 || fractions.any { value -> value >= 1 })) {
+        problems += ["--test_fraction ${parameters.test_fraction} and --validation_fraction ${parameters.validation_fraction} must be below 1 together (the rest trains)"]
+    }
+    if (parameters.mode == 'train' && parameters.split != 'date' && fractions[0] == 0) {
+        problems += ['--test_fraction 0: nothing would be held out to test on (only --split date takes its test part by date)']
     }
     return problems
 }

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pipeline_nextflow import STACK_TRACE, read_tsv
 
 from nextflow_runner import Run, launcher, pipeline, task_rows
-from test_pipeline_nextflow import STACK_TRACE, read_tsv
 
 pytestmark = [pytest.mark.slow, pytest.mark.nextflow]
 
@@ -152,8 +152,13 @@ def test_evaluate_mode_publishes_the_metrics_of_virnucpro_evaluate(evaluate_run:
     assert {p.name for p in (evaluation / "plots").iterdir()} >= {"roc.png", "precision_recall.png", "reliability.png"}
     cli("evaluate", str(sheets["heldout"]), "--outdir", str(tmp_path / "eval"), "--shard-size", SHARD_SIZE,
         "--classifier", str(train_run.published() / "training" / "classifier.pt"), *cli_models(models))  # fmt: skip
-    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_predictions.tsv", "metrics.tsv", "thresholds.tsv"):
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "metrics.tsv", "thresholds.tsv"):
         assert (evaluation / name).read_bytes() == (tmp_path / "eval" / name).read_bytes(), name
+    # the same rows; `source` names the staged file (data/00001/virus001.fa) instead of the sheet's path
+    ours, theirs = (read_tsv(d / "sequence_predictions.tsv") for d in (evaluation, tmp_path / "eval"))
+    assert ours and [{**row, "source": Path(row["source"]).name} for row in ours] == [
+        {**row, "source": Path(row["source"]).name} for row in theirs
+    ]
     ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (evaluation, tmp_path / "eval"))
     assert ours["parts"] == theirs["parts"]
     chunk = ours["parts"]["all"]["levels"]["chunk"]["overall"]
@@ -180,4 +185,15 @@ def test_bad_labelled_sheet_is_one_clear_line(nf: Path, tmp_path: Path, header: 
     run = pipeline(nf, ["--mode", mode, "--input", str(tmp_path / "sheet.csv"), "--outdir", "out"], tmp_path)
     assert run.returncode == 1
     assert message in run.output, run.output
+    assert not STACK_TRACE.search(run.output), run.output
+
+
+def test_training_parameters_that_disagree_are_one_clear_line(nf: Path, sheets, tmp_path: Path) -> None:
+    args = ["--mode", "train", "--input", str(sheets["train"]), "--outdir", "out", "--classifier", "300",
+            "--test_fraction", "0.6", "--validation_fraction", "0.5", "--split", "date"]  # fmt: skip
+    run = pipeline(nf, args, tmp_path)
+    assert run.returncode == 1
+    for message in ("--classifier is not used by --mode train", "--split date needs --before YYYY-MM-DD",
+                    "--test_fraction 0.6 and --validation_fraction 0.5 must be below 1 together"):  # fmt: skip
+        assert message in run.output, run.output
     assert not STACK_TRACE.search(run.output), run.output
