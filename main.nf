@@ -13,6 +13,7 @@
 */
 
 include { VIRNUCPRO } from './workflows/virnucpro'
+include { VIRNUCPRO_TRAINING } from './workflows/training'
 
 /*
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -151,6 +152,103 @@ def readSamples(input) {
     return samples.collect { name, files -> [pairings[name] ? [id: name, pairing: pairings[name]] : [id: name], files] }
 }
 
+/*
+ * --mode train / evaluate: the labelled sheet (path,label[,group][,date]; CSV, or TSV when its
+ * header holds a tab; relative paths are relative to the sheet) as [ meta, [ columns ], [ rows ],
+ * [ files ] ], checked as `virnucpro prepare-labelled` checks it, so that a bad sheet is one line
+ * here instead of a failed task. PREPARE_LABELLED stages the files and writes the sheet anew.
+ */
+def readLabelledSheet(input, mode) {
+    def source = file(input.toString())
+    if (!source.exists()) {
+        error("--input: file not found: ${input}")
+    }
+    def lines = source.readLines().findAll { line -> line.trim() }
+    if (!lines) {
+        error("${source.name}: empty sheet (expected a header: path,label[,group][,date])")
+    }
+    def separator = lines[0].contains('\t') ? '\t' : ','
+    def table = source.splitCsv(sep: separator, strip: true).findAll { values -> values.any { value -> value } }
+    def columns = table[0].collect { name -> name.toLowerCase().replaceFirst(/^\uFEFF/, '') }
+    def known = ['path', 'label', 'group', 'date']
+    def missing = ['path', 'label'].findAll { name -> !(name in columns) }
+    if (missing) {
+        error("${source.name}: missing column '${missing[0]}' (header: ${columns.join(',')}; expected path,label[,group][,date])")
+    }
+    def unknown = columns.findAll { name -> !(name in known) }
+    if (unknown) {
+        error("${source.name}: unknown column '${unknown[0]}' (known: ${known.join(', ')})")
+    }
+    if (columns.unique(false).size() != columns.size()) {
+        error("${source.name}: a column appears twice in the header (${columns.join(',')})")
+    }
+    if (table.size() < 2) {
+        error("${source.name}: no files listed (only a header)")
+    }
+    def ordered = ['path'] + known.tail().findAll { name -> name in columns }
+    def rows = []
+    def files = []
+    table.tail().eachWithIndex { values, index ->
+        def where = "${source.name} line ${index + 2}"
+        if (values.size() != columns.size()) {
+            error("${where}: ${values.size()} fields, the header has ${columns.size()}")
+        }
+        def row = [columns, values].transpose().collectEntries { name, value -> [name, value ?: ''] }
+        if (!row.path) {
+            error("${where}: empty path")
+        }
+        if (!(row.label.toLowerCase() in ['virus', 'other', 'others'])) {
+            error("${where}: unknown label '${row.label}' (virus or other)")
+        }
+        if (row.date && !(row.date ==~ /[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?/)) {
+            error("${where}: date '${row.date}' is not ISO YYYY-MM-DD (or YYYY-MM, YYYY)")
+        }
+        def sequences = row.path.contains('://') || row.path.startsWith('/') ? file(row.path) : source.resolveSibling(row.path)
+        if (!sequences.exists()) {
+            error("${where}: file not found: ${row.path}")
+        }
+        if (sequences.isDirectory()) {
+            error("${where}: ${row.path} is a directory, not a sequence file")
+        }
+        rows += [ordered.collectEntries { name -> [name, row[name]] }]
+        files += [sequences]
+    }
+    def absent = ['virus', 'other'].findAll { label -> !rows.any { row -> row.label.toLowerCase().startsWith(label) } }
+    if (mode == 'train' && absent) {
+        error("${source.name}: no file labelled ${absent[0]} (training needs both virus and other)")
+    }
+    return [[id: mode], ordered, rows, files]
+}
+
+// Rules between parameters that the schema cannot say; one error naming every problem.
+def modeProblems(parameters) {
+    def reference = !asBoolean(parameters.test_models) && (parameters.classifier == null || parameters.classifier.toString() in ['300', '500'])
+    def problems = []
+    if (parameters.mode != 'train' && reference && !(parameters.chunk_length.toString() in ['300', '500'])) {
+        problems += ["--chunk_length must be one of 300, 500, got '${parameters.chunk_length}' (the reference classifiers; a classifier trained with --mode train or `virnucpro train` takes any)"]
+    }
+    if (parameters.mode == 'train' && parameters.classifier != null) {
+        problems += ['--classifier is not used by --mode train (it trains one); leave it out']
+    }
+    if (parameters.before != null && parameters.split != 'date') {
+        problems += ['--before is only used by --split date']
+    }
+    if (parameters.split == 'date' && parameters.before == null) {
+        problems += ['--split date needs --before YYYY-MM-DD']
+    }
+    if (parameters.before != null && !(parameters.before.toString() ==~ /[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?/)) {
+        problems += ["--before must be a date YYYY-MM-DD (or YYYY-MM, YYYY), got '${parameters.before}'"]
+    }
+    def fractions = [parameters.test_fraction, parameters.validation_fraction].collect { value -> value.toString().toDouble() }
+    if (parameters.mode == 'train' && (fractions.sum() >= 1 || fractions.any { value -> value >= 1 })) {
+        problems += ["--test_fraction ${parameters.test_fraction} and --validation_fraction ${parameters.validation_fraction} must be below 1 together (the rest trains)"]
+    }
+    if (parameters.mode == 'train' && parameters.split != 'date' && fractions[0] == 0) {
+        problems += ['--test_fraction 0: nothing would be held out to test on (only --split date takes its test part by date)']
+    }
+    return problems
+}
+
 // Every parameter of nextflow_schema.json, with its JSON schema.
 def schemaProperties(schema) {
     return schema['$defs'].values().collectEntries { group -> group['properties'] }
@@ -202,6 +300,9 @@ def validateParameters(parameters, schema) {
             problems += ["--${name} is out of range: ${text}"]
         }
     }
+    if (!problems) {
+        problems += modeProblems(parameters)
+    }
     if (problems) {
         error(problems.join('; '))
     }
@@ -248,21 +349,40 @@ workflow {
     else {
         validateParameters(params, schema)
 
-        VIRNUCPRO(
-            channel.fromList(readSamples(params.input)),
-            params.esm_model,
-            params.dna_model,
-            params.classifier ?: params.chunk_length.toString(),
-            asBoolean(params.test_models),
-            asBoolean(params.fail_on_partial),
-            packageFingerprint(projectDir),
-            params.outdir,
-            asBoolean(params.skip_multiqc)
-        )
+        if (params.mode == 'predict') {
+            VIRNUCPRO(
+                channel.fromList(readSamples(params.input)),
+                params.esm_model,
+                params.dna_model,
+                params.classifier ?: params.chunk_length.toString(),
+                asBoolean(params.test_models),
+                asBoolean(params.fail_on_partial),
+                packageFingerprint(projectDir),
+                params.outdir,
+                asBoolean(params.skip_multiqc)
+            )
+            ch_message = VIRNUCPRO.out.message
+            ch_versions = VIRNUCPRO.out.versions
+        }
+        else {
+            VIRNUCPRO_TRAINING(
+                channel.of(readLabelledSheet(params.input, params.mode)),
+                params.mode,
+                params.esm_model,
+                params.dna_model,
+                params.mode == 'evaluate' ? (params.classifier ?: params.chunk_length.toString()) : '',
+                asBoolean(params.test_models),
+                asBoolean(params.fail_on_partial),
+                packageFingerprint(projectDir),
+                params.outdir
+            )
+            ch_message = VIRNUCPRO_TRAINING.out.message
+            ch_versions = VIRNUCPRO_TRAINING.out.versions
+        }
 
-        VIRNUCPRO.out.message.view { message -> message.trim() }
+        ch_message.view { message -> message.trim() }
 
-        VIRNUCPRO.out.versions
+        ch_versions
             .map { versions -> versions.text }
             .unique()
             .collectFile(name: 'virnucpro_software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)

@@ -49,11 +49,14 @@ def test_pipeline_files_present() -> None:
     expected = {
         "main.nf",
         "workflows/virnucpro.nf",
+        "workflows/training.nf",
+        "subworkflows/local/models/main.nf",
         "nextflow.config",
         "conf/base.config",
         "conf/modules.config",
         "conf/test.config",
     } | {f"modules/local/{m}/main.nf" for m in ("prepare", "embed", "predict", "summarize", "fetch_model", "run_status", "multiqc")}
+    assert {f"modules/local/{m}/main.nf" for m in ("prepare_labelled", "train", "evaluate")} <= names
     assert expected <= names
 
 
@@ -109,6 +112,7 @@ def stage_calls_of(name: str, ext_args: dict[str, str] | None = None) -> list:
 
 def test_expected_processes_exist() -> None:
     assert {"MAKE_TEST_MODELS", "FETCH_MODEL", "PREPARE", "EMBED", "PREDICT", "SUMMARIZE", "RUN_STATUS", "MULTIQC"} <= set(MODULE_PROCESSES)
+    assert {"PREPARE_LABELLED", "TRAIN", "EVALUATE"} <= set(MODULE_PROCESSES)
     for proc in MODULE_PROCESSES.values():
         assert scan.rel(proc.path) == f"modules/local/{proc.name.lower()}/main.nf", "one process per module, named after it"
 
@@ -337,6 +341,7 @@ def test_every_command_calls_a_bin_script_with_accepted_options() -> None:
             assert call.options <= accepted, f"{name}: `{call.stage}` does not accept {sorted(call.options - accepted)}"
             checked.add(call.stage)
     assert {"fetch-model", "prepare", "embed-dna", "embed-esm", "classify", "summarize", "make-test-models"} <= checked
+    assert {"prepare-labelled", "fit", "evaluate-embedded"} <= checked
 
 
 @pytest.mark.parametrize("name", sorted(TOOLS))

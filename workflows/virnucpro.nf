@@ -10,8 +10,7 @@
     last, fails the run when that status says so.
 */
 
-include { MAKE_TEST_MODELS      } from '../modules/local/make_test_models/main'
-include { FETCH_MODEL           } from '../modules/local/fetch_model/main'
+include { MODELS                } from '../subworkflows/local/models/main'
 include { PREPARE               } from '../modules/local/prepare/main'
 include { EMBED as EMBED_DNA    } from '../modules/local/embed/main'
 include { EMBED as EMBED_ESM    } from '../modules/local/embed/main'
@@ -19,27 +18,6 @@ include { PREDICT               } from '../modules/local/predict/main'
 include { SUMMARIZE             } from '../modules/local/summarize/main'
 include { RUN_STATUS            } from '../modules/local/run_status/main'
 include { MULTIQC               } from '../modules/local/multiqc/main'
-
-/*
- * A model as a process input: [name for the command line, files to stage under model/].
- * The main file of a model's files is the one that is not fair-esm's contact-regression head.
- */
-def stagedModel(files) {
-    def all = [files].flatten()
-    def main = all.find { f -> !f.name.endsWith('-contact-regression.pt') }
-    return ["model/${main.name}", all]
-}
-
-// A model value naming an existing file or directory (local or remote): staged as it is, with
-// fair-esm's contact-regression file beside an ESM-2 .pt. null for a name, which FETCH_MODEL fetches.
-def localModel(value) {
-    def model = file(value.toString())
-    if (!model.exists()) {
-        return null
-    }
-    def regression = model.resolveSibling("${model.baseName}-contact-regression.pt")
-    return stagedModel(model.name.endsWith('.pt') && regression.exists() ? [model, regression] : [model])
-}
 
 // The files of one sample's embedding results, in name order (their completion order would
 // change the task hash of PREDICT from run to run and defeat -resume).
@@ -65,24 +43,11 @@ workflow VIRNUCPRO {
     //
     // Models: made on the spot (test), staged from a path, or fetched once by name.
     //
-    if (test_models) {
-        MAKE_TEST_MODELS(package_id)
-        ch_models = MAKE_TEST_MODELS.out.esm.map { files -> ['esm'] + stagedModel(files) }
-            .mix(MAKE_TEST_MODELS.out.dna.map { files -> ['dna'] + stagedModel(files) })
-            .mix(MAKE_TEST_MODELS.out.classifier.map { files -> ['classifier'] + stagedModel(files) })
-        ch_versions = ch_versions.mix(MAKE_TEST_MODELS.out.versions)
-    }
-    else {
-        def wanted = [esm: esm_model, dna: dna_model, classifier: classifier]
-        def given = wanted.collectEntries { kind, value -> [kind, localModel(value)] }.findAll { _kind, staged -> staged != null }
-        FETCH_MODEL(channel.fromList(wanted.findAll { kind, _value -> !given.containsKey(kind) }.collect { kind, value -> [kind, value.toString()] }), package_id)
-        ch_models = channel.fromList(given.collect { kind, staged -> [kind] + staged })
-            .mix(FETCH_MODEL.out.model.map { kind, files -> [kind] + stagedModel(files) })
-        ch_versions = ch_versions.mix(FETCH_MODEL.out.versions)
-    }
-    ch_esm_model = ch_models.filter { model -> model[0] == 'esm' }.first()
-    ch_dna_model = ch_models.filter { model -> model[0] == 'dna' }.first()
-    ch_classifier = ch_models.filter { model -> model[0] == 'classifier' }.map { model -> model.tail() }.first()
+    MODELS(esm_model, dna_model, classifier, test_models, package_id)
+    ch_esm_model = MODELS.out.esm
+    ch_dna_model = MODELS.out.dna
+    ch_classifier = MODELS.out.classifier
+    ch_versions = ch_versions.mix(MODELS.out.versions)
 
     //
     // Prepare each sample; a sample without any kept frame has no shards and goes straight to PREDICT.
@@ -145,7 +110,7 @@ workflow VIRNUCPRO {
         ch_versions = ch_versions.mix(MULTIQC.out.versions)
     }
 
-    RUN_STATUS(SUMMARIZE.out.status, fail_on_partial, outdir)
+    RUN_STATUS(SUMMARIZE.out.status, fail_on_partial, outdir, 'predict')
 
     emit:
     status   = SUMMARIZE.out.status     // channel: path(run_status.txt)
