@@ -48,9 +48,9 @@ def nf() -> Path:
     return launcher()
 
 
-def podman_run(image: str, args: list[str], mounts: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+def podman_run(image: str, args: list[str], mounts: tuple[Path, ...] = (), options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     volumes = [option for path in mounts for option in ("-v", f"{path}:{path}")]
-    return subprocess.run(["podman", "run", "--rm", *volumes, image, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(["podman", "run", "--rm", *volumes, *options, image, *args], capture_output=True, text=True, timeout=600)
 
 
 def test_cli_in_the_image_is_this_version(image: str) -> None:
@@ -65,6 +65,16 @@ def test_make_test_models_in_the_image(image: str, tmp_path: Path) -> None:
     made = {path.name for path in (tmp_path / "models").iterdir()}
     assert "dna" in made and any(name.startswith("esm2_") for name in made) and any(name.startswith("classifier_") for name in made), made
     assert all(path.stat().st_uid == os.getuid() for path in (tmp_path / "models").rglob("*"))
+
+
+def test_image_serves_a_user_id_without_a_home(image: str) -> None:
+    """The docker profile runs tasks as the user's uid (-u, no account in the image) with HOME=/tmp:
+    the image's files are readable by it and the libraries' caches go below that HOME, without warnings."""
+    script = "virnucpro make-test-models /tmp/models >/dev/null && python3 -c 'import matplotlib.pyplot, torch, esm, transformers' && ls /tmp/models"
+    done = podman_run(image, ["bash", "-c", script], options=("-u", "4321:4321", "-e", "HOME=/tmp"))
+    assert done.returncode == 0, done.stderr
+    assert "dna" in done.stdout.split()
+    assert "Matplotlib" not in done.stderr and "not writable" not in done.stderr, done.stderr
 
 
 # --------------------------------------------------------------------------- the pipeline inside and outside

@@ -23,6 +23,7 @@ rootfs_tar=$cache/debian-bookworm-minbase.tar
 if ! podman image exists "$base"; then
     if [ ! -s "$rootfs_tar" ]; then
         root=$(mktemp -d "$cache/rootfs.XXXXXX")
+        chmod 755 "$root"  # the image's / (mktemp makes it private: no other user could enter it)
         trap 'rm -rf "$root"' EXIT
         echo "debootstrap: Debian bookworm into $root" >&2
         debootstrap --variant=minbase --include=python3,python3-venv,procps bookworm "$root" "$mirror" >"$cache/debootstrap.log"
