@@ -14,7 +14,7 @@ NEXTFLOW_DIR := build/nextflow
 NEXTFLOW := $(NEXTFLOW_DIR)/$(NXF_VER)/nextflow
 NEXTFLOW_OLDEST := $(NEXTFLOW_DIR)/$(NXF_VER_OLDEST)/nextflow
 
-.PHONY: install nextflow demo demo-cli test test-fast test-min clean
+.PHONY: install nextflow demo demo-cli test test-fast test-min test-containers clean
 
 # `make test-min`: the fast tests plus one end-to-end predict, with the lowest dependency versions
 # pyproject.toml allows.
@@ -59,13 +59,23 @@ demo-cli: install
 test: install nextflow
 	PATH="$(abspath $(VENV))/bin:$$PATH" VIRNUCPRO_REQUIRE_NEXTFLOW=1 \
 		VIRNUCPRO_NEXTFLOW=$(abspath $(NEXTFLOW)) VIRNUCPRO_NEXTFLOW_OLDEST=$(abspath $(NEXTFLOW_OLDEST)) \
-		$(PY) -m pytest -q
+		$(PY) -m pytest -q -m "not containers"
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -q -m "not slow or end_to_end"
+	$(VENV_MIN)/bin/python -m pytest -q -m "(not slow or end_to_end) and not containers"
+
+# `make test-containers` (CI, as root on Debian): podman set up (tools/containers/podman-setup.sh),
+# the CPU image built from a debootstrapped Debian base and PyPI, without Docker Hub
+# (tools/containers/build-cpu-image.sh; its downloads are cached in /var/cache/virnucpro-ci), then
+# the CLI and `nextflow run . -profile test,podman` in it against the same runs without containers.
+test-containers: install nextflow
+	tools/containers/podman-setup.sh
+	image=$$(tools/containers/build-cpu-image.sh) && \
+		PATH="$(abspath $(VENV))/bin:$$PATH" VIRNUCPRO_CONTAINER_IMAGE="$$image" VIRNUCPRO_REQUIRE_NEXTFLOW=1 \
+		VIRNUCPRO_NEXTFLOW=$(abspath $(NEXTFLOW)) $(PY) -m pytest -q -m containers tests/test_containers.py
 
 clean:
 	rm -rf results results_test test_models .pytest_cache work .nextflow .nextflow.log*

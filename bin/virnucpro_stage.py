@@ -6,7 +6,10 @@ the ``virnucpro`` entry point. It runs the same CLI (same options, same exit cod
 
 - from a plain clone, without installing anything but the dependencies, the package next to
   this script (``../virnucpro``) is imported, so the pipeline always runs its own version;
-- inside the containers (or wherever ``bin/`` was copied alone), the installed package is used.
+- inside the project's images (``VIRNUCPRO_STAGE_PACKAGE=installed``, set by
+  containers/Dockerfile.*), the image's package is used even where the engine happens to mount
+  the clone (Singularity/Apptainer bind the home directory): the image is the software a task
+  runs, whatever the engine; wherever ``bin/`` was copied alone, the installed package is used too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _use_repository_package() -> None:
-    """Put the clone holding this script first on sys.path when it contains the package."""
+    """Put the clone holding this script first on sys.path when it contains the package (not in the images)."""
+    if os.environ.get("VIRNUCPRO_STAGE_PACKAGE") == "installed":
+        return
     if (REPO_ROOT / "virnucpro" / "__init__.py").is_file() and str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
 
@@ -39,6 +44,24 @@ def _writable_home() -> None:
             fallback = Path.cwd() / (".home" if variable == "HOME" else ".home/.cache")
             fallback.mkdir(parents=True, exist_ok=True)
             os.environ[variable] = str(fallback)
+    # Scratch caches set to a shared place (the GPU image's TRITON_CACHE_DIR in /tmp, which
+    # Singularity/Apptainer share between the users of a node): another user's directory there
+    # cannot be written, so this task keeps its own.
+    for variable in ("TRITON_CACHE_DIR", "MPLCONFIGDIR"):
+        current = os.environ.get(variable)
+        if current and not _usable_directory(Path(current)):
+            fallback = Path.cwd() / ".home" / ".cache" / variable.lower()
+            fallback.mkdir(parents=True, exist_ok=True)
+            os.environ[variable] = str(fallback)
+
+
+def _usable_directory(path: Path) -> bool:
+    """Whether ``path`` is (or can be made) a directory this process can write."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 _use_repository_package()

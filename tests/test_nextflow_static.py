@@ -374,8 +374,10 @@ def test_bin_scripts_are_executable_python() -> None:
         assert script.read_text().startswith("#!/usr/bin/env python3"), f"{script.name} has no python3 shebang"
 
 
-def test_bin_script_prefers_the_clone_it_lives_in(tmp_path: Path) -> None:
-    """From a plain clone, bin/ runs the package next to it, not another installed version."""
+@pytest.mark.parametrize("in_image", [False, True])
+def test_bin_script_prefers_the_clone_it_lives_in(tmp_path: Path, in_image: bool) -> None:
+    """From a plain clone, bin/ runs the package next to it, not another installed version; in the
+    project's images (VIRNUCPRO_STAGE_PACKAGE=installed) the image's package, even with the clone mounted."""
     clone = tmp_path / "clone"
     (clone / "bin").mkdir(parents=True)
     (clone / "bin" / "virnucpro_stage.py").write_text((scan.BIN_DIR / "virnucpro_stage.py").read_text())
@@ -384,10 +386,15 @@ def test_bin_script_prefers_the_clone_it_lives_in(tmp_path: Path) -> None:
     subprocess.run(["cp", "-r", str(scan.REPO_ROOT / "virnucpro"), str(package)], check=True)
     init = package / "__init__.py"
     init.write_text(re.sub(r'__version__ = "[^"]+"', '__version__ = "9.9.9-clone"', init.read_text()))
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": str(scan.REPO_ROOT) if in_image else ""}
+    env.pop("VIRNUCPRO_STAGE_PACKAGE", None)
+    if in_image:
+        env["VIRNUCPRO_STAGE_PACKAGE"] = "installed"
     out = subprocess.run([str(clone / "bin" / "virnucpro_stage.py"), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "9.9.9-clone" in out.stdout
+    from virnucpro import __version__
+
+    assert out.stdout.strip().endswith(__version__ if in_image else "9.9.9-clone")
 
 
 def test_bin_script_alone_uses_the_installed_package(tmp_path: Path) -> None:
@@ -421,7 +428,7 @@ def test_container_recipes_pin_versions() -> None:
     assert not unpinned, f"environment.yml: unpinned {unpinned}"
     for dockerfile in ("Dockerfile.gpu", "Dockerfile.cpu"):
         text = (containers / dockerfile).read_text()
-        assert re.search(r"^FROM \S+:\S+", text, flags=re.M), f"{dockerfile}: base image without a tag"
+        assert re.search(r"^ARG BASE_IMAGE=\S+:\S+\nFROM \$\{BASE_IMAGE\}$", text, flags=re.M), f"{dockerfile}: base image without a tag"
         assert re.search(r"^ARG TORCH_VERSION=[0-9]", text, flags=re.M) and '"torch==${TORCH_VERSION}"' in text, f"{dockerfile}: torch is not pinned"
         for package in _runtime_dependencies() - {"torch"}:
             assert re.search(rf"{re.escape(package)}==[0-9]", text), f"{dockerfile}: {package} is not pinned"
@@ -451,3 +458,22 @@ def test_bin_script_gives_a_task_a_writable_home(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("HOME", str(tmp_path))
     module._writable_home()
     assert os.environ["HOME"] == str(tmp_path)  # a writable HOME is left alone
+
+
+def test_bin_script_gives_a_task_its_own_scratch_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scratch cache set to another user's directory (TRITON_CACHE_DIR in a shared /tmp) goes to the task directory."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("virnucpro_stage_caches", scan.BIN_DIR / "virnucpro_stage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(blocked / "triton"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "shared" / "matplotlib"))
+    module._writable_home()
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / ".home" / ".cache" / "triton_cache_dir")
+    assert os.access(os.environ["TRITON_CACHE_DIR"], os.W_OK)
+    assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "shared" / "matplotlib")  # usable: made and kept

@@ -600,7 +600,8 @@ def test_help_prints_the_parameters_and_writes_nothing(nf: Path, tmp_path: Path)
 
 
 PROFILE_COMBINATIONS = ["test", "docker", "singularity", "apptainer", "conda", "gpu", "debug", "test,docker",
-                        "test,conda", "gpu,docker", "gpu,singularity", "gpu,apptainer", "test,gpu,docker"]
+                        "test,conda", "gpu,docker", "gpu,singularity", "gpu,apptainer", "test,gpu,docker",
+                        "podman", "test,podman", "gpu,podman"]
 
 
 @pytest.mark.parametrize("profiles", PROFILE_COMBINATIONS)
