@@ -77,34 +77,31 @@ class GpuUtilisation:
     """nvidia-smi's GPU utilisation sampled in the background; empty where nvidia-smi is missing."""
 
     def __init__(self, interval_ms: int = 200) -> None:
-        self.interval_ms, self.process, self.path = interval_ms, None, None
+        self.interval_ms, self.process, self.samples = interval_ms, None, {}
 
     def __enter__(self) -> GpuUtilisation:
-        self.path = Path(tempfile.mkstemp(prefix="virnucpro-gpu-util-", suffix=".csv")[1])
         query = ["nvidia-smi", "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits", f"-lms={self.interval_ms}"]
         try:
-            self.process = subprocess.Popen(query, stdout=open(self.path, "w"), stderr=subprocess.DEVNULL)  # noqa: SIM115
+            self.process = subprocess.Popen(query, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self.process = None
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        if self.process is None:
+            return
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=10)
+        for line in output.splitlines():
+            index, _, value = line.partition(",")
+            try:
+                self.samples.setdefault(index.strip(), []).append(float(value) / 100)
+            except ValueError:
+                continue
 
     def busy_fraction(self) -> dict[str, float] | None:
         """Mean utilisation per GPU index, as a fraction; None when nothing was sampled."""
-        samples: dict[str, list[float]] = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines() if self.path else []:
-            index, _, value = line.partition(",")
-            try:
-                samples.setdefault(index.strip(), []).append(float(value) / 100)
-            except ValueError:
-                continue
-        if self.path:
-            self.path.unlink(missing_ok=True)
-        return {index: sum(values) / len(values) for index, values in samples.items()} or None
+        return {index: sum(values) / len(values) for index, values in self.samples.items()} or None
 
 
 def run_set(name: str, path: Path, models: dict[str, str], outdir: Path, precision: str, sequences: int) -> dict:

@@ -181,3 +181,18 @@ def test_whole_predict_gpu_benchmark_runs_its_dry_run_on_the_cpu(repo_root: Path
         assert run["other_s"] >= 0 and sum(run["timings_s"].values()) + run["other_s"] == pytest.approx(run["wall_s"])
     assert reads["extrapolated_1m_reads_s"] > reads["wall_s"]
     assert "1M reads extrapolated" in done.stdout
+
+
+def test_gpu_busy_fraction_is_the_mean_of_nvidia_smi_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in nvidia-smi that prints two samples per GPU and keeps running until stopped."""
+    import time
+
+    from benchmarks.gpu_predict import GpuUtilisation
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '0, 50\\n1, 0\\n0, 100\\n1, 20\\n'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with GpuUtilisation() as utilisation:
+        time.sleep(0.5)
+    assert utilisation.busy_fraction() == pytest.approx({"0": 0.75, "1": 0.10})
